@@ -1,6 +1,8 @@
 module github.com/usernameregistry/registry
 
-go 1.26
+go 1.26.0
+
+require github.com/twmb/franz-go v1.22.2
 
 require (
 	github.com/google/uuid v1.6.0 // indirect
@@ -9,7 +11,6 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
-	github.com/twmb/franz-go v1.22.2 // indirect
 	github.com/twmb/franz-go/pkg/kadm v1.19.0 // indirect
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect

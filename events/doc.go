@@ -1,0 +1,18 @@
+// Package events is the registry's wire contract: the topic names, the
+// record key rule, the headers, and the JSON bodies of every event that
+// crosses Kafka. It imports nothing of the registry's own, so that any
+// producer or consumer (the API, the projector, a replay tool, a non-Go
+// client reading docs/events.md) agrees on the same bytes.
+//
+// Two topics carry the record of the registry:
+//
+//   - [TopicClaims] holds [ClaimSubmitted] events, keyed by the username's
+//     partition key (its confusable skeleton), so every claim that could
+//     conflict lands in one partition.
+//   - [TopicRegistrations] holds the decisions, [TypeUsernameRegistered] and
+//     [TypeClaimRejected], keyed the same way and published to the same
+//     partition number as the claim they decide.
+//
+// Both topics must use Kafka's default partitioner (murmur2 over the key,
+// as the Java client does); see [Partition].
+package events
