@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/internal/stack"
+	"github.com/usernameregistry/registry/projector"
+)
+
+func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	var c config
+	fs := flagSet("migrate", &c, stdout, "database")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	pool, err := pg.Connect(ctx, c.databaseURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := pg.Migrate(ctx, pool, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrations applied: %d\n", len(applied))
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	var c config
+	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	opts, pool, _, err := connect(ctx, &c, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return serveAPI(ctx, &c, opts, pool, stdout, log)
+}
+
+func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	var c config
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	opts, pool, partitions, err := connect(ctx, &c, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return runProjector(ctx, &c, opts, pool, partitions, log)
+}
+
+// connect opens the database and checks (creating if missing) the topics.
+// Every process does both, so none runs on a database without the schema
+// or on topics that would lose claims.
+func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxpool.Pool, int32, error) {
+	opts, err := c.kafkaOptions(log)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	pool, err := pg.Connect(ctx, c.databaseURL, int32(c.dbConns))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if _, err := pg.Migrate(ctx, pool, log); err != nil {
+		pool.Close()
+		return nil, nil, 0, err
+	}
+	partitions, err := ensureTopics(ctx, opts, c)
+	if err != nil {
+		pool.Close()
+		return nil, nil, 0, err
+	}
+	return opts, pool, partitions, nil
+}
+
+func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	n, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), int32(c.partitions), int16(c.replication))
+	if err != nil {
+		return 0, fmt.Errorf("checking topics at %s: %w", c.brokers, err)
+	}
+	return n, nil
+}
+
+func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, stdout io.Writer, log *slog.Logger) error {
+	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		api.Close()
+		return fmt.Errorf("listening on %s: %w", c.httpAddr, err)
+	}
+	fmt.Fprintf(stdout, "registry API listening on http://%s\n", ln.Addr())
+	return stack.RunAPI(ctx, api, ln)
+}
+
+func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, log *slog.Logger) error {
+	p, err := projector.New(projector.Config{Kafka: opts, Group: c.group, Partitions: partitions, Logger: log}, pool)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}

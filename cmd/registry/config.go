@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/internal/kafka"
+)
+
+// Environment variables are read here and only here; each has a flag.
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
+		return v
+	}
+	return def
+}
+
+// config is every setting a subcommand may use.
+type config struct {
+	brokers     string // REGISTRY_KAFKA_BROKERS
+	databaseURL string // DATABASE_URL; empty means the PG* variables
+	httpAddr    string // REGISTRY_HTTP_ADDR
+	partitions  int    // REGISTRY_PARTITIONS
+	replication int    // REGISTRY_REPLICATION_FACTOR
+	group       string // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int    // REGISTRY_MAX_WAITERS
+	dbConns     int    // REGISTRY_DB_MAX_CONNS
+	dataDir     string // dev only
+}
+
+// flagSet declares the flags named in want, with environment fallbacks.
+func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.FlagSet {
+	fs := flag.NewFlagSet("registry "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	decl := map[string]func(){
+		"brokers":  func() { fs.StringVar(&c.brokers, "brokers", envOr("REGISTRY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (REGISTRY_KAFKA_BROKERS)") },
+		"database": func() { fs.StringVar(&c.databaseURL, "database", os.Getenv("DATABASE_URL"), "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)") },
+		"http":     func() { fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)") },
+		"partitions": func() {
+			fs.IntVar(&c.partitions, "partitions", envInt("REGISTRY_PARTITIONS", 12), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
+		},
+		"replication": func() {
+			fs.IntVar(&c.replication, "replication", envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
+		},
+		"group":       func() { fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)") },
+		"max-waiters": func() { fs.IntVar(&c.maxWaiters, "max-waiters", envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)") },
+		"db-conns":    func() { fs.IntVar(&c.dbConns, "db-conns", envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)") },
+		"data":        func() { fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data") },
+	}
+	for _, w := range want {
+		decl[w]()
+	}
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string, c *config) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
+		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
+	}
+	if fs.Lookup("max-waiters") != nil && c.maxWaiters < 1 {
+		return fmt.Errorf("--max-waiters must be at least 1, got %d", c.maxWaiters)
+	}
+	return nil
+}
+
+func (c *config) kafkaOptions(log *slog.Logger) ([]kgo.Opt, error) {
+	brokers := kafka.ParseBrokers(c.brokers)
+	if len(brokers) == 0 {
+		return nil, errors.New("no Kafka brokers: set --brokers or REGISTRY_KAFKA_BROKERS")
+	}
+	return kafka.ClientOptions(brokers, log), nil
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/pglaunch"
+)
+
+// devDatabase is the database dev creates in its private cluster.
+const devDatabase = "registry"
+
+func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	var c config
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group")
+	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	c.dbConns, c.replication = 20, -1
+	dir, err := filepath.Abs(c.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	cluster, err := startDevPostgres(ctx, dir, log)
+	if err != nil {
+		return err
+	}
+	defer stopDevPostgres(cluster, log)
+	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), 0)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	c.brokers, c.databaseURL = broker.ListenAddrs()[0], cluster.URL(devDatabase)
+	log.Info("embedded services up", "kafka", c.brokers, "postgres", c.databaseURL, "data", dir)
+	return runDevProcesses(ctx, &c, cluster, stdout, log)
+}
+
+func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
+	opts, pool, partitions, err := connect(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, log) })
+	g.Go(func() error { return serveAPI(gctx, c, opts, pool, stdout, log) })
+	g.Go(func() error {
+		select {
+		case <-cluster.Done():
+			return errors.New("the embedded PostgreSQL server exited unexpectedly; see its log in the data directory")
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	return g.Wait()
+}
+
+func startDevPostgres(ctx context.Context, dir string, log *slog.Logger) (*pglaunch.Cluster, error) {
+	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded PostgreSQL (or set DATABASE_URL and use 'registry serve' and 'registry project'): %w", err)
+	}
+	if err := createDatabase(ctx, cluster.URL("postgres"), devDatabase); err != nil {
+		cluster.Stop() //nolint:errcheck // already failing
+		return nil, err
+	}
+	return cluster, nil
+}
+
+func createDatabase(ctx context.Context, url, name string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connecting to embedded PostgreSQL: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("checking for database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return fmt.Errorf("creating database %s: %w", name, err)
+	}
+	return nil
+}
+
+func stopDevPostgres(cluster *pglaunch.Cluster, log *slog.Logger) {
+	start := time.Now()
+	if err := cluster.Stop(); err != nil {
+		log.Error("stopping embedded PostgreSQL", "error", err)
+		return
+	}
+	log.Info("embedded PostgreSQL stopped", "took", time.Since(start).Round(time.Millisecond))
+}

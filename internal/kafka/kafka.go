@@ -1,0 +1,123 @@
+// Package kafka sets up franz-go clients for the registry and guards the
+// shape of its topics. It knows the topic names from events but no domain
+// rules.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// ClientOptions are the options every registry client starts from: the seed
+// brokers, logging through slog, and acks from all in-sync replicas with
+// idempotent writes (franz-go's defaults, stated so nobody loosens them by
+// accident).
+func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+	}
+}
+
+// ParseBrokers splits a comma-separated broker list.
+func ParseBrokers(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// requiredConfigs are the topic settings that keep the topics a complete
+// record: nothing is ever deleted or compacted away.
+var requiredConfigs = map[string]string{
+	"cleanup.policy":  "delete",
+	"retention.ms":    "-1",
+	"retention.bytes": "-1",
+}
+
+// ErrTopicLayout is wrapped when the topics exist in a shape the registry
+// refuses to run on.
+var ErrTopicLayout = errors.New("topics unsafe for the registry")
+
+// EnsureTopics creates the claims and registrations topics with partitions
+// partitions if they are missing, then checks both: same partition count,
+// delete cleanup policy, infinite retention. It returns the partition count
+// the topics actually have, which may differ from partitions when they
+// already existed.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, replication int16) (int32, error) {
+	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	configs := map[string]*string{}
+	for k, v := range requiredConfigs {
+		configs[k] = &v
+	}
+	resp, err := adm.CreateTopics(ctx, partitions, replication, configs, topics...)
+	if err != nil {
+		return 0, fmt.Errorf("creating topics: %w", err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return CheckTopics(ctx, adm)
+}
+
+// CheckTopics verifies the topics' shape without changing anything and
+// returns their partition count.
+func CheckTopics(ctx context.Context, adm *kadm.Client) (int32, error) {
+	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	md, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return 0, fmt.Errorf("describing topics: %w", err)
+	}
+	counts := map[string]int32{}
+	for _, t := range topics {
+		d, ok := md[t]
+		if !ok || d.Err != nil {
+			return 0, fmt.Errorf("%w: topic %s is missing (%v)", ErrTopicLayout, t, d.Err)
+		}
+		counts[t] = int32(len(d.Partitions))
+	}
+	if counts[events.TopicClaims] != counts[events.TopicRegistrations] {
+		return 0, fmt.Errorf("%w: %s has %d partitions but %s has %d; they must be equal",
+			ErrTopicLayout, events.TopicClaims, counts[events.TopicClaims], events.TopicRegistrations, counts[events.TopicRegistrations])
+	}
+	if err := checkConfigs(ctx, adm, topics); err != nil {
+		return 0, err
+	}
+	return counts[events.TopicClaims], nil
+}
+
+func checkConfigs(ctx context.Context, adm *kadm.Client, topics []string) error {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("describing topic configs: %w", err)
+	}
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return fmt.Errorf("describing configs of topic %s: %w", rc.Name, rc.Err)
+		}
+		for _, c := range rc.Configs {
+			want, ok := requiredConfigs[c.Key]
+			if ok && c.MaybeValue() != want {
+				return fmt.Errorf("%w: topic %s has %s=%s; the registry needs %s=%s so the topics keep every claim and decision forever",
+					ErrTopicLayout, rc.Name, c.Key, c.MaybeValue(), c.Key, want)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+// Package stack wires the registry's parts into the processes it runs:
+// the API node (claims producer, decisions reader, HTTP API) and the
+// projector node. `registry dev`, `serve` and `project` and the end-to-end
+// tests all build their processes here, so they run the same wiring.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/registrations"
+)
+
+// APIConfig configures an API node.
+type APIConfig struct {
+	// Kafka holds the base client options. Required.
+	Kafka []kgo.Opt
+	// Pool reads the projection for lookups and retries. Required.
+	Pool *pgxpool.Pool
+	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
+	MaxWaiters int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// API is a running API node's parts.
+type API struct {
+	Handler  http.Handler
+	Client   *claims.Client
+	Reader   *registrations.Reader
+	producer *kgo.Client
+}
+
+// NewAPI builds an API node. Run starts its decisions reader.
+func NewAPI(cfg APIConfig) (*API, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	producer, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
+		kgo.DefaultProduceTopic(events.TopicClaims),
+		kgo.ProducerLinger(0), // a waiting request must not wait for a batch to fill
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating claims producer: %w", err)
+	}
+	a, err := assemble(cfg, producer)
+	if err != nil {
+		producer.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
+	reader, err := registrations.NewReader(registrations.ReaderConfig{Kafka: cfg.Kafka, MaxWaiters: cfg.MaxWaiters, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	store := projector.NewStore(cfg.Pool)
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	ready := func(ctx context.Context) error {
+		if err := reader.Ready(ctx); err != nil {
+			return err
+		}
+		if err := store.Ping(ctx); err != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		return nil
+	}
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: store, Ready: ready, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return &API{Handler: h, Client: client, Reader: reader, producer: producer}, nil
+}
+
+// Run runs the decisions reader until ctx ends.
+func (a *API) Run(ctx context.Context) error { return a.Reader.Run(ctx) }
+
+// Close releases the producer; call it after Run returned.
+func (a *API) Close() { a.producer.Close() }
+
+// Serve serves h on ln until ctx ends, then stops accepting and lets
+// requests in flight finish (up to 35s, longer than the longest wait).
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 35*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("stopping HTTP server: %w", err)
+	}
+	return nil
+}
+
+// RunAPI serves the API node on ln until ctx ends. On shutdown it stops
+// accepting first and keeps the decisions reader running while requests
+// in flight finish, so they still get their decisions.
+func RunAPI(ctx context.Context, a *API, ln net.Listener) error {
+	readerCtx, stopReader := context.WithCancel(context.WithoutCancel(ctx))
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- a.Run(readerCtx) }()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- Serve(ctx, ln, a.Handler) }()
+	var err error
+	select {
+	case err = <-serveErr:
+		stopReader()
+		err = errors.Join(err, <-readerDone)
+	case err = <-readerDone: // the reader failed: nothing can be answered
+		stopReader()
+		ln.Close()
+		err = errors.Join(err, <-serveErr)
+	}
+	a.Close()
+	return err
+}

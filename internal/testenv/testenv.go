@@ -1,0 +1,134 @@
+// Package testenv gives integration tests real dependencies: a PostgreSQL
+// database per test and a Kafka-protocol broker per test.
+//
+// PostgreSQL comes from TEST_DATABASE_URL when set, otherwise from a
+// private cluster that the test binary starts once (internal/pglaunch, the
+// launcher `registry dev` uses). Kafka comes from TEST_KAFKA_BROKERS when
+// set, otherwise from an in-process kfake broker. Under CI=true a missing
+// dependency fails the test; elsewhere it skips with the reason.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/internal/pglaunch"
+)
+
+// Main wraps a package's TestMain: it runs the tests, then stops the
+// private PostgreSQL cluster if one was started.
+func Main(m *testing.M) {
+	code := m.Run()
+	shared.stop()
+	os.Exit(code)
+}
+
+// unavailable fails the test under CI=true and skips it otherwise.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and a test dependency is missing: "+format, args...)
+	}
+	t.Skipf("test dependency missing: "+format, args...)
+}
+
+type server struct {
+	once    sync.Once
+	url     string // base URL; the database name is replaced per test
+	err     error
+	cluster *pglaunch.Cluster
+	dir     string
+}
+
+var (
+	shared server
+	dbSeq  atomic.Int64
+)
+
+func (s *server) start() {
+	if url := os.Getenv("TEST_DATABASE_URL"); url != "" {
+		s.url = url
+		return
+	}
+	s.dir, s.err = os.MkdirTemp("", "registry-test-pg-")
+	if s.err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s.cluster, s.err = pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(s.dir, "data")})
+	if s.err == nil {
+		s.url = s.cluster.URL("postgres")
+	}
+}
+
+func (s *server) stop() {
+	if s.cluster != nil {
+		s.cluster.Stop() //nolint:errcheck // best effort at exit
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
+// Database creates a fresh, migrated database for t, dropped when t ends,
+// and returns a pool on it and its URL.
+func Database(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	shared.once.Do(shared.start)
+	if shared.err != nil {
+		unavailable(t, "PostgreSQL: %v", shared.err)
+	}
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, shared.url)
+	if err != nil {
+		unavailable(t, "PostgreSQL at TEST_DATABASE_URL or the private cluster: %v", err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("registry_test_%d_%d", os.Getpid(), dbSeq.Add(1))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("creating test database: %v", err)
+	}
+	url := withDatabase(t, shared.url, name)
+	pool, err := pg.Connect(ctx, url, 20)
+	if err != nil {
+		t.Fatalf("connecting to test database: %v", err)
+	}
+	t.Cleanup(func() { dropDatabase(pool, name) })
+	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("migrating test database: %v", err)
+	}
+	return pool, url
+}
+
+func dropDatabase(pool *pgxpool.Pool, name string) {
+	pool.Close()
+	ctx := context.Background()
+	if admin, err := pgx.Connect(ctx, shared.url); err == nil {
+		admin.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") //nolint:errcheck // best effort
+		admin.Close(ctx)
+	}
+}
+
+// withDatabase points a connection string (URL or key=value form) at
+// another database.
+func withDatabase(t testing.TB, conn, name string) string {
+	u, err := url.Parse(conn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return conn + " dbname=" + name
+	}
+	u.Path = "/" + name
+	return u.String()
+}

@@ -1,0 +1,69 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// outboxRow is a committed decision waiting to be published.
+type outboxRow struct {
+	id        int64
+	partition int32
+	key       []byte
+	eventType string
+	value     []byte
+}
+
+func (w *writes) outboxRows(part int32, ids []int64) []outboxRow {
+	rows := make([]outboxRow, len(ids))
+	for i, id := range ids {
+		rows[i] = outboxRow{id: id, partition: part, key: w.obKey[i], eventType: w.obType[i], value: w.obValue[i]}
+	}
+	return rows
+}
+
+// publish produces rows to registrations, waits for every acknowledgement,
+// then deletes them from the outbox. A crash between the two publishes the
+// same bytes again on the next assignment; consumers dedupe by request_id.
+func (p *Projector) publish(ctx context.Context, cl *kgo.Client, rows []outboxRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	recs := make([]*kgo.Record, len(rows))
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
+		ids[i] = r.id
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("publishing %d decisions to partition %d: %w", len(recs), rows[0].partition, err)
+	}
+	if _, err := p.pool.Exec(ctx, sqlDeleteOutbox, ids); err != nil {
+		return fmt.Errorf("marking %d decisions published: %w", len(ids), err)
+	}
+	return nil
+}
+
+// relay publishes whatever the outbox holds for a partition, in order.
+func (p *Projector) relay(ctx context.Context, cl *kgo.Client, part int32) error {
+	rows, err := p.pool.Query(ctx, sqlPendingOutbox, part)
+	if err != nil {
+		return fmt.Errorf("reading outbox of partition %d: %w", part, err)
+	}
+	pending, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
+		o := outboxRow{partition: part}
+		return o, r.Scan(&o.id, &o.key, &o.eventType, &o.value)
+	})
+	if err != nil {
+		return fmt.Errorf("reading outbox of partition %d: %w", part, err)
+	}
+	if len(pending) > 0 {
+		p.log.Info("republishing outbox", "partition", part, "decisions", len(pending))
+	}
+	return p.publish(ctx, cl, pending)
+}

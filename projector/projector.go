@@ -1,0 +1,379 @@
+package projector
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// Config configures a Projector.
+type Config struct {
+	// Kafka holds the base client options: seed brokers, logging, security.
+	// Required.
+	Kafka []kgo.Opt
+	// Group is the consumer group that shares the claims partitions among
+	// projectors. Defaults to "registry-projector".
+	Group string
+	// Partitions is the partition count of the claims topic, as checked at
+	// start. Required.
+	Partitions int32
+	// SessionTimeout is how long the group waits for a silent member before
+	// giving its partitions to another. Defaults to 45s.
+	SessionTimeout time.Duration
+	// RetryBackoff is the first wait after a transient fault (database or
+	// broker unreachable); it doubles up to MaxRetryBackoff. Defaults to
+	// 100ms.
+	RetryBackoff time.Duration
+	// MaxRetryBackoff caps RetryBackoff. Defaults to 5s.
+	MaxRetryBackoff time.Duration
+	// Logger receives the projector's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Projector is one member of the projector group: for each partition it is
+// assigned, it is the only writer, deciding claims in log order.
+type Projector struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	owned map[int32]*partitionState // partitions this member holds, by number
+
+	halt context.CancelCauseFunc // stops Run with a fatal error
+}
+
+// partitionState is this member's view of one owned partition.
+type partitionState struct {
+	partition  int32
+	epoch      int64 // the epoch this member bumped to on assignment
+	nextOffset int64 // first offset not yet decided
+	fenced     bool  // a newer owner exists: drop records until reassigned
+	resync     bool  // a fault left the last commit's outcome unknown
+}
+
+// New returns a Projector writing through pool.
+func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
+	if len(cfg.Kafka) == 0 || cfg.Partitions <= 0 || pool == nil {
+		return nil, errors.New("projector: Kafka options, Partitions and a database pool are required")
+	}
+	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
+	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
+	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
+	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
+}
+
+// ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
+// past the end of the claims log: the broker lost acknowledged claims. The
+// projector halts rather than skip or re-decide anything.
+var ErrOffsetBeyondLogEnd = errors.New("stored offset is beyond the end of the claims log")
+
+// ErrLayoutChanged is wrapped when the claims topic's partition count
+// differs from the one recorded at first run.
+var ErrLayoutChanged = errors.New("claims partition count changed")
+
+// Run consumes claims until ctx ends (a clean stop, returning nil) or a
+// fatal condition halts it. A batch in flight when ctx ends is finished.
+func (p *Projector) Run(ctx context.Context) error {
+	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
+	if err != nil {
+		return err
+	}
+	if stored != p.cfg.Partitions {
+		return fmt.Errorf("%w: the database was built for %d partitions, the topic has %d; names would move between partitions",
+			ErrLayoutChanged, stored, p.cfg.Partitions)
+	}
+	runCtx, halt := context.WithCancelCause(ctx)
+	defer halt(nil)
+	p.halt = halt
+	cl, err := kgo.NewClient(p.clientOptions()...)
+	if err != nil {
+		return fmt.Errorf("creating projector client: %w", err)
+	}
+	defer cl.Close()
+	err = p.loop(runCtx, cl)
+	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func (p *Projector) clientOptions() []kgo.Opt {
+	return append(append([]kgo.Opt{}, p.cfg.Kafka...),
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(events.TopicClaims),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
+		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.AutoCommitMarks(), // group offsets are for lag monitoring only; PostgreSQL holds the truth
+		kgo.AdjustFetchOffsetsFn(p.onAssigned),
+		kgo.OnPartitionsRevoked(p.onLost),
+		kgo.OnPartitionsLost(p.onLost),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), // decisions go to the claim's partition number
+		kgo.ProducerLinger(0),
+	)
+}
+
+// onAssigned runs when the group gives this member partitions, before any
+// fetch: it bumps each partition's epoch in PostgreSQL, which fences the
+// previous owner, and starts consumption at the stored next offset.
+func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	parts := make([]int32, 0, len(offsets[events.TopicClaims]))
+	for part := range offsets[events.TopicClaims] {
+		if part >= p.cfg.Partitions {
+			err := fmt.Errorf("%w: assigned partition %d but the registry has %d", ErrLayoutChanged, part, p.cfg.Partitions)
+			p.halt(err)
+			return nil, err
+		}
+		parts = append(parts, part)
+	}
+	as, err := assign(ctx, p.pool, parts)
+	if err != nil {
+		return nil, err // kgo retries the join; nothing was decided
+	}
+	if err := p.checkLogEnds(ctx, as); err != nil {
+		p.halt(err)
+		return nil, err
+	}
+	return p.own(as), nil
+}
+
+func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[int32]kgo.Offset{}
+	for _, a := range as {
+		p.owned[a.partition] = &partitionState{partition: a.partition, epoch: a.epoch, nextOffset: a.nextOffset, resync: true}
+		out[a.partition] = kgo.NewOffset().At(a.nextOffset).WithEpoch(-1)
+		p.log.Info("partition assigned", "partition", a.partition, "next_offset", a.nextOffset, "epoch", a.epoch)
+	}
+	return map[string]map[int32]kgo.Offset{events.TopicClaims: out}
+}
+
+// checkLogEnds halts when a stored offset is past the log end: the broker
+// lost claims that were decided.
+func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
+	// The client from the callback's group session is not reachable here,
+	// so a short-lived admin client asks.
+	cl, err := kgo.NewClient(p.cfg.Kafka...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, events.TopicClaims)
+	if err != nil {
+		return fmt.Errorf("listing claims end offsets: %w", err)
+	}
+	for _, a := range as {
+		end, ok := ends.Lookup(events.TopicClaims, a.partition)
+		if !ok || end.Err != nil {
+			return fmt.Errorf("listing end offset of claims partition %d: %v", a.partition, end.Err)
+		}
+		if a.nextOffset > end.Offset {
+			return fmt.Errorf("%w: partition %d: stored next offset %d, log end offset %d; restore the broker's data or rebuild, never skip",
+				ErrOffsetBeyondLogEnd, a.partition, a.nextOffset, end.Offset)
+		}
+	}
+	return nil
+}
+
+func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, part := range lost[events.TopicClaims] {
+		delete(p.owned, part)
+		p.log.Info("partition released", "partition", part)
+	}
+}
+
+func (p *Projector) state(part int32) *partitionState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.owned[part]
+}
+
+func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		if err := p.fetchErrors(fetches); err != nil {
+			cl.AllowRebalance()
+			return err
+		}
+		var wg sync.WaitGroup
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			wg.Go(func() { p.process(ctx, cl, fp.Partition, fp.Records) })
+		})
+		wg.Wait()
+		cl.AllowRebalance()
+	}
+}
+
+// fetchErrors returns a fatal fetch error. OffsetOutOfRange can only mean
+// the log no longer holds the stored position; everything else the client
+// retries by itself.
+func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
+	for _, fe := range fetches.Errors() {
+		switch {
+		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, kgo.ErrClientClosed):
+		case errors.Is(fe.Err, kerr.OffsetOutOfRange):
+			return fmt.Errorf("%w: partition %d: %v", ErrOffsetBeyondLogEnd, fe.Partition, fe.Err)
+		default:
+			p.log.Warn("fetch error", "topic", fe.Topic, "partition", fe.Partition, "error", fe.Err)
+		}
+	}
+	return nil
+}
+
+// process decides one partition's batch, retrying transient faults until
+// it commits, the partition is fenced, or ctx ends. It never skips a claim
+// and never decides one twice.
+func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, recs []*kgo.Record) {
+	st := p.state(part)
+	if st == nil {
+		return // revoked between fetch and processing
+	}
+	backoff := p.cfg.RetryBackoff
+	for {
+		err := p.attempt(ctx, cl, st, recs)
+		switch {
+		case err == nil:
+			cl.MarkCommitRecords(recs[len(recs)-1])
+			return
+		case errors.Is(err, ErrFenced):
+			st.fenced = true
+			p.log.Warn("partition fenced; a newer owner holds it", "partition", part, "epoch", st.epoch)
+			return
+		}
+		st.resync = true
+		p.log.Warn("batch failed; retrying", "partition", part, "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, p.cfg.MaxRetryBackoff)
+	}
+}
+
+// attempt makes one try at a batch: catch up after a fault, commit the
+// decisions, publish them. Shutdown does not interrupt a try under way:
+// the batch in flight finishes.
+func (p *Projector) attempt(ctx context.Context, cl *kgo.Client, st *partitionState, recs []*kgo.Record) error {
+	ctx = context.WithoutCancel(ctx)
+	if st.fenced {
+		return ErrFenced
+	}
+	if st.resync {
+		if err := p.resync(ctx, cl, st); err != nil {
+			return err
+		}
+	}
+	recs = undecided(recs, st.nextOffset)
+	if len(recs) == 0 {
+		return nil
+	}
+	pending, err := p.commit(ctx, st, recs)
+	if err != nil {
+		return err
+	}
+	return p.publish(ctx, cl, pending)
+}
+
+// resync re-reads the stored position, since the last commit may or may
+// not have happened, and republishes whatever the outbox still holds.
+func (p *Projector) resync(ctx context.Context, cl *kgo.Client, st *partitionState) error {
+	next, epoch, err := position(ctx, p.pool, st.partition)
+	if err != nil {
+		return err
+	}
+	if epoch != st.epoch {
+		return ErrFenced
+	}
+	st.nextOffset = next
+	if err := p.relay(ctx, cl, st.partition); err != nil {
+		return err
+	}
+	st.resync = false
+	return nil
+}
+
+func undecided(recs []*kgo.Record, next int64) []*kgo.Record {
+	for i, r := range recs {
+		if r.Offset >= next {
+			return recs[i:]
+		}
+	}
+	return nil
+}
+
+// commit decides recs and writes the decisions, the projection, the outbox
+// and the new position in one transaction. It returns the outbox rows to
+// publish.
+func (p *Projector) commit(ctx context.Context, st *partitionState, recs []*kgo.Record) ([]outboxRow, error) {
+	ins := make([]claimInput, len(recs))
+	for i, r := range recs {
+		ins[i] = parseClaim(r, int(p.cfg.Partitions))
+	}
+	next := recs[len(recs)-1].Offset + 1
+	var rows []outboxRow
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, sqlAdvance, st.partition, st.epoch, st.nextOffset, next)
+		if err != nil {
+			return fmt.Errorf("advancing partition %d: %w", st.partition, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrFenced
+		}
+		rows, err = decideAndWrite(ctx, tx, st.partition, ins)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	st.nextOffset = next
+	return rows, nil
+}
+
+func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput) ([]outboxRow, error) {
+	s, err := loadState(ctx, tx, ins)
+	if err != nil {
+		return nil, err
+	}
+	w := &writes{}
+	for i := range ins {
+		out, err := decide(s, &ins[i])
+		if err != nil {
+			return nil, err
+		}
+		w.add(&ins[i], out)
+	}
+	var ids []int64
+	b := &pgx.Batch{}
+	w.queue(b, part, &ids)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("writing decisions for partition %d: %w", part, err)
+	}
+	return w.outboxRows(part, ids), nil
+}

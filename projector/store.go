@@ -1,0 +1,264 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/events"
+)
+
+// The SQL the projector runs. Every statement works on a whole batch (or
+// a whole assignment) through arrays, never one row per round trip.
+const (
+	// claimPartitions bumps the epoch of every newly assigned partition,
+	// creating its row on first sight, and returns where to resume.
+	sqlAssign = `
+INSERT INTO claim_partitions (partition, next_offset, owner_epoch)
+SELECT p, 0, 1 FROM unnest($1::int[]) AS p
+ON CONFLICT (partition) DO UPDATE
+SET owner_epoch = claim_partitions.owner_epoch + 1, updated_at = now()
+RETURNING partition, next_offset, owner_epoch`
+
+	// sqlAdvance is the compare-and-set that fences zombies: it matches only
+	// while this owner's epoch is current and nobody else advanced the
+	// partition. It also locks the row for the rest of the transaction, so
+	// a new owner's sqlAssign waits for this batch to commit or roll back.
+	sqlAdvance = `
+UPDATE claim_partitions SET next_offset = $4, updated_at = now()
+WHERE partition = $1 AND owner_epoch = $2 AND next_offset = $3`
+
+	sqlPosition = `SELECT next_offset, owner_epoch FROM claim_partitions WHERE partition = $1`
+
+	sqlLoadRequests = `
+SELECT request_id::text, user_id, username, decision FROM requests WHERE request_id = ANY($1::uuid[])`
+
+	sqlLoadHolders = `
+SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at
+FROM usernames WHERE key = ANY($1::text[])`
+
+	sqlInsertRequests = `
+INSERT INTO requests (request_id, user_id, username, canonical, outcome, reason, claim_partition, claim_offset, decision)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bytea[])`
+
+	sqlInsertHolders = `
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[])`
+
+	sqlInsertOutbox = `
+INSERT INTO outbox (claim_partition, key, event_type, value)
+SELECT $1, k, t, v FROM unnest($2::bytea[], $3::text[], $4::bytea[]) WITH ORDINALITY AS o(k, t, v, n)
+ORDER BY n
+RETURNING id`
+
+	sqlPendingOutbox = `SELECT id, key, event_type, value FROM outbox WHERE claim_partition = $1 ORDER BY id`
+
+	sqlDeleteOutbox = `DELETE FROM outbox WHERE id = ANY($1::bigint[])`
+
+	sqlLedgerDecision = `SELECT decision FROM requests WHERE request_id = $1`
+
+	sqlHolder = `
+SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`
+
+	sqlLayout = `
+INSERT INTO topic_layout (topic, partitions) VALUES ($1, $2)
+ON CONFLICT (topic) DO UPDATE SET partitions = topic_layout.partitions
+RETURNING partitions`
+)
+
+// ErrFenced means a newer owner holds the partition: this projector's
+// write was refused and it must stop writing the partition.
+var ErrFenced = errors.New("partition fenced by a newer owner")
+
+// assignment is a partition's stored position after an epoch bump.
+type assignment struct {
+	partition  int32
+	nextOffset int64
+	epoch      int64
+}
+
+func assign(ctx context.Context, pool *pgxpool.Pool, partitions []int32) ([]assignment, error) {
+	rows, err := pool.Query(ctx, sqlAssign, partitions)
+	if err != nil {
+		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+	}
+	as, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (assignment, error) {
+		var a assignment
+		return a, r.Scan(&a.partition, &a.nextOffset, &a.epoch)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+	}
+	return as, nil
+}
+
+// position reads a partition's stored progress and epoch, used after a
+// fault left the outcome of a commit unknown.
+func position(ctx context.Context, pool *pgxpool.Pool, partition int32) (nextOffset, epoch int64, err error) {
+	err = pool.QueryRow(ctx, sqlPosition, partition).Scan(&nextOffset, &epoch)
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading stored position of partition %d: %w", partition, err)
+	}
+	return nextOffset, epoch, nil
+}
+
+// recordLayout stores the partition count on first run and returns the
+// stored one, so a changed topic is noticed by every later start.
+func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (int32, error) {
+	var stored int32
+	err := pool.QueryRow(ctx, sqlLayout, events.TopicClaims, partitions).Scan(&stored)
+	if err != nil {
+		return 0, fmt.Errorf("recording topic layout: %w", err)
+	}
+	return stored, nil
+}
+
+// loadState reads the ledger entries and holders that the batch's claims
+// can depend on, in one round trip.
+func loadState(ctx context.Context, tx pgx.Tx, ins []claimInput) (*state, error) {
+	ids, keys := make([]string, 0, len(ins)), make([]string, 0, len(ins))
+	for i := range ins {
+		ids = append(ids, ins[i].requestID)
+		if ins[i].invalid == "" {
+			keys = append(keys, ins[i].name.Key)
+		}
+	}
+	b := &pgx.Batch{}
+	st := newState()
+	b.Queue(sqlLoadRequests, ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, st) })
+	b.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, st) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("loading ledger and holders: %w", err)
+	}
+	return st, nil
+}
+
+func scanRequests(rows pgx.Rows, st *state) error {
+	for rows.Next() {
+		e := &ledgerEntry{}
+		if err := rows.Scan(&e.requestID, &e.userID, &e.username, &e.value); err != nil {
+			return err
+		}
+		e.decision = &events.Decision{}
+		if err := json.Unmarshal(e.value, e.decision); err != nil {
+			return fmt.Errorf("stored decision for %s: %w", e.requestID, err)
+		}
+		st.requests[e.requestID] = e
+	}
+	return rows.Err()
+}
+
+func scanHolders(rows pgx.Rows, st *state) error {
+	for rows.Next() {
+		h := &holder{}
+		if err := rows.Scan(&h.canonical, &h.key, &h.username, &h.userID, &h.requestID, &h.partition, &h.offset, &h.registeredAt); err != nil {
+			return err
+		}
+		h.registeredAt = h.registeredAt.UTC()
+		st.holders[h.key] = h
+	}
+	return rows.Err()
+}
+
+// writes gathers a batch's changes as column arrays for unnest.
+type writes struct {
+	reqID, reqUser, reqName []string
+	reqCanon, reqReason     []*string
+	reqOutcome              []string
+	reqPart                 []int32
+	reqOff                  []int64
+	reqValue                [][]byte
+
+	hCanon, hKey, hName, hUser, hReq []string
+	hPart                            []int32
+	hOff                             []int64
+	hAt                              []time.Time
+
+	obKey   [][]byte
+	obType  []string
+	obValue [][]byte
+}
+
+func (w *writes) add(in *claimInput, out outcome) {
+	w.obKey, w.obType, w.obValue = append(w.obKey, in.key), append(w.obType, out.decision.Type()), append(w.obValue, out.value)
+	if e := out.entry; e != nil {
+		d := e.decision
+		w.reqID, w.reqUser, w.reqName = append(w.reqID, e.requestID), append(w.reqUser, e.userID), append(w.reqName, e.username)
+		w.reqCanon, w.reqReason = append(w.reqCanon, nullable(d.Canonical)), append(w.reqReason, nullable(d.Reason))
+		w.reqOutcome, w.reqPart, w.reqOff = append(w.reqOutcome, d.Outcome), append(w.reqPart, d.ClaimPartition), append(w.reqOff, d.ClaimOffset)
+		w.reqValue = append(w.reqValue, e.value)
+	}
+	if h := out.newHolder; h != nil {
+		w.hCanon, w.hKey, w.hName, w.hUser, w.hReq = append(w.hCanon, h.canonical), append(w.hKey, h.key), append(w.hName, h.username), append(w.hUser, h.userID), append(w.hReq, h.requestID)
+		w.hPart, w.hOff, w.hAt = append(w.hPart, h.partition), append(w.hOff, h.offset), append(w.hAt, h.registeredAt)
+	}
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// queue adds the batch's inserts to b; the outbox ids come back through ids.
+func (w *writes) queue(b *pgx.Batch, partition int32, ids *[]int64) {
+	if len(w.reqID) > 0 {
+		b.Queue(sqlInsertRequests, w.reqID, w.reqUser, w.reqName, w.reqCanon, w.reqOutcome, w.reqReason, w.reqPart, w.reqOff, w.reqValue)
+	}
+	if len(w.hCanon) > 0 {
+		b.Queue(sqlInsertHolders, w.hCanon, w.hKey, w.hName, w.hUser, w.hReq, w.hPart, w.hOff, w.hAt)
+	}
+	b.Queue(sqlInsertOutbox, partition, w.obKey, w.obType, w.obValue).Query(func(rows pgx.Rows) error {
+		var err error
+		*ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
+	})
+}
+
+// Store answers the API's read queries from the projection.
+type Store struct{ pool *pgxpool.Pool }
+
+// NewStore returns a Store reading through pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Decision returns the ledger's decision for requestID, or nil when the
+// request_id has none yet.
+func (s *Store) Decision(ctx context.Context, requestID string) (*events.Decision, error) {
+	var value []byte
+	err := s.pool.QueryRow(ctx, sqlLedgerDecision, requestID).Scan(&value)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up request %s: %w", requestID, err)
+	}
+	d := &events.Decision{}
+	if err := json.Unmarshal(value, d); err != nil {
+		return nil, fmt.Errorf("stored decision for %s: %w", requestID, err)
+	}
+	return d, nil
+}
+
+// Holder returns who holds canonical, or nil when nobody does.
+func (s *Store) Holder(ctx context.Context, canonical string) (*claims.Registration, error) {
+	r := &claims.Registration{}
+	err := s.pool.QueryRow(ctx, sqlHolder, canonical).Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up username %q: %w", canonical, err)
+	}
+	r.RegisteredAt = r.RegisteredAt.UTC()
+	return r, nil
+}
+
+// Ping checks the database answers, for readiness.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
