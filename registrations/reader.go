@@ -46,7 +46,9 @@ type Reader struct {
 	mu     sync.Mutex
 	subs   map[string][]chan *events.Decision
 	nsubs  int
-	client atomic.Pointer[kgo.Client] // set once positioned
+	client     atomic.Pointer[kgo.Client] // set while positioned
+	positioned chan struct{}              // closed once positioned
+	once       sync.Once
 }
 
 // NewReader returns a Reader; Run starts it.
@@ -60,7 +62,7 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Reader{cfg: cfg, log: cfg.Logger.With("component", "registrations-reader"), subs: map[string][]chan *events.Decision{}}, nil
+	return &Reader{cfg: cfg, log: cfg.Logger.With("component", "registrations-reader"), subs: map[string][]chan *events.Decision{}, positioned: make(chan struct{})}, nil
 }
 
 // Run positions the reader at the current end of every partition, then
@@ -82,6 +84,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	defer cl.Close()
 	r.client.Store(cl)
 	defer r.client.Store(nil)
+	r.once.Do(func() { close(r.positioned) })
 	r.log.Info("positioned at the end of registrations", "partitions", len(ends[events.TopicRegistrations]))
 	for {
 		fetches := cl.PollFetches(ctx)
@@ -164,6 +167,10 @@ func (r *Reader) unsubscribe(requestID string, ch chan *events.Decision) {
 	}
 	r.nsubs--
 }
+
+// Positioned is closed once Run has positioned the reader; from then on
+// Subscribe succeeds (while Run runs).
+func (r *Reader) Positioned() <-chan struct{} { return r.positioned }
 
 // Waiting returns how many subscriptions are open.
 func (r *Reader) Waiting() int {

@@ -25,10 +25,21 @@ import (
 func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
-		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.WithLogger(kslog.New(slog.New(quieter{log.Handler().WithAttrs([]slog.Attr{slog.String("component", "kafka")})}))),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 	}
 }
+
+// quieter passes on franz-go's warnings and errors only: its info lines
+// (every rebalance step, every metadata refresh) drown the registry's own.
+type quieter struct{ slog.Handler }
+
+func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && q.Handler.Enabled(ctx, l)
+}
+
+func (q quieter) WithAttrs(as []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(as)} }
+func (q quieter) WithGroup(name string) slog.Handler    { return quieter{q.Handler.WithGroup(name)} }
 
 // ParseBrokers splits a comma-separated broker list.
 func ParseBrokers(s string) []string {

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,7 +22,7 @@ var externalKafka sync.Mutex
 
 // Kafka returns seed brokers for a broker that only t uses: an in-process
 // kfake, or TEST_KAFKA_BROKERS with the registry's topics deleted first.
-func Kafka(t testing.TB) []string {
+func Kafka(t T) []string {
 	t.Helper()
 	if env := os.Getenv("TEST_KAFKA_BROKERS"); env != "" {
 		externalKafka.Lock()
@@ -40,7 +39,7 @@ func Kafka(t testing.TB) []string {
 	return c.ListenAddrs()
 }
 
-func deleteTopics(t testing.TB, brokers []string) {
+func deleteTopics(t T, brokers []string) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		t.Fatalf("TEST_KAFKA_BROKERS: %v", err)
@@ -57,14 +56,14 @@ func deleteTopics(t testing.TB, brokers []string) {
 // shows what the parts said.
 // Lines written after t ends are dropped: background goroutines may
 // outlive it by a moment.
-func Logger(t testing.TB) *slog.Logger {
+func Logger(t T) *slog.Logger {
 	w := &tWriter{t: t}
 	t.Cleanup(func() { w.done.Store(true) })
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 type tWriter struct {
-	t    testing.TB
+	t    T
 	done atomic.Bool
 }
 

@@ -35,8 +35,35 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// T is the part of testing.TB the helpers use, so that an Example (which
+// has no *testing.T) can use them through Background.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+	Log(args ...any)
+}
+
+// Background is a T for code that runs outside a test, such as a runnable
+// Example: a failure panics, and Close runs the cleanups.
+type Background struct{ cleanups []func() }
+
+func (*Background) Helper()                      {}
+func (b *Background) Cleanup(f func())           { b.cleanups = append(b.cleanups, f) }
+func (*Background) Fatalf(f string, args ...any) { panic(fmt.Sprintf(f, args...)) }
+func (*Background) Skipf(f string, args ...any)  { panic(fmt.Sprintf(f, args...)) }
+func (*Background) Log(...any)                   {}
+
+// Close runs the cleanups, last registered first.
+func (b *Background) Close() {
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+}
+
 // unavailable fails the test under CI=true and skips it otherwise.
-func unavailable(t testing.TB, format string, args ...any) {
+func unavailable(t T, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("CI=true and a test dependency is missing: "+format, args...)
@@ -66,6 +93,10 @@ func (s *server) start() {
 	if s.err != nil {
 		return
 	}
+	// Searchable by others: as root, the server runs as the postgres user.
+	if s.err = os.Chmod(s.dir, 0o755); s.err != nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	s.cluster, s.err = pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(s.dir, "data")})
@@ -85,7 +116,7 @@ func (s *server) stop() {
 
 // Database creates a fresh, migrated database for t, dropped when t ends,
 // and returns a pool on it and its URL.
-func Database(t testing.TB) (*pgxpool.Pool, string) {
+func Database(t T) (*pgxpool.Pool, string) {
 	t.Helper()
 	shared.once.Do(shared.start)
 	if shared.err != nil {
@@ -124,7 +155,7 @@ func dropDatabase(pool *pgxpool.Pool, name string) {
 
 // withDatabase points a connection string (URL or key=value form) at
 // another database.
-func withDatabase(t testing.TB, conn, name string) string {
+func withDatabase(t T, conn, name string) string {
 	u, err := url.Parse(conn)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return conn + " dbname=" + name

@@ -1,0 +1,171 @@
+// Package stacktest starts a whole registry for tests and examples: a real
+// Kafka-protocol broker, a real PostgreSQL database, projectors and API
+// nodes, all in process, from internal/testenv's dependencies.
+package stacktest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/stack"
+	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/projector"
+)
+
+// Options shape a Registry. Zero values give one projector, one API node
+// and 12 partitions.
+type Options struct {
+	Partitions int32
+	Projectors int // projectors started at once; more can be added with StartProjector
+	APIs       int // API nodes started at once
+	MaxWaiters int
+	// SessionTimeout for projectors; short, so tests that stop one see
+	// its partitions move quickly. Defaults to 6s (kfake's minimum).
+	SessionTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Registry is a running registry.
+type Registry struct {
+	t       testenv.T
+	opts    Options
+	Brokers []string
+	Kafka   []kgo.Opt
+	Pool    *pgxpool.Pool
+	DBURL   string
+	APIs    []*APINode
+}
+
+// APINode is a running API node.
+type APINode struct {
+	*stack.API
+	URL  string // http://127.0.0.1:port
+	stop func()
+}
+
+// Stop shuts the node down and waits for it.
+func (n *APINode) Stop() { n.stop() }
+
+// Start starts a registry that t tears down.
+func Start(t testenv.T, opts Options) *Registry {
+	t.Helper()
+	if opts.Partitions == 0 {
+		opts.Partitions = 12
+	}
+	if opts.SessionTimeout == 0 {
+		opts.SessionTimeout = 6 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = testenv.Logger(t)
+	}
+	r := &Registry{t: t, opts: opts, Brokers: testenv.Kafka(t)}
+	r.Pool, r.DBURL = testenv.Database(t)
+	r.Kafka = kafka.ClientOptions(r.Brokers, opts.Logger)
+	r.ensureTopics()
+	for range opts.Projectors {
+		r.StartProjector()
+	}
+	for range opts.APIs {
+		r.StartAPI()
+	}
+	return r
+}
+
+func (r *Registry) ensureTopics() {
+	cl, err := kgo.NewClient(r.Kafka...)
+	if err != nil {
+		r.t.Fatalf("kafka client: %v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), r.opts.Partitions, -1); err != nil {
+		r.t.Fatalf("creating topics: %v", err)
+	}
+}
+
+// Projector is a running projector.
+type Projector struct {
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan error
+	err      error
+}
+
+// Stop stops the projector cleanly and returns what Run returned.
+func (p *Projector) Stop() error {
+	p.stopOnce.Do(func() {
+		p.cancel()
+		p.err = <-p.done
+	})
+	return p.err
+}
+
+// Done returns the channel Run's result arrives on; use it
+// to see a projector halt by itself.
+func (p *Projector) Done() <-chan error { return p.done }
+
+// StartProjector starts one more projector in the group.
+func (r *Registry) StartProjector() *Projector {
+	r.t.Helper()
+	pr, err := projector.New(projector.Config{
+		Kafka: r.Kafka, Partitions: r.opts.Partitions, SessionTimeout: r.opts.SessionTimeout,
+		RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond, Logger: r.opts.Logger,
+	}, r.Pool)
+	if err != nil {
+		r.t.Fatalf("projector: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Projector{cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- pr.Run(ctx) }()
+	r.t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			r.t.Log("projector stopped with:", err)
+		}
+	})
+	return p
+}
+
+// StartAPI starts one more API node and waits until it is positioned.
+func (r *Registry) StartAPI() *APINode {
+	r.t.Helper()
+	a, err := stack.NewAPI(stack.APIConfig{Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger})
+	if err != nil {
+		r.t.Fatalf("api: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatalf("listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- stack.RunAPI(ctx, a, ln) }()
+	var once sync.Once
+	n := &APINode{API: a, URL: "http://" + ln.Addr().String(), stop: func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				r.t.Log("api stopped with:", err)
+			}
+		})
+	}}
+	r.t.Cleanup(n.Stop)
+	select {
+	case <-a.Reader.Positioned():
+	case err := <-done:
+		r.t.Fatalf("api failed to start: %v", err)
+	case <-time.After(30 * time.Second):
+		r.t.Fatalf("api reader not positioned after 30s")
+	}
+	r.APIs = append(r.APIs, n)
+	return n
+}
