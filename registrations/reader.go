@@ -43,9 +43,9 @@ type Reader struct {
 	cfg ReaderConfig
 	log *slog.Logger
 
-	mu     sync.Mutex
-	subs   map[string][]chan *events.Decision
-	nsubs  int
+	mu         sync.Mutex
+	subs       map[string][]chan *events.Decision
+	nsubs      int
 	client     atomic.Pointer[kgo.Client] // set while positioned
 	positioned chan struct{}              // closed once positioned
 	once       sync.Once

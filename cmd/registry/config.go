@@ -47,19 +47,33 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 	fs := flag.NewFlagSet("registry "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	decl := map[string]func(){
-		"brokers":  func() { fs.StringVar(&c.brokers, "brokers", envOr("REGISTRY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (REGISTRY_KAFKA_BROKERS)") },
-		"database": func() { fs.StringVar(&c.databaseURL, "database", os.Getenv("DATABASE_URL"), "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)") },
-		"http":     func() { fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)") },
+		"brokers": func() {
+			fs.StringVar(&c.brokers, "brokers", envOr("REGISTRY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (REGISTRY_KAFKA_BROKERS)")
+		},
+		"database": func() {
+			fs.StringVar(&c.databaseURL, "database", os.Getenv("DATABASE_URL"), "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)")
+		},
+		"http": func() {
+			fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)")
+		},
 		"partitions": func() {
 			fs.IntVar(&c.partitions, "partitions", envInt("REGISTRY_PARTITIONS", 12), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
 		},
 		"replication": func() {
 			fs.IntVar(&c.replication, "replication", envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
 		},
-		"group":       func() { fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)") },
-		"max-waiters": func() { fs.IntVar(&c.maxWaiters, "max-waiters", envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)") },
-		"db-conns":    func() { fs.IntVar(&c.dbConns, "db-conns", envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)") },
-		"data":        func() { fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data") },
+		"group": func() {
+			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
+		},
+		"max-waiters": func() {
+			fs.IntVar(&c.maxWaiters, "max-waiters", envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
+		},
+		"db-conns": func() {
+			fs.IntVar(&c.dbConns, "db-conns", envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
+		},
+		"data": func() {
+			fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data")
+		},
 	}
 	for _, w := range want {
 		decl[w]()
