@@ -1,0 +1,217 @@
+package claims
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// Decisions delivers decisions read from the registrations topic.
+// *registrations.Reader implements it.
+type Decisions interface {
+	// Subscribe returns a channel that receives every decision for
+	// requestID read after the call, until cancel is called. It fails
+	// when no more requests can wait (too many do, or the reader is not
+	// positioned); the client answers that as ErrOverloaded.
+	Subscribe(requestID string) (decisions <-chan *events.Decision, cancel func(), err error)
+}
+
+// Ledger looks up a request_id's stored decision; nil means none yet.
+// *projector.Store implements it.
+type Ledger interface {
+	Decision(ctx context.Context, requestID string) (*events.Decision, error)
+}
+
+// Errors a claim can end in besides a decision.
+var (
+	// ErrOverloaded: this instance cannot hold another waiting claim now
+	// (too many wait, or its decisions reader is not positioned yet).
+	ErrOverloaded = errors.New("too many claims waiting for a decision")
+	// ErrUnavailable: the claim could not be written to Kafka. It may
+	// still have been written; retry with the same request_id.
+	ErrUnavailable = errors.New("claims topic unavailable")
+)
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Producer writes claims. It must use franz-go's default partitioner
+	// (murmur2 over the key); ProducerLinger(0) keeps a waiting request
+	// from waiting on a linger. Required.
+	Producer *kgo.Client
+	// Decisions delivers decisions to waiting claims. Required.
+	Decisions Decisions
+	// Ledger, when set, answers a retried request_id straight from the
+	// stored decision instead of producing the claim again.
+	Ledger Ledger
+	// Now stamps SubmittedAt. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Client claims usernames and awaits their decisions.
+type Client struct{ cfg ClientConfig }
+
+// NewClient returns a Client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Producer == nil || cfg.Decisions == nil {
+		return nil, errors.New("claims: ClientConfig needs a Producer and Decisions")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	return &Client{cfg: cfg}, nil
+}
+
+// Request is a claim as a signup service asks for it.
+type Request struct {
+	RequestID string // optional UUID; one is generated when empty. Reuse it to retry.
+	UserID    string // UUID of the user; required
+	Username  string // as typed
+}
+
+// Result is how a claim ended.
+type Result struct {
+	RequestID string
+	// Decision is the durable decision, or nil when none arrived before
+	// ctx ended: the claim is pending and will still be decided.
+	Decision *events.Decision
+	// Won is true when this call's own claim record won the name, as
+	// opposed to a retry of a decided request or a user re-claiming a
+	// name it already holds.
+	Won bool
+}
+
+// Claim validates req, publishes the claim and waits until its decision
+// arrives or ctx ends. Invalid input fails with an error wrapping
+// ErrInvalid, before anything is published.
+func (c *Client) Claim(ctx context.Context, req Request) (Result, error) {
+	claim, err := c.build(req)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{RequestID: claim.RequestID}
+	decisions, cancel, err := c.cfg.Decisions.Subscribe(claim.RequestID)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrOverloaded, err)
+	}
+	defer cancel()
+	if req.RequestID != "" {
+		if res.Decision, err = c.stored(ctx, claim); err != nil || res.Decision != nil {
+			return res, err
+		}
+	}
+	rec, err := events.ClaimRecord(claim)
+	if err != nil {
+		return res, err
+	}
+	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	res.Decision = await(ctx, decisions, claim)
+	res.Won = res.Decision != nil && won(res.Decision, rec)
+	return res, nil
+}
+
+// build checks req and turns it into a claim.
+func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+	requestID, err := parseID("request_id", req.RequestID, true)
+	if err != nil {
+		return nil, err
+	}
+	userID, err := parseID("user_id", req.UserID, false)
+	if err != nil {
+		return nil, err
+	}
+	name, err := Normalize(req.Username)
+	if err != nil {
+		return nil, err
+	}
+	return &events.ClaimSubmitted{
+		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
+		PolicyVersion: PolicyVersion, SubmittedAt: c.cfg.Now().UTC(),
+	}, nil
+}
+
+// parseID checks a UUID field; an empty optional one gets a fresh UUIDv7,
+// whose time order keeps the ledger's index append-mostly.
+func parseID(field, s string, optional bool) (string, error) {
+	if s == "" && optional {
+		return uuid.Must(uuid.NewV7()).String(), nil
+	}
+	if s == "" {
+		return "", &InvalidError{Detail: field + " is required"}
+	}
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return "", &InvalidError{Detail: fmt.Sprintf("%s %q is not a UUID", field, s)}
+	}
+	return id.String(), nil
+}
+
+// stored answers a retried request_id from the ledger. A different payload
+// under a decided request_id is a request_conflict: the projector would
+// decide the same, since the ledger already holds the first decision.
+func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*events.Decision, error) {
+	if c.cfg.Ledger == nil {
+		return nil, nil
+	}
+	d, err := c.cfg.Ledger.Decision(ctx, claim.RequestID)
+	if err != nil || d == nil {
+		return nil, err
+	}
+	if samePayload(d, claim) {
+		return d, nil
+	}
+	return &events.Decision{
+		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
+		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
+		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
+	}, nil
+}
+
+// samePayload reports whether d decides a claim with claim's payload: the
+// same user and the same username as typed.
+func samePayload(d *events.Decision, claim *events.ClaimSubmitted) bool {
+	return d.UserID == claim.UserID && d.Username == claim.Username
+}
+
+// await returns the first decision for this claim's payload, or nil when
+// ctx ends first. Decisions for the same request_id with another payload
+// belong to another request and are passed over.
+func await(ctx context.Context, decisions <-chan *events.Decision, claim *events.ClaimSubmitted) *events.Decision {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case d := <-decisions:
+			if samePayload(d, claim) {
+				return d
+			}
+		}
+	}
+}
+
+// won reports whether d registered the name to the claim in rec itself.
+func won(d *events.Decision, rec *kgo.Record) bool {
+	return d.Outcome == events.OutcomeRegistered && d.HolderRequestID == d.RequestID &&
+		d.ClaimPartition == rec.Partition && d.ClaimOffset == rec.Offset
+}
+
+// Registration is who holds a username, as the projection records it.
+type Registration struct {
+	Username     string    `json:"username"` // as typed in the winning claim
+	Canonical    string    `json:"canonical"`
+	UserID       string    `json:"user_id"`
+	RequestID    string    `json:"request_id"`
+	RegisteredAt time.Time `json:"registered_at"`
+}

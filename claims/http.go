@@ -1,0 +1,283 @@
+package claims
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// Directory answers the API's read queries. *projector.Store implements it.
+type Directory interface {
+	Ledger
+	// Holder returns who holds canonical, or nil when nobody does.
+	Holder(ctx context.Context, canonical string) (*Registration, error)
+}
+
+// HandlerConfig configures the HTTP API.
+type HandlerConfig struct {
+	// Client claims names. Required.
+	Client *Client
+	// Directory serves GET lookups. Required.
+	Directory Directory
+	// Ready reports whether the API can serve claims (broker and database
+	// reachable, decisions reader positioned). Required.
+	Ready func(ctx context.Context) error
+	// DefaultWait is how long POST /v1/claims waits for a decision when the
+	// request does not say. Defaults to 5s.
+	DefaultWait time.Duration
+	// MaxWait caps ?wait=. Defaults to 30s.
+	MaxWait time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// MaxBodyBytes is the largest POST body the API reads; larger ones get 413.
+const MaxBodyBytes = 64 << 10
+
+type api struct {
+	cfg HandlerConfig
+	log *slog.Logger
+}
+
+// NewHandler returns the registry's HTTP API.
+func NewHandler(cfg HandlerConfig) (http.Handler, error) {
+	if cfg.Client == nil || cfg.Directory == nil || cfg.Ready == nil {
+		return nil, errors.New("claims: HandlerConfig needs Client, Directory and Ready")
+	}
+	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
+	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/claims", a.postClaim)
+	mux.HandleFunc("GET /v1/claims/{request_id}", a.getClaim)
+	mux.HandleFunc("GET /v1/usernames/{username}", a.getUsername)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	return mux, nil
+}
+
+func cmpDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// claimBody is the POST /v1/claims request body.
+type claimBody struct {
+	Username  *string `json:"username"`
+	UserID    string  `json:"user_id"`
+	RequestID string  `json:"request_id"`
+}
+
+// answer is every claim response body; empty fields are left out.
+type answer struct {
+	RequestID     string `json:"request_id,omitempty"`
+	Username      string `json:"username,omitempty"`
+	Canonical     string `json:"canonical,omitempty"`
+	UserID        string `json:"user_id,omitempty"`
+	Status        string `json:"status"`
+	Reason        string `json:"reason,omitempty"`
+	ConflictsWith string `json:"conflicts_with,omitempty"`
+	Detail        string `json:"detail,omitempty"`
+}
+
+func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
+	wait, err := a.waitParam(r)
+	if err != nil {
+		writeInvalid(w, events.ReasonInvalid, err.Error())
+		return
+	}
+	body, status, err := readClaimBody(w, r)
+	if err != nil {
+		writeError(w, status, events.ReasonInvalid, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	res, err := a.cfg.Client.Claim(ctx, Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
+	if err != nil {
+		a.claimError(w, err)
+		return
+	}
+	a.writeResult(w, res)
+}
+
+func (a *api) waitParam(r *http.Request) (time.Duration, error) {
+	s := r.URL.Query().Get("wait")
+	if s == "" {
+		return a.cfg.DefaultWait, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
+	}
+	return min(d, a.cfg.MaxWait), nil
+}
+
+// readClaimBody decodes the body strictly: unknown fields are refused so a
+// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
+// refused before JSON decoding would quietly turn it into U+FFFD.
+func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
+	var body claimBody
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+	case err != nil:
+		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+	case !utf8.Valid(raw):
+		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(&body)
+	switch {
+	case err != nil:
+		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
+	case dec.More():
+		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
+	case body.Username == nil:
+		return body, http.StatusUnprocessableEntity, errors.New("username is required")
+	}
+	return body, 0, nil
+}
+
+func (a *api) claimError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		writeInvalid(w, events.ReasonInvalid, err.Error())
+	case errors.Is(err, ErrOverloaded):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
+	case errors.Is(err, ErrUnavailable):
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		a.log.Error("claim failed", "error", err)
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
+	}
+}
+
+func (a *api) writeResult(w http.ResponseWriter, res Result) {
+	if res.Decision == nil {
+		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
+		writeJSON(w, http.StatusAccepted, answer{RequestID: res.RequestID, Status: "pending"})
+		return
+	}
+	status, body := decisionAnswer(res.Decision)
+	if status == http.StatusOK && res.Won {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, body)
+}
+
+// decisionAnswer maps a decision to its status code and body.
+func decisionAnswer(d *events.Decision) (int, answer) {
+	body := answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
+	switch d.Reason {
+	case "":
+		return http.StatusOK, body
+	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved:
+		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
+		return http.StatusConflict, body
+	default:
+		return http.StatusUnprocessableEntity, answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
+	}
+}
+
+func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
+	id, err := uuid.Parse(r.PathValue("request_id"))
+	if err != nil {
+		writeInvalid(w, events.ReasonInvalid, "request_id in the path is not a UUID")
+		return
+	}
+	d, err := a.cfg.Directory.Decision(r.Context(), id.String())
+	if err != nil {
+		a.lookupFailed(w, err)
+		return
+	}
+	if d == nil {
+		writeJSON(w, http.StatusNotFound, answer{RequestID: id.String(), Status: "unknown"})
+		return
+	}
+	_, body := decisionAnswer(d)
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
+	name, err := Normalize(r.PathValue("username"))
+	if err != nil {
+		writeInvalid(w, events.ReasonInvalid, err.Error())
+		return
+	}
+	reg, err := a.cfg.Directory.Holder(r.Context(), name.Canonical)
+	if err != nil {
+		a.lookupFailed(w, err)
+		return
+	}
+	if reg == nil {
+		writeJSON(w, http.StatusNotFound, answer{Canonical: name.Canonical, Status: "unknown"})
+		return
+	}
+	writeJSON(w, http.StatusOK, reg)
+}
+
+func (a *api) lookupFailed(w http.ResponseWriter, err error) {
+	a.log.Error("lookup failed", "error", err)
+	w.Header().Set("Retry-After", "2")
+	writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.cfg.Ready(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeInvalid(w http.ResponseWriter, reason, detail string) {
+	writeError(w, http.StatusUnprocessableEntity, reason, detail)
+}
+
+func writeError(w http.ResponseWriter, status int, reason, detail string) {
+	s := "rejected"
+	if status >= 500 {
+		s = "error"
+	}
+	writeJSON(w, status, answer{Status: s, Reason: reason, Detail: detail})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b) //nolint:errcheck // the client went away; nothing to do
+}
