@@ -213,14 +213,18 @@ func holders(t testing.TB, r *stacktest.Registry) map[string]string {
 func checkAgreement(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
 	t.Helper()
 	led := ledger(t, r)
+	winners := map[string]int64{} // key → offset of the claim that won it
 	for _, rec := range readTopic(t, r, events.TopicClaims) {
 		c, err := events.DecodeClaim(rec)
-		if err != nil {
+		if err != nil || uuid.Validate(c.RequestID) != nil {
 			continue // poison: decided under a position-derived id, checked by its own test
 		}
-		if _, ok := led[c.RequestID]; !ok {
+		row, ok := led[c.RequestID]
+		if !ok {
 			t.Errorf("claim %s at %d/%d has no ledger row", c.RequestID, rec.Partition, rec.Offset)
+			continue
 		}
+		checkLogOrder(t, winners, rec, row)
 	}
 	published := map[string]bool{}
 	for _, rec := range readTopic(t, r, events.TopicRegistrations) {
@@ -251,4 +255,43 @@ func checkAgreement(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
 		}
 	}
 	return led
+}
+
+// checkLogOrder checks that the first claim for a key in log order is the
+// one that won it, and that every taken or confusable answer comes after a
+// winner. Records arrive in offset order within each partition, and a key
+// lives in one partition.
+func checkLogOrder(t testing.TB, winners map[string]int64, rec *kgo.Record, row ledgerRow) {
+	t.Helper()
+	var d events.Decision
+	if err := json.Unmarshal(row.decision, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.ClaimOffset != rec.Offset || d.ClaimPartition != rec.Partition {
+		return // a retry of a request decided at its first record
+	}
+	key := string(rec.Key)
+	won, held := winners[key]
+	switch {
+	case d.Outcome == events.OutcomeRegistered && d.HolderRequestID == d.RequestID:
+		if held {
+			t.Errorf("key %q won twice: at offset %d and again at %d", key, won, rec.Offset)
+		}
+		winners[key] = rec.Offset
+	case d.Reason == events.ReasonTaken || d.Reason == events.ReasonConfusable:
+		if !held {
+			t.Errorf("claim at %d/%d rejected %s with no earlier winner of %q", rec.Partition, rec.Offset, d.Reason, key)
+		}
+	}
+}
+
+func unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func contains(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }

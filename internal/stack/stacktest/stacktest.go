@@ -95,24 +95,24 @@ func (r *Registry) ensureTopics() {
 
 // Projector is a running projector.
 type Projector struct {
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	done     chan error
-	err      error
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // what Run returned; set before done closes
 }
 
 // Stop stops the projector cleanly and returns what Run returned.
 func (p *Projector) Stop() error {
-	p.stopOnce.Do(func() {
-		p.cancel()
-		p.err = <-p.done
-	})
+	p.cancel()
+	<-p.done
 	return p.err
 }
 
-// Done returns the channel Run's result arrives on; use it
-// to see a projector halt by itself.
-func (p *Projector) Done() <-chan error { return p.done }
+// Done is closed when Run has returned; use it to see a projector halt by
+// itself, then Err says why.
+func (p *Projector) Done() <-chan struct{} { return p.done }
+
+// Err is what Run returned, once Done is closed.
+func (p *Projector) Err() error { return p.err }
 
 // StartProjector starts one more projector in the group.
 func (r *Registry) StartProjector() *Projector {
@@ -125,8 +125,11 @@ func (r *Registry) StartProjector() *Projector {
 		r.t.Fatalf("projector: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Projector{cancel: cancel, done: make(chan error, 1)}
-	go func() { p.done <- pr.Run(ctx) }()
+	p := &Projector{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		p.err = pr.Run(ctx)
+		close(p.done)
+	}()
 	r.t.Cleanup(func() {
 		if err := p.Stop(); err != nil {
 			r.t.Log("projector stopped with:", err)
