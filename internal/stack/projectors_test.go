@@ -163,7 +163,7 @@ func TestHaltsWhenOffsetBeyondLogEnd(t *testing.T) {
 	p := r.StartProjector()
 	select {
 	case <-p.Done():
-		if err := p.Err();  !errors.Is(err, projector.ErrOffsetBeyondLogEnd) || !contains(err.Error(), "partition 1", "57", "log end offset 0") {
+		if err := p.Err(); !errors.Is(err, projector.ErrOffsetBeyondLogEnd) || !contains(err.Error(), "partition 1", "57", "log end offset 0") {
 			t.Errorf("projector stopped with %v, want ErrOffsetBeyondLogEnd naming partition 1 and both offsets", err)
 		}
 	case <-time.After(30 * time.Second):
