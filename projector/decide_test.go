@@ -1,0 +1,136 @@
+package projector
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/events"
+)
+
+const testPartitions = 12
+
+// record builds the claims record the API would produce for username,
+// at the given offset of its key's partition.
+func record(t *testing.T, offset int64, requestID, userID, username string) *kgo.Record {
+	t.Helper()
+	name, err := claims.Normalize(username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Partition, rec.Offset = events.Partition(rec.Key, testPartitions), offset
+	rec.Timestamp = time.Date(2026, 11, 22, 0, 0, 0, int(offset), time.UTC)
+	return rec
+}
+
+func decideAll(t *testing.T, st *state, recs ...*kgo.Record) []*events.Decision {
+	t.Helper()
+	var out []*events.Decision
+	for _, r := range recs {
+		in := parseClaim(r, testPartitions)
+		o, err := decide(st, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o.decision)
+	}
+	return out
+}
+
+func TestDecideFirstValidClaimWins(t *testing.T) {
+	t.Parallel()
+	alice, bob := uuid.NewString(), uuid.NewString()
+	r1, r2, r3, r4, r5 := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
+	ds := decideAll(t, newState(),
+		record(t, 0, r1, alice, "Alice"),
+		record(t, 1, r2, bob, "ALICE"),
+		record(t, 2, r3, bob, "аlice"), // Cyrillic а
+		record(t, 3, r4, alice, "alice"),
+		record(t, 4, r5, bob, "root"),
+	)
+	type want struct{ outcome, reason, conflicts, holder string }
+	wants := []want{
+		{events.OutcomeRegistered, "", "", r1},
+		{events.OutcomeRejected, events.ReasonTaken, "alice", ""},
+		{events.OutcomeRejected, events.ReasonConfusable, "alice", ""},
+		{events.OutcomeRegistered, "", "", r1}, // the holder again, under a new request
+		{events.OutcomeRejected, events.ReasonReserved, "", ""},
+	}
+	for i, d := range ds {
+		w := wants[i]
+		if d.Outcome != w.outcome || d.Reason != w.reason || d.Conflicts != w.conflicts || d.HolderRequestID != w.holder {
+			t.Errorf("claim %d: got %+v, want %+v", i, d, w)
+		}
+		if d.ClaimOffset != int64(i) {
+			t.Errorf("claim %d: decision names offset %d", i, d.ClaimOffset)
+		}
+	}
+}
+
+func TestDecideRepeatedRequestID(t *testing.T) {
+	t.Parallel()
+	id, user := uuid.NewString(), uuid.NewString()
+	st := newState()
+	first := parseClaim(record(t, 0, id, user, "carol"), testPartitions)
+	o1, _ := decide(st, &first)
+	again := parseClaim(record(t, 7, id, user, "carol"), testPartitions)
+	o2, _ := decide(st, &again)
+	if string(o1.value) != string(o2.value) || o2.entry != nil {
+		t.Errorf("same request_id, same payload: got %s then %s (new ledger entry %v)", o1.value, o2.value, o2.entry != nil)
+	}
+	other := parseClaim(record(t, 8, id, user, "dave"), testPartitions)
+	o3, _ := decide(st, &other)
+	if o3.decision.Reason != events.ReasonRequestConflict || o3.entry != nil || o3.decision.Username != "dave" {
+		t.Errorf("same request_id, other payload: %+v", o3.decision)
+	}
+	if _, held := st.holders[first.name.Key]; !held {
+		t.Error("carol not held")
+	}
+}
+
+func TestDecidePoison(t *testing.T) {
+	t.Parallel()
+	good := record(t, 3, uuid.NewString(), uuid.NewString(), "erin")
+	cases := map[string]func(r *kgo.Record){
+		"not json":   func(r *kgo.Record) { r.Value = []byte("{") },
+		"no headers": func(r *kgo.Record) { r.Headers = nil },
+		"wrong key":  func(r *kgo.Record) { r.Key = []byte("frank") },
+		"wrong part": func(r *kgo.Record) { r.Partition = (r.Partition + 1) % testPartitions },
+		"bad request id": func(r *kgo.Record) {
+			r.Value = []byte(strings.Replace(string(r.Value), `"request_id":"`, `"request_id":"x`, 1))
+		},
+		"bad user id": func(r *kgo.Record) {
+			r.Value = []byte(strings.Replace(string(r.Value), `"user_id":"`, `"user_id":"x`, 1))
+		},
+		"old policy": func(r *kgo.Record) {
+			r.Value = []byte(strings.Replace(string(r.Value), `"policy_version":1`, `"policy_version":0`, 1))
+		},
+		"bad username": func(r *kgo.Record) {
+			r.Value = []byte(strings.Replace(string(r.Value), `"username":"erin"`, `"username":"er in"`, 1))
+		},
+	}
+	for name, spoil := range cases {
+		r := *good
+		spoil(&r)
+		ds := decideAll(t, newState(), &r)
+		again := decideAll(t, newState(), &r) // replay: the same verdict, the same bytes
+		a, _ := json.Marshal(ds[0])
+		b, _ := json.Marshal(again[0])
+		if ds[0].Reason != events.ReasonInvalid || ds[0].Detail == "" || string(a) != string(b) {
+			t.Errorf("%s: got %s, replay %s", name, a, b)
+		}
+		if uuid.Validate(ds[0].RequestID) != nil {
+			t.Errorf("%s: decision request_id %q is not a UUID", name, ds[0].RequestID)
+		}
+	}
+}
