@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/usernameregistry/registry/internal/pglaunch"
+)
+
+// TestDevPersistsAcrossRestarts runs `registry dev` as a user would: it
+// comes up ready, takes a claim, stops cleanly (PostgreSQL included), and
+// after a restart on the same data directory still knows the name.
+func TestDevPersistsAcrossRestarts(t *testing.T) {
+	if _, err := pglaunch.FindBinDir(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	dir := filepath.Join(searchableTempDir(t), "data")
+	user := uuid.NewString()
+
+	url, stop := startDev(t, dir)
+	resp := postJSON(t, url+"/v1/claims", `{"username":"Zoë","user_id":"`+user+`"}`)
+	if resp["status"] != "registered" {
+		t.Fatalf("claim: %v", resp)
+	}
+	stop()
+	if pid, err := os.ReadFile(filepath.Join(dir, "postgres", "postmaster.pid")); err == nil {
+		t.Fatalf("PostgreSQL still running after dev stopped: postmaster.pid holds %q", strings.SplitN(string(pid), "\n", 2)[0])
+	}
+
+	url, stop = startDev(t, dir)
+	defer stop()
+	var held map[string]any
+	getJSON(t, url+"/v1/usernames/ZOË", &held)
+	if held["user_id"] != user || held["canonical"] != "zoë" {
+		t.Fatalf("after restart: %v", held)
+	}
+}
+
+// searchableTempDir is a temp dir the postgres account can reach when
+// the test runs as root (t.TempDir is private to its owner).
+func searchableTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "registry-dev-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// startDev runs `registry dev` in process until stop is called and
+// returns its API URL once /readyz answers 200.
+func startDev(t *testing.T, dir string) (url string, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- runDev(ctx, []string{"--data", dir, "--http", "127.0.0.1:0"}, pw, slog.New(slog.DiscardHandler))
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("dev printed no address: %v (dev: %v)", err, <-done)
+	}
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drain
+	url = strings.TrimSpace(strings.TrimPrefix(line, "registry API listening on "))
+	waitReady(t, url)
+	return url, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dev stopped with: %v", err)
+		}
+	}
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s/readyz not 200 within 60s", url)
+}
+
+func postJSON(t *testing.T, url, body string) map[string]any {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func getJSON(t *testing.T, url string, out any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+}
