@@ -93,34 +93,84 @@ type Result struct {
 
 // Claim validates req, publishes the claim and waits until its decision
 // arrives or ctx ends. Invalid input fails with an error wrapping
-// ErrInvalid, before anything is published.
+// ErrInvalid, before anything is published. It is Submit then Await with
+// one context.
 func (c *Client) Claim(ctx context.Context, req Request) (Result, error) {
-	claim, err := c.build(req)
+	s, err := c.Submit(ctx, req)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{RequestID: claim.RequestID}
+	return s.Await(ctx), nil
+}
+
+// Submission is a claim that was published (or answered from the ledger)
+// and whose decision can be awaited.
+type Submission struct {
+	res       Result
+	claim     *events.ClaimSubmitted
+	rec       *kgo.Record
+	decisions <-chan *events.Decision
+	cancel    func()
+}
+
+// Submit validates req, subscribes to its decision and publishes the
+// claim. ctx bounds the publishing only, so a caller can give the write
+// and the wait different deadlines. The subscription is released by Await
+// or Close.
+func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
+	claim, err := c.build(req)
+	if err != nil {
+		return nil, err
+	}
 	decisions, cancel, err := c.cfg.Decisions.Subscribe(claim.RequestID)
 	if err != nil {
-		return res, fmt.Errorf("%w: %w", ErrOverloaded, err)
+		return nil, fmt.Errorf("%w: %w", ErrOverloaded, err)
 	}
-	defer cancel()
-	if req.RequestID != "" {
-		if res.Decision, err = c.stored(ctx, claim); err != nil || res.Decision != nil {
-			return res, err
+	s := &Submission{res: Result{RequestID: claim.RequestID}, claim: claim, decisions: decisions, cancel: cancel}
+	if err := c.publish(ctx, req.RequestID != "", s); err != nil {
+		cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+// publish answers a retried request_id from the ledger when it can, and
+// otherwise produces the claim.
+func (c *Client) publish(ctx context.Context, retried bool, s *Submission) error {
+	if retried {
+		d, err := c.stored(ctx, s.claim)
+		if err != nil || d != nil {
+			s.res.Decision = d
+			return err
 		}
 	}
-	rec, err := events.ClaimRecord(claim)
+	rec, err := events.ClaimRecord(s.claim)
 	if err != nil {
-		return res, err
+		return err
 	}
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return res, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	res.Decision = await(ctx, decisions, claim)
-	res.Won = res.Decision != nil && won(res.Decision, rec)
-	return res, nil
+	s.rec = rec
+	return nil
 }
+
+// RequestID is the claim's request_id, generated when the request had none.
+func (s *Submission) RequestID() string { return s.res.RequestID }
+
+// Await waits for the claim's decision until ctx ends; a nil
+// Result.Decision means it is still pending. It releases the subscription.
+func (s *Submission) Await(ctx context.Context) Result {
+	defer s.Close()
+	if s.res.Decision == nil {
+		s.res.Decision = await(ctx, s.decisions, s.claim)
+		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
+	}
+	return s.res
+}
+
+// Close releases the subscription without waiting.
+func (s *Submission) Close() { s.cancel() }
 
 // build checks req and turns it into a claim.
 func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {

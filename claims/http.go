@@ -110,14 +110,17 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	res, err := a.cfg.Client.Claim(ctx, Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
+	// ?wait bounds the wait for a decision, not the write: a claim is
+	// written (or refused) whatever the wait, so a short wait never turns
+	// a slow write into a 503.
+	sub, err := a.cfg.Client.Submit(r.Context(), Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
 	if err != nil {
 		a.claimError(w, err)
 		return
 	}
-	a.writeResult(w, res)
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	a.writeResult(w, sub.Await(ctx))
 }
 
 func (a *api) waitParam(r *http.Request) (time.Duration, error) {

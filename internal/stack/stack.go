@@ -50,6 +50,9 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	producer, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
 		kgo.DefaultProduceTopic(events.TopicClaims),
 		kgo.ProducerLinger(0), // a waiting request must not wait for a batch to fill
+		// A claim not acknowledged in 10s fails with 503 (retry with the
+		// same request_id) rather than hold the request indefinitely.
+		kgo.RecordDeliveryTimeout(10*time.Second),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating claims producer: %w", err)
