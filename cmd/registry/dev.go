@@ -22,7 +22,7 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -34,18 +34,21 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
 	}
-	cluster, err := startDevPostgres(ctx, dir, log)
-	if err != nil {
-		return err
+	var cluster *pglaunch.Cluster
+	if c.databaseURL == "" {
+		if cluster, err = startDevPostgres(ctx, dir, log); err != nil {
+			return err
+		}
+		defer stopDevPostgres(cluster, log)
+		c.databaseURL = cluster.URL(devDatabase)
 	}
-	defer stopDevPostgres(cluster, log)
 	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), 0)
 	if err != nil {
 		return err
 	}
 	defer broker.Close()
-	c.brokers, c.databaseURL = broker.ListenAddrs()[0], cluster.URL(devDatabase)
-	log.Info("embedded services up", "kafka", c.brokers, "postgres", c.databaseURL, "data", dir)
+	c.brokers = broker.ListenAddrs()[0]
+	log.Info("embedded services up", "kafka", c.brokers, "data", dir, "embedded_postgres", cluster != nil)
 	return runDevProcesses(ctx, &c, cluster, stdout, log)
 }
 
@@ -59,6 +62,9 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, log) })
 	g.Go(func() error { return serveAPI(gctx, c, opts, pool, stdout, log) })
 	g.Go(func() error {
+		if cluster == nil {
+			return nil // an external database: its health is its operator's
+		}
 		select {
 		case <-cluster.Done():
 			return errors.New("the embedded PostgreSQL server exited unexpectedly; see its log in the data directory")
@@ -72,7 +78,7 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 func startDevPostgres(ctx context.Context, dir string, log *slog.Logger) (*pglaunch.Cluster, error) {
 	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log})
 	if err != nil {
-		return nil, fmt.Errorf("starting embedded PostgreSQL (or set DATABASE_URL and use 'registry serve' and 'registry project'): %w", err)
+		return nil, fmt.Errorf("starting embedded PostgreSQL (to use an existing server instead, set DATABASE_URL or --database): %w", err)
 	}
 	if err := createDatabase(ctx, cluster.URL("postgres"), devDatabase); err != nil {
 		cluster.Stop() //nolint:errcheck // already failing

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestCommandLineErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"serve", "--nope"}, "flag provided but not defined: -nope"},
+		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
+		{[]string{"project", "--partitions", "0"}, "--partitions must be between 1 and 10000"},
+		{[]string{"serve", "--max-waiters", "0"}, "--max-waiters must be at least 1"},
+		{[]string{"serve", "--brokers", " , "}, "no Kafka brokers"},
+		{[]string{"migrate", "--database", "postgres://127.0.0.1:1/x?connect_timeout=1"}, "connecting to PostgreSQL at 127.0.0.1:1"},
+	}
+	for _, c := range cases {
+		var out, errw bytes.Buffer
+		err := run(context.Background(), c.args, &out, &errw)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("registry %s: error %v, want one containing %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"dev", "-h"}} {
+		var out, errw bytes.Buffer
+		if err := run(context.Background(), args, &out, &errw); err != nil {
+			t.Errorf("registry %v: %v", args, err)
+		}
+		if !strings.Contains(out.String()+errw.String(), "registry") {
+			t.Errorf("registry %v printed no help: %q %q", args, out.String(), errw.String())
+		}
+	}
+}
