@@ -52,7 +52,8 @@ type Projector struct {
 	mu    sync.Mutex
 	owned map[int32]*partitionState // partitions this member holds, by number
 
-	halt context.CancelCauseFunc // stops Run with a fatal error
+	halt   context.CancelCauseFunc // stops Run with a fatal error
+	client *kgo.Client             // set by Run before any callback can fire
 }
 
 // partitionState is this member's view of one owned partition.
@@ -105,6 +106,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		return fmt.Errorf("creating projector client: %w", err)
 	}
 	defer cl.Close()
+	p.client = cl
 	err = p.loop(runCtx, cl)
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
@@ -150,7 +152,28 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 		p.halt(err)
 		return nil, err
 	}
-	return p.own(as), nil
+	offsets = p.own(as)
+	p.relayAssigned(ctx, as)
+	return offsets, nil
+}
+
+// relayAssigned publishes what a previous owner committed but did not
+// publish, now rather than when the partition's next claim arrives: a
+// quiet partition would otherwise hold those decisions back indefinitely.
+// A failure leaves the partition marked for resync, so its first batch
+// tries again.
+func (p *Projector) relayAssigned(ctx context.Context, as []assignment) {
+	for _, a := range as {
+		st := p.state(a.partition)
+		if st == nil {
+			continue
+		}
+		if err := p.relay(ctx, p.client, a.partition); err != nil {
+			p.log.Warn("republishing outbox on assignment failed; retrying with the next batch", "partition", a.partition, "error", err)
+			continue
+		}
+		st.resync = false
+	}
 }
 
 func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {

@@ -170,3 +170,22 @@ func TestHaltsWhenOffsetBeyondLogEnd(t *testing.T) {
 		t.Fatal("projector did not halt on an offset beyond the log end")
 	}
 }
+
+// TestOutboxRelayedOnAssignment: a decision committed but never published
+// (a crash between commit and publish) is published as soon as a
+// projector is assigned its partition, even if no claim follows it.
+func TestOutboxRelayedOnAssignment(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{Partitions: 3})
+	body := []byte(`{"request_id":"` + newID() + `","outcome":"rejected","reason":"invalid","claim_partition":2,"claim_offset":0,"policy_version":1}`)
+	if _, err := r.Pool.Exec(context.Background(),
+		`INSERT INTO outbox (claim_partition, key, event_type, value) VALUES (2, 'k', $1, $2)`, events.TypeClaimRejected, body); err != nil {
+		t.Fatal(err)
+	}
+	r.StartProjector()
+	waitSettled(t, r)
+	recs := readTopic(t, r, events.TopicRegistrations)
+	if len(recs) != 1 || recs[0].Partition != 2 || string(recs[0].Value) != string(body) || string(recs[0].Key) != "k" {
+		t.Fatalf("registrations after assignment: %d records %v", len(recs), recs)
+	}
+}
