@@ -19,14 +19,6 @@ type outboxRow struct {
 	value     []byte
 }
 
-func (w *writes) outboxRows(part int32, ids []int64) []outboxRow {
-	rows := make([]outboxRow, len(ids))
-	for i, id := range ids {
-		rows[i] = outboxRow{id: id, partition: part, key: w.obKey[i], eventType: w.obType[i], value: w.obValue[i]}
-	}
-	return rows
-}
-
 // publish produces rows to registrations, waits for every acknowledgement,
 // then deletes them from the outbox. A crash between the two publishes the
 // same bytes again on the next assignment; consumers dedupe by request_id.

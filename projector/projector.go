@@ -52,8 +52,13 @@ type Projector struct {
 	mu    sync.Mutex
 	owned map[int32]*partitionState // partitions this member holds, by number
 
-	halt   context.CancelCauseFunc // stops Run with a fatal error
-	client *kgo.Client             // set by Run before any callback can fire
+	halt context.CancelCauseFunc // stops Run with a fatal error
+
+	// client is the group's client. The group can call back (onAssigned)
+	// before kgo.NewClient has returned it to Run, so callbacks wait for
+	// clientSet before reading it.
+	client    *kgo.Client
+	clientSet chan struct{}
 }
 
 // partitionState is this member's view of one owned partition.
@@ -75,7 +80,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
 	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
+	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}, clientSet: make(chan struct{})}, nil
 }
 
 // ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
@@ -89,6 +94,7 @@ var ErrLayoutChanged = errors.New("claims partition count changed")
 
 // Run consumes claims until ctx ends (a clean stop, returning nil) or a
 // fatal condition halts it. A batch in flight when ctx ends is finished.
+// Run may be called once per Projector.
 func (p *Projector) Run(ctx context.Context) error {
 	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
 	if err != nil {
@@ -107,6 +113,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 	p.client = cl
+	close(p.clientSet)
 	err = p.loop(runCtx, cl)
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
@@ -163,6 +170,11 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 // A failure leaves the partition marked for resync, so its first batch
 // tries again.
 func (p *Projector) relayAssigned(ctx context.Context, as []assignment) {
+	select {
+	case <-p.clientSet:
+	case <-ctx.Done():
+		return
+	}
 	for _, a := range as {
 		st := p.state(a.partition)
 		if st == nil {
@@ -392,11 +404,10 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput
 		}
 		w.add(&ins[i], out)
 	}
-	var ids []int64
 	b := &pgx.Batch{}
-	w.queue(b, part, &ids)
+	w.queue(b, part)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("writing decisions for partition %d: %w", part, err)
 	}
-	return w.outboxRows(part, ids), nil
+	return w.outbox, nil
 }

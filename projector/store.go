@@ -166,38 +166,73 @@ func scanHolders(rows pgx.Rows, st *state) error {
 	return rows.Err()
 }
 
-// writes gathers a batch's changes as column arrays for unnest.
+// writes gathers a batch's changes, in decision order.
 type writes struct {
-	reqID, reqUser, reqName []string
-	reqCanon, reqReason     []*string
-	reqOutcome              []string
-	reqPart                 []int32
-	reqOff                  []int64
-	reqValue                [][]byte
-
-	hCanon, hKey, hName, hUser, hReq []string
-	hPart                            []int32
-	hOff                             []int64
-	hAt                              []time.Time
-
-	obKey   [][]byte
-	obType  []string
-	obValue [][]byte
+	entries []*ledgerEntry // new ledger rows
+	holders []*holder      // new holders
+	outbox  []outboxRow    // every decision, to publish; ids are filled in by the insert
 }
 
 func (w *writes) add(in *claimInput, out outcome) {
-	w.obKey, w.obType, w.obValue = append(w.obKey, in.key), append(w.obType, out.decision.Type()), append(w.obValue, out.value)
-	if e := out.entry; e != nil {
+	w.outbox = append(w.outbox, outboxRow{partition: in.partition, key: in.key, eventType: out.decision.Type(), value: out.value})
+	if out.entry != nil {
+		w.entries = append(w.entries, out.entry)
+	}
+	if out.newHolder != nil {
+		w.holders = append(w.holders, out.newHolder)
+	}
+}
+
+// queue adds the batch's inserts to b, each one statement over column
+// arrays; the outbox ids come back into w.outbox.
+func (w *writes) queue(b *pgx.Batch, partition int32) {
+	if len(w.entries) > 0 {
+		b.Queue(sqlInsertRequests, requestColumns(w.entries)...)
+	}
+	if len(w.holders) > 0 {
+		b.Queue(sqlInsertHolders, holderColumns(w.holders)...)
+	}
+	keys, types, values := make([][]byte, len(w.outbox)), make([]string, len(w.outbox)), make([][]byte, len(w.outbox))
+	for i, o := range w.outbox {
+		keys[i], types[i], values[i] = o.key, o.eventType, o.value
+	}
+	b.Queue(sqlInsertOutbox, partition, keys, types, values).Query(func(rows pgx.Rows) error {
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err == nil && len(ids) != len(w.outbox) {
+			err = fmt.Errorf("outbox insert returned %d ids for %d rows", len(ids), len(w.outbox))
+		}
+		for i := range ids {
+			w.outbox[i].id = ids[i]
+		}
+		return err
+	})
+}
+
+// requestColumns are sqlInsertRequests' arguments: one array per column.
+func requestColumns(es []*ledgerEntry) []any {
+	n := len(es)
+	ids, users, names, outcomes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	canon, reasons := make([]*string, n), make([]*string, n)
+	parts, offsets, values := make([]int32, n), make([]int64, n), make([][]byte, n)
+	for i, e := range es {
 		d := e.decision
-		w.reqID, w.reqUser, w.reqName = append(w.reqID, e.requestID), append(w.reqUser, e.userID), append(w.reqName, e.username)
-		w.reqCanon, w.reqReason = append(w.reqCanon, nullable(d.Canonical)), append(w.reqReason, nullable(d.Reason))
-		w.reqOutcome, w.reqPart, w.reqOff = append(w.reqOutcome, d.Outcome), append(w.reqPart, d.ClaimPartition), append(w.reqOff, d.ClaimOffset)
-		w.reqValue = append(w.reqValue, e.value)
+		ids[i], users[i], names[i], outcomes[i] = e.requestID, e.userID, e.username, d.Outcome
+		canon[i], reasons[i] = nullable(d.Canonical), nullable(d.Reason)
+		parts[i], offsets[i], values[i] = d.ClaimPartition, d.ClaimOffset, e.value
 	}
-	if h := out.newHolder; h != nil {
-		w.hCanon, w.hKey, w.hName, w.hUser, w.hReq = append(w.hCanon, h.canonical), append(w.hKey, h.key), append(w.hName, h.username), append(w.hUser, h.userID), append(w.hReq, h.requestID)
-		w.hPart, w.hOff, w.hAt = append(w.hPart, h.partition), append(w.hOff, h.offset), append(w.hAt, h.registeredAt)
+	return []any{ids, users, names, canon, outcomes, reasons, parts, offsets, values}
+}
+
+// holderColumns are sqlInsertHolders' arguments: one array per column.
+func holderColumns(hs []*holder) []any {
+	n := len(hs)
+	canon, keys, names, users, reqs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	parts, offsets, ats := make([]int32, n), make([]int64, n), make([]time.Time, n)
+	for i, h := range hs {
+		canon[i], keys[i], names[i], users[i], reqs[i] = h.canonical, h.key, h.username, h.userID, h.requestID
+		parts[i], offsets[i], ats[i] = h.partition, h.offset, h.registeredAt
 	}
+	return []any{canon, keys, names, users, reqs, parts, offsets, ats}
 }
 
 func nullable(s string) *string {
@@ -205,21 +240,6 @@ func nullable(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-// queue adds the batch's inserts to b; the outbox ids come back through ids.
-func (w *writes) queue(b *pgx.Batch, partition int32, ids *[]int64) {
-	if len(w.reqID) > 0 {
-		b.Queue(sqlInsertRequests, w.reqID, w.reqUser, w.reqName, w.reqCanon, w.reqOutcome, w.reqReason, w.reqPart, w.reqOff, w.reqValue)
-	}
-	if len(w.hCanon) > 0 {
-		b.Queue(sqlInsertHolders, w.hCanon, w.hKey, w.hName, w.hUser, w.hReq, w.hPart, w.hOff, w.hAt)
-	}
-	b.Queue(sqlInsertOutbox, partition, w.obKey, w.obType, w.obValue).Query(func(rows pgx.Rows) error {
-		var err error
-		*ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
-		return err
-	})
 }
 
 // Store answers the API's read queries from the projection.
