@@ -122,37 +122,37 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	decisions, cancel, err := c.cfg.Decisions.Subscribe(claim.RequestID)
-	if err != nil {
+	s := &Submission{res: Result{RequestID: claim.RequestID}, claim: claim, cancel: func() {}}
+	if req.RequestID != "" {
+		// A retry answered from the ledger needs no waiter slot. If the
+		// decision lands just after this lookup, producing again makes the
+		// projector re-emit it, so the waiter below still gets it.
+		if s.res.Decision, err = c.stored(ctx, claim); err != nil {
+			return nil, fmt.Errorf("%w: looking up the request ledger: %w", ErrUnavailable, err)
+		}
+		if s.res.Decision != nil {
+			return s, nil
+		}
+	}
+	if s.decisions, s.cancel, err = c.cfg.Decisions.Subscribe(claim.RequestID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOverloaded, err)
 	}
-	s := &Submission{res: Result{RequestID: claim.RequestID}, claim: claim, decisions: decisions, cancel: cancel}
-	if err := c.publish(ctx, req.RequestID != "", s); err != nil {
-		cancel()
+	if s.rec, err = c.produce(ctx, claim); err != nil {
+		s.cancel()
 		return nil, err
 	}
 	return s, nil
 }
 
-// publish answers a retried request_id from the ledger when it can, and
-// otherwise produces the claim.
-func (c *Client) publish(ctx context.Context, retried bool, s *Submission) error {
-	if retried {
-		d, err := c.stored(ctx, s.claim)
-		if err != nil || d != nil {
-			s.res.Decision = d
-			return err
-		}
-	}
-	rec, err := events.ClaimRecord(s.claim)
+func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kgo.Record, error) {
+	rec, err := events.ClaimRecord(claim)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	s.rec = rec
-	return nil
+	return rec, nil
 }
 
 // RequestID is the claim's request_id, generated when the request had none.

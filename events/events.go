@@ -71,7 +71,7 @@ type Decision struct {
 	RequestID string `json:"request_id"`
 	UserID    string `json:"user_id,omitempty"`   // empty when the claim could not be parsed
 	Username  string `json:"username,omitempty"`  // as typed in the claim
-	Canonical string `json:"canonical,omitempty"` // empty when the claim was invalid
+	Canonical string `json:"canonical,omitempty"` // empty when the username broke the policy (an invalid claim can still carry it when something else was wrong)
 	Outcome   string `json:"outcome"`
 	Reason    string `json:"reason,omitempty"`         // set when Outcome is "rejected"
 	Detail    string `json:"detail,omitempty"`         // for "invalid" and "request_conflict": why, for a person

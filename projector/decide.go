@@ -3,6 +3,7 @@ package projector
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,7 +44,7 @@ func parseClaim(r *kgo.Record, partitions int) claimInput {
 		in.invalid = fmt.Sprintf("claim record could not be read: %v", err)
 		return in
 	}
-	in.userID, in.username = c.UserID, c.Username
+	in.userID, in.username = storable(c.UserID), storable(c.Username)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
 		in.requestID = positionID(r.Partition, r.Offset)
@@ -77,6 +78,13 @@ func checkClaim(in *claimInput, c *events.ClaimSubmitted, r *kgo.Record, partiti
 		return fmt.Sprintf("claim is in partition %d but its key belongs in partition %d: produce with the murmur2 partitioner", r.Partition, events.Partition(r.Key, partitions))
 	}
 	return ""
+}
+
+// storable replaces NUL, which PostgreSQL text cannot hold, so a claim
+// carrying one is decided invalid instead of failing its batch forever.
+// The same input always maps to the same string, so replay agrees.
+func storable(s string) string {
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
 func positionID(partition int32, offset int64) string {

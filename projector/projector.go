@@ -392,7 +392,7 @@ func (p *Projector) commit(ctx context.Context, st *partitionState, recs []*kgo.
 }
 
 func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput) ([]outboxRow, error) {
-	s, err := loadState(ctx, tx, ins)
+	s, err := loadState(ctx, tx, part, ins)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,8 @@ WHERE partition = $1 AND owner_epoch = $2 AND next_offset = $3`
 	sqlPosition = `SELECT next_offset, owner_epoch FROM claim_partitions WHERE partition = $1`
 
 	sqlLoadRequests = `
-SELECT request_id::text, user_id, username, decision FROM requests WHERE request_id = ANY($1::uuid[])`
+SELECT request_id::text, user_id, username, decision FROM requests
+WHERE claim_partition = $2 AND request_id = ANY($1::uuid[])`
 
 	sqlLoadHolders = `
 SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at
@@ -61,7 +62,10 @@ RETURNING id`
 
 	sqlDeleteOutbox = `DELETE FROM outbox WHERE id = ANY($1::bigint[])`
 
-	sqlLedgerDecision = `SELECT decision FROM requests WHERE request_id = $1`
+	// sqlLedgerDecision picks the earliest decision when a request_id was
+	// reused across partitions (see the requests table).
+	sqlLedgerDecision = `
+SELECT decision FROM requests WHERE request_id = $1 ORDER BY claim_partition, claim_offset LIMIT 1`
 
 	sqlHolder = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`
@@ -121,7 +125,7 @@ func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (in
 
 // loadState reads the ledger entries and holders that the batch's claims
 // can depend on, in one round trip.
-func loadState(ctx context.Context, tx pgx.Tx, ins []claimInput) (*state, error) {
+func loadState(ctx context.Context, tx pgx.Tx, partition int32, ins []claimInput) (*state, error) {
 	ids, keys := make([]string, 0, len(ins)), make([]string, 0, len(ins))
 	for i := range ins {
 		ids = append(ids, ins[i].requestID)
@@ -131,7 +135,7 @@ func loadState(ctx context.Context, tx pgx.Tx, ins []claimInput) (*state, error)
 	}
 	b := &pgx.Batch{}
 	st := newState()
-	b.Queue(sqlLoadRequests, ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, st) })
+	b.Queue(sqlLoadRequests, ids, partition).Query(func(rows pgx.Rows) error { return scanRequests(rows, st) })
 	b.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, st) })
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("loading ledger and holders: %w", err)

@@ -14,7 +14,9 @@ import (
 	"github.com/usernameregistry/registry/internal/kafka"
 )
 
-// Environment variables are read here and only here; each has a flag.
+// Environment variables are read in cmd only. Each setting has a flag
+// whose default comes from its variable, except REGISTRY_LOG_LEVEL, which
+// is read before any command parses its flags.
 func envOr(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok && v != "" {
 		return v
@@ -22,11 +24,19 @@ func envOr(key, def string) string {
 	return def
 }
 
-func envInt(key string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil {
-		return v
+// envInt reads a numeric variable; a malformed one is recorded in c.envErrs
+// so a typo is an error rather than a silent default.
+func (c *config) envInt(key string, def int) int {
+	s := os.Getenv(key)
+	if s == "" {
+		return def
 	}
-	return def
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a whole number", key, s))
+		return def
+	}
+	return v
 }
 
 // config is every setting a subcommand may use.
@@ -40,6 +50,8 @@ type config struct {
 	maxWaiters  int    // REGISTRY_MAX_WAITERS
 	dbConns     int    // REGISTRY_DB_MAX_CONNS
 	dataDir     string // dev only
+
+	envErrs []error // malformed environment variables
 }
 
 // flagSet declares the flags named in want, with environment fallbacks.
@@ -57,19 +69,19 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)")
 		},
 		"partitions": func() {
-			fs.IntVar(&c.partitions, "partitions", envInt("REGISTRY_PARTITIONS", 12), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
+			fs.IntVar(&c.partitions, "partitions", c.envInt("REGISTRY_PARTITIONS", 12), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
 		},
 		"replication": func() {
-			fs.IntVar(&c.replication, "replication", envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
+			fs.IntVar(&c.replication, "replication", c.envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
 		},
 		"group": func() {
 			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
 		},
 		"max-waiters": func() {
-			fs.IntVar(&c.maxWaiters, "max-waiters", envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
+			fs.IntVar(&c.maxWaiters, "max-waiters", c.envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
 		},
 		"db-conns": func() {
-			fs.IntVar(&c.dbConns, "db-conns", envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
+			fs.IntVar(&c.dbConns, "db-conns", c.envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
 		},
 		"data": func() {
 			fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data")
@@ -82,6 +94,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 }
 
 func parse(fs *flag.FlagSet, args []string, c *config) error {
+	if err := errors.Join(c.envErrs...); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return errUsage

@@ -42,3 +42,11 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+func TestMalformedEnvironmentIsAnError(t *testing.T) {
+	t.Setenv("REGISTRY_PARTITIONS", "twelve")
+	err := run(context.Background(), []string{"project"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), `REGISTRY_PARTITIONS="twelve" is not a whole number`) {
+		t.Fatalf("got %v", err)
+	}
+}

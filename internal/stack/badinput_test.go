@@ -77,15 +77,34 @@ func TestRequestConflict(t *testing.T) {
 		t.Errorf("reuse by another user: %d %+v", got.Code, got)
 	}
 
-	// Both in flight: whichever claim the log puts first wins the
-	// request_id; the other is request_conflict.
+	// Both in flight, one partition ("erin" and "Erin" share a key):
+	// whichever claim the log puts first owns the request_id; the other is
+	// request_conflict.
 	id2 := newID()
 	a, b := make(chan reply), make(chan reply)
 	go func() { a <- post(t, api, id2, user, "erin") }()
-	go func() { b <- post(t, api, id2, user, "frank") }()
+	go func() { b <- post(t, api, id2, user, "Erin") }()
 	ra, rb := <-a, <-b
 	if (ra.Reason == "request_conflict") == (rb.Reason == "request_conflict") {
 		t.Errorf("two payloads under one request_id: got %+v and %+v, want exactly one request_conflict", ra, rb)
+	}
+
+	// Both in flight, two partitions: a decision may depend only on its own
+	// partition's log, so each claim is decided on its merits and the
+	// request_id has a ledger row in each partition. Lookups answer the
+	// earliest, and a later reuse is request_conflict.
+	id3 := newID()
+	go func() { a <- post(t, api, id3, user, "grace") }()
+	go func() { b <- post(t, api, id3, user, "heidi") }()
+	ra, rb = <-a, <-b
+	if ra.Code != http.StatusCreated || rb.Code != http.StatusCreated {
+		t.Errorf("request_id reused across partitions in flight: got %d %+v and %d %+v, want both decided", ra.Code, ra, rb.Code, rb)
+	}
+	if got := do(t, "GET", api.URL+"/v1/claims/"+id3, ""); got.Code != http.StatusOK || (got.Canonical != "grace" && got.Canonical != "heidi") {
+		t.Errorf("lookup of a request_id decided in two partitions: %d %+v", got.Code, got)
+	}
+	if got := post(t, api, id3, user, "ivan"); got.Reason != "request_conflict" {
+		t.Errorf("a third payload after both were decided: %+v", got)
 	}
 	waitSettled(t, r)
 	checkAgreement(t, r)

@@ -171,17 +171,23 @@ type ledgerRow struct {
 	decision                  []byte
 }
 
-func ledger(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
+// ledgerKey is the ledger's primary key: a request_id within a partition.
+type ledgerKey struct {
+	requestID string
+	partition int32
+}
+
+func ledger(t testing.TB, r *stacktest.Registry) map[ledgerKey]ledgerRow {
 	t.Helper()
-	rows, err := r.Pool.Query(context.Background(), `SELECT request_id::text, user_id, username, outcome, decision FROM requests`)
+	rows, err := r.Pool.Query(context.Background(), `SELECT request_id::text, claim_partition, user_id, username, outcome, decision FROM requests`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]ledgerRow{}
-	var id string
+	out := map[ledgerKey]ledgerRow{}
+	var k ledgerKey
 	var row ledgerRow
-	_, err = pgx.ForEachRow(rows, []any{&id, &row.userID, &row.username, &row.outcome, &row.decision}, func() error {
-		out[id] = row
+	_, err = pgx.ForEachRow(rows, []any{&k.requestID, &k.partition, &row.userID, &row.username, &row.outcome, &row.decision}, func() error {
+		out[k] = row
 		return nil
 	})
 	if err != nil {
@@ -190,16 +196,17 @@ func ledger(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
 	return out
 }
 
-// holders maps canonical name to the holder's request_id.
-func holders(t testing.TB, r *stacktest.Registry) map[string]string {
+// holders maps canonical name to the holder's ledger key.
+func holders(t testing.TB, r *stacktest.Registry) map[string]ledgerKey {
 	t.Helper()
-	rows, err := r.Pool.Query(context.Background(), `SELECT canonical, request_id::text FROM usernames`)
+	rows, err := r.Pool.Query(context.Background(), `SELECT canonical, request_id::text, claim_partition FROM usernames`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	var c, id string
-	if _, err := pgx.ForEachRow(rows, []any{&c, &id}, func() error { out[c] = id; return nil }); err != nil {
+	out := map[string]ledgerKey{}
+	var c string
+	var k ledgerKey
+	if _, err := pgx.ForEachRow(rows, []any{&c, &k.requestID, &k.partition}, func() error { out[c] = k; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -210,7 +217,7 @@ func holders(t testing.TB, r *stacktest.Registry) map[string]string {
 // every registrations copy of a ledger decision is byte-identical to it,
 // and every holder won with a registered ledger decision. It returns the
 // ledger.
-func checkAgreement(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
+func checkAgreement(t testing.TB, r *stacktest.Registry) map[ledgerKey]ledgerRow {
 	t.Helper()
 	led := ledger(t, r)
 	winners := map[string]int64{} // key → offset of the claim that won it
@@ -219,14 +226,14 @@ func checkAgreement(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
 		if err != nil || uuid.Validate(c.RequestID) != nil {
 			continue // poison: decided under a position-derived id, checked by its own test
 		}
-		row, ok := led[c.RequestID]
+		row, ok := led[ledgerKey{c.RequestID, rec.Partition}]
 		if !ok {
 			t.Errorf("claim %s at %d/%d has no ledger row", c.RequestID, rec.Partition, rec.Offset)
 			continue
 		}
 		checkLogOrder(t, winners, rec, row)
 	}
-	published := map[string]bool{}
+	published := map[ledgerKey]bool{}
 	for _, rec := range readTopic(t, r, events.TopicRegistrations) {
 		d, err := events.DecodeDecision(rec)
 		if err != nil {
@@ -236,22 +243,23 @@ func checkAgreement(t testing.TB, r *stacktest.Registry) map[string]ledgerRow {
 		if d.Reason == events.ReasonRequestConflict {
 			continue // decides a conflicting reuse, not the request_id's own claim
 		}
-		row, ok := led[d.RequestID]
+		k := ledgerKey{d.RequestID, rec.Partition}
+		row, ok := led[k]
 		if !ok {
 			t.Errorf("registrations has a decision for %s that the ledger lacks", d.RequestID)
 		} else if !bytes.Equal(row.decision, rec.Value) {
 			t.Errorf("decision copies differ for %s:\nledger:        %s\nregistrations: %s", d.RequestID, row.decision, rec.Value)
 		}
-		published[d.RequestID] = true
+		published[k] = true
 	}
 	for id := range led {
 		if !published[id] {
-			t.Errorf("ledger decision for %s was never published", id)
+			t.Errorf("ledger decision for %v was never published", id)
 		}
 	}
-	for canonical, id := range holders(t, r) {
-		if led[id].outcome != events.OutcomeRegistered {
-			t.Errorf("%s is held by %s whose ledger outcome is %q", canonical, id, led[id].outcome)
+	for canonical, k := range holders(t, r) {
+		if led[k].outcome != events.OutcomeRegistered {
+			t.Errorf("%s is held by %v whose ledger outcome is %q", canonical, k, led[k].outcome)
 		}
 	}
 	return led

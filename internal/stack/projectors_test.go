@@ -110,12 +110,15 @@ func TestPoisonRecords(t *testing.T) {
 	wrongKey.RequestID, wrongKey.Canonical = newID(), "JUDY"
 	oldPolicy := *good
 	oldPolicy.RequestID, oldPolicy.PolicyVersion = newID(), 0
+	nul := *good // PostgreSQL text cannot hold NUL: this must not wedge the batch
+	nul.RequestID, nul.UserID, nul.Username = newID(), "\x00", "ju\x00dy"
 	recs := []*kgo.Record{
 		{Topic: events.TopicClaims, Partition: part, Key: []byte("judy"), Value: []byte("not json at all")},
 		{Topic: events.TopicClaims, Partition: part, Key: []byte("judy"), Value: []byte(`{"request_id":"nope"}`),
 			Headers: []kgo.RecordHeader{{Key: events.HeaderType, Value: []byte(events.TypeClaimSubmitted)}}},
 		mustClaim(t, &wrongKey, part),
 		mustClaim(t, &oldPolicy, part),
+		mustClaim(t, &nul, part),
 		mustClaim(t, good, (part+1)%12), // right key, wrong partition
 	}
 	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {

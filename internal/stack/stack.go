@@ -1,7 +1,7 @@
-// Package stack wires the registry's parts into the processes it runs:
-// the API node (claims producer, decisions reader, HTTP API) and the
-// projector node. `registry dev`, `serve` and `project` and the end-to-end
-// tests all build their processes here, so they run the same wiring.
+// Package stack wires the registry's API node: the claims producer, the
+// decisions reader, the Go client and the HTTP API. `registry dev` and
+// `registry serve` and the end-to-end tests all build it here, so they run
+// the same wiring. (A projector node is just projector.New and Run.)
 package stack
 
 import (

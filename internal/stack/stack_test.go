@@ -67,13 +67,17 @@ func TestConcurrentClaims(t *testing.T) {
 		t.Errorf("projection holds %d names, want 100", len(held))
 	}
 	for canonical, id := range winners {
-		if held[canonical] != id {
-			t.Errorf("%s: API said %s won, projection says %s", canonical, id, held[canonical])
+		if held[canonical].requestID != id {
+			t.Errorf("%s: API said %s won, projection says %v", canonical, id, held[canonical])
 		}
 	}
+	outcomes := map[string]string{}
+	for k, row := range led {
+		outcomes[k.requestID] = row.outcome
+	}
 	for id, rep := range byRequest {
-		if led[id].outcome != rep.Status {
-			t.Errorf("request %s: API said %s, ledger says %s", id, rep.Status, led[id].outcome)
+		if outcomes[id] != rep.Status {
+			t.Errorf("request %s: API said %s, ledger says %s", id, rep.Status, outcomes[id])
 		}
 	}
 }

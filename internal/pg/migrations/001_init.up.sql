@@ -25,26 +25,31 @@ CREATE TABLE usernames (
     key             text        NOT NULL UNIQUE,       -- confusable skeleton of canonical, the partition key
     username        text        NOT NULL,              -- as typed in the winning claim
     user_id         uuid        NOT NULL,              -- the holder
-    request_id      uuid        NOT NULL UNIQUE,       -- the winning claim's request
+    request_id      uuid        NOT NULL,              -- the winning claim's request (not unique: a request_id reused in two partitions may win a name in each)
     claim_partition integer     NOT NULL,              -- where the winning claim is in the claims topic
     claim_offset    bigint      NOT NULL,
     registered_at   timestamptz NOT NULL               -- the winning claim record's timestamp (from the log, so replay reproduces it)
 );
 
--- The request ledger: the first decision for every request_id. A claim
--- that repeats a request_id with the same payload gets this decision again;
--- with another payload it gets request_conflict (which is published but not
--- stored here, since the request_id already has its decision).
+-- The request ledger: the first decision for every request_id in each
+-- partition. A claim that repeats a request_id with the same payload gets
+-- this decision again; with another payload it gets request_conflict (which
+-- is published but not stored here, since the request_id already has its
+-- decision). The ledger is per partition because a decision may depend only
+-- on its own partition's log: a request_id reused for names in two
+-- partitions gets a decision in each, and the API answers request_conflict
+-- for any reuse it sees once one of them is stored.
 CREATE TABLE requests (
-    request_id      uuid    PRIMARY KEY,               -- the claim's request_id, or one derived from its position when the claim had none
-    user_id         text    NOT NULL,                  -- as in the claim (text: an invalid claim may carry anything)
-    username        text    NOT NULL,                  -- as typed in the claim
-    canonical       text,                              -- canonical form; null when the claim was invalid
-    outcome         text    NOT NULL CHECK (outcome IN ('registered', 'rejected')),
-    reason          text,                              -- taken, confusable, reserved, invalid; null when registered
+    request_id      uuid    NOT NULL,                  -- the claim's request_id, or one derived from its position when the claim had none
     claim_partition integer NOT NULL,                  -- the decided claim's place in the claims topic
     claim_offset    bigint  NOT NULL,
-    decision        bytea   NOT NULL                   -- the exact JSON published to registrations, so every copy is identical
+    user_id         text    NOT NULL,                  -- as in the claim (text: an invalid claim may carry anything; NUL is replaced by U+FFFD)
+    username        text    NOT NULL,                  -- as typed in the claim (NUL replaced by U+FFFD)
+    canonical       text,                              -- canonical form; null when the username broke the policy
+    outcome         text    NOT NULL CHECK (outcome IN ('registered', 'rejected')),
+    reason          text,                              -- taken, confusable, reserved, invalid; null when registered
+    decision        bytea   NOT NULL,                  -- the exact JSON published to registrations, so every copy is identical
+    PRIMARY KEY (request_id, claim_partition)
 );
 CREATE UNIQUE INDEX requests_claim_position ON requests (claim_partition, claim_offset);
 
