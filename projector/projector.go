@@ -38,6 +38,10 @@ type Config struct {
 	RetryBackoff time.Duration
 	// MaxRetryBackoff caps RetryBackoff. Defaults to 5s.
 	MaxRetryBackoff time.Duration
+	// AttemptTimeout bounds one try at a batch (commit and publish), so a
+	// broker or database that stops answering turns into a retry, and a
+	// shutdown is not held up forever. Defaults to 30s.
+	AttemptTimeout time.Duration
 	// Logger receives the projector's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -79,6 +83,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
 	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
 	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}, clientSet: make(chan struct{})}, nil
 }
@@ -314,9 +319,10 @@ func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, rec
 
 // attempt makes one try at a batch: catch up after a fault, commit the
 // decisions, publish them. Shutdown does not interrupt a try under way:
-// the batch in flight finishes.
+// the batch in flight finishes, within AttemptTimeout.
 func (p *Projector) attempt(ctx context.Context, cl *kgo.Client, st *partitionState, recs []*kgo.Record) error {
-	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
+	defer cancel()
 	if st.fenced {
 		return ErrFenced
 	}
