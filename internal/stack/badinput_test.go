@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/stack/stacktest"
 )
 
@@ -89,25 +90,48 @@ func TestRequestConflict(t *testing.T) {
 		t.Errorf("two payloads under one request_id: got %+v and %+v, want exactly one request_conflict", ra, rb)
 	}
 
-	// Both in flight, two partitions: a decision may depend only on its own
-	// partition's log, so each claim is decided on its merits and the
-	// request_id has a ledger row in each partition. Lookups answer the
-	// earliest, and a later reuse is request_conflict.
-	id3 := newID()
-	go func() { a <- post(t, api, id3, user, "grace") }()
-	go func() { b <- post(t, api, id3, user, "heidi") }()
-	ra, rb = <-a, <-b
-	if ra.Code != http.StatusCreated || rb.Code != http.StatusCreated {
-		t.Errorf("request_id reused across partitions in flight: got %d %+v and %d %+v, want both decided", ra.Code, ra, rb.Code, rb)
-	}
-	if got := do(t, "GET", api.URL+"/v1/claims/"+id3, ""); got.Code != http.StatusOK || (got.Canonical != "grace" && got.Canonical != "heidi") {
-		t.Errorf("lookup of a request_id decided in two partitions: %d %+v", got.Code, got)
-	}
-	if got := post(t, api, id3, user, "ivan"); got.Reason != "request_conflict" {
-		t.Errorf("a third payload after both were decided: %+v", got)
-	}
 	waitSettled(t, r)
 	checkAgreement(t, r)
+}
+
+// TestRequestIDReusedAcrossPartitions: a decision may depend only on its
+// own partition's log, so a request_id reused for names in two partitions
+// while neither is decided is decided in each on its own merits. Lookups
+// answer the earliest, and any later reuse is request_conflict.
+func TestRequestIDReusedAcrossPartitions(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{APIs: 1}) // no projector: both claims wait in the log
+	api := r.APIs[0]
+	id, user := newID(), newID()
+	if events.Partition([]byte("grace"), 12) == events.Partition([]byte("heidi"), 12) {
+		t.Fatal("grace and heidi share a partition; pick names in two")
+	}
+	for _, name := range []string{"grace", "heidi"} {
+		if got := do(t, "POST", api.URL+"/v1/claims?wait=0s", claimBody(id, user, name)); got.Code != http.StatusAccepted {
+			t.Fatalf("claim %s: %d %+v", name, got.Code, got)
+		}
+	}
+	r.StartProjector()
+	waitSettled(t, r)
+	led := checkAgreement(t, r)
+	if len(led) != 2 {
+		t.Fatalf("ledger rows: %d, want one per partition", len(led))
+	}
+	for k, row := range led {
+		if row.outcome != "registered" {
+			t.Errorf("%v: %s", k, row.outcome)
+		}
+	}
+	got := do(t, "GET", api.URL+"/v1/claims/"+id, "")
+	if got.Code != http.StatusOK || (got.Canonical != "grace" && got.Canonical != "heidi") {
+		t.Errorf("lookup of a request_id decided in two partitions: %d %+v", got.Code, got)
+	}
+	if again := do(t, "GET", api.URL+"/v1/claims/"+id, ""); again.Canonical != got.Canonical {
+		t.Errorf("lookup is not stable: %s then %s", got.Canonical, again.Canonical)
+	}
+	if got := post(t, api, id, user, "ivan"); got.Reason != "request_conflict" {
+		t.Errorf("a third payload after both were decided: %+v", got)
+	}
 }
 
 // TestPending: a claim not decided within ?wait is answered 202 with its
