@@ -53,6 +53,9 @@ type ClientConfig struct {
 	Ledger Ledger
 	// Now stamps SubmittedAt. Defaults to time.Now.
 	Now func() time.Time
+	// Metrics records claims written and time to decision. Defaults to
+	// unregistered metrics.
+	Metrics *Metrics
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -67,6 +70,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Client{cfg: cfg}, nil
@@ -106,6 +112,8 @@ func (c *Client) Claim(ctx context.Context, req Request) (Result, error) {
 // Submission is a claim that was published (or answered from the ledger)
 // and whose decision can be awaited.
 type Submission struct {
+	metrics   *Metrics
+	written   time.Time // when the claim was acknowledged by Kafka
 	res       Result
 	claim     *events.ClaimSubmitted
 	rec       *kgo.Record
@@ -122,7 +130,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Submission{res: Result{RequestID: claim.RequestID}, claim: claim, cancel: func() {}}
+	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, claim: claim, cancel: func() {}}
 	if req.RequestID != "" {
 		// A retry answered from the ledger needs no waiter slot. If the
 		// decision lands just after this lookup, producing again makes the
@@ -141,6 +149,8 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 		s.cancel()
 		return nil, err
 	}
+	s.written = time.Now()
+	c.cfg.Metrics.submitted.Inc()
 	return s, nil
 }
 
@@ -165,6 +175,9 @@ func (s *Submission) Await(ctx context.Context) Result {
 	if s.res.Decision == nil {
 		s.res.Decision = await(ctx, s.decisions, s.claim)
 		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
+		if s.res.Decision != nil {
+			s.metrics.decisionSeconds.Observe(time.Since(s.written).Seconds())
+		}
 	}
 	return s.res
 }

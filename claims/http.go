@@ -39,6 +39,9 @@ type HandlerConfig struct {
 	DefaultWait time.Duration
 	// MaxWait caps ?wait=. Defaults to 30s.
 	MaxWait time.Duration
+	// Metrics records HTTP latency, 202s and 503s; use the Client's so
+	// one /metrics shows both. Defaults to unregistered metrics.
+	Metrics *Metrics
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -61,16 +64,26 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/claims", a.postClaim)
-	mux.HandleFunc("GET /v1/claims/{request_id}", a.getClaim)
-	mux.HandleFunc("GET /v1/usernames/{username}", a.getUsername)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", a.readyz)
+	routes := map[string]http.HandlerFunc{
+		"POST /v1/claims":              a.postClaim,
+		"GET /v1/claims/{request_id}":  a.getClaim,
+		"GET /v1/usernames/{username}": a.getUsername,
+		"GET /healthz":                 healthz,
+		"GET /readyz":                  a.readyz,
+	}
+	for pattern, h := range routes {
+		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
+	}
 	return mux, nil
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -169,6 +182,7 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrInvalid):
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 	case errors.Is(err, ErrOverloaded):
+		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
 	case errors.Is(err, ErrUnavailable):
@@ -183,6 +197,7 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 
 func (a *api) writeResult(w http.ResponseWriter, res Result) {
 	if res.Decision == nil {
+		a.cfg.Metrics.waitTimeouts.Inc()
 		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
 		writeJSON(w, http.StatusAccepted, answer{RequestID: res.RequestID, Status: "pending"})
 		return

@@ -23,6 +23,10 @@ type Config struct {
 	// Kafka holds the base client options: seed brokers, logging, security.
 	// Required.
 	Kafka []kgo.Opt
+	// GroupOpts are added to the long-lived group client only, not to the
+	// short-lived ones that list offsets: metrics hooks, which must
+	// register once, go here.
+	GroupOpts []kgo.Opt
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
 	Group string
@@ -42,6 +46,9 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// Metrics receives the projector's metrics. Defaults to unregistered
+	// metrics.
+	Metrics *Metrics
 	// Logger receives the projector's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -85,6 +92,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
 	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Metrics = cmp.Or(cfg.Metrics, NewMetrics(nil))
 	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}, clientSet: make(chan struct{})}, nil
 }
 
@@ -119,7 +127,11 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer cl.Close()
 	p.client = cl
 	close(p.clientSet)
+	var watcher sync.WaitGroup
+	watcher.Go(func() { p.watchOutbox(runCtx) })
 	err = p.loop(runCtx, cl)
+	halt(nil) // a fatal cause set earlier stays the cause
+	watcher.Wait()
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -127,7 +139,7 @@ func (p *Projector) Run(ctx context.Context) error {
 }
 
 func (p *Projector) clientOptions() []kgo.Opt {
-	return append(append([]kgo.Opt{}, p.cfg.Kafka...),
+	return append(append(append([]kgo.Opt{}, p.cfg.Kafka...), p.cfg.GroupOpts...),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(events.TopicClaims),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -237,6 +249,7 @@ func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]i
 	defer p.mu.Unlock()
 	for _, part := range lost[events.TopicClaims] {
 		delete(p.owned, part)
+		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
 	}
 }
@@ -263,7 +276,7 @@ func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 			if len(fp.Records) == 0 {
 				return
 			}
-			wg.Go(func() { p.process(ctx, cl, fp.Partition, fp.Records) })
+			wg.Go(func() { p.process(ctx, cl, fp.Partition, fp.Records, fp.HighWatermark) })
 		})
 		wg.Wait()
 		cl.AllowRebalance()
@@ -289,19 +302,24 @@ func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
 // process decides one partition's batch, retrying transient faults until
 // it commits, the partition is fenced, or ctx ends. It never skips a claim
 // and never decides one twice.
-func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, recs []*kgo.Record) {
+func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, recs []*kgo.Record, highWatermark int64) {
 	st := p.state(part)
 	if st == nil {
 		return // revoked between fetch and processing
 	}
 	backoff := p.cfg.RetryBackoff
 	for {
+		start := time.Now()
 		err := p.attempt(ctx, cl, st, recs)
 		switch {
 		case err == nil:
+			p.cfg.Metrics.batchSize.Observe(float64(len(recs)))
+			p.cfg.Metrics.batchDuration.Observe(time.Since(start).Seconds())
+			p.cfg.Metrics.setLag(part, highWatermark-st.nextOffset)
 			cl.MarkCommitRecords(recs[len(recs)-1])
 			return
 		case errors.Is(err, ErrFenced):
+			p.cfg.Metrics.fencing.Inc()
 			st.fenced = true
 			p.log.Warn("partition fenced; a newer owner holds it", "partition", part, "epoch", st.epoch)
 			return
@@ -379,6 +397,7 @@ func (p *Projector) commit(ctx context.Context, st *partitionState, recs []*kgo.
 	}
 	next := recs[len(recs)-1].Offset + 1
 	var rows []outboxRow
+	var decided []*events.Decision // new decisions, counted once committed
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, sqlAdvance, st.partition, st.epoch, st.nextOffset, next)
 		if err != nil {
@@ -387,33 +406,43 @@ func (p *Projector) commit(ctx context.Context, st *partitionState, recs []*kgo.
 		if tag.RowsAffected() == 0 {
 			return ErrFenced
 		}
-		rows, err = decideAndWrite(ctx, tx, st.partition, ins)
+		rows, decided, err = decideAndWrite(ctx, tx, st.partition, ins)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	st.nextOffset = next
+	for _, d := range decided {
+		p.cfg.Metrics.countDecision(d)
+	}
 	return rows, nil
 }
 
-func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput) ([]outboxRow, error) {
+// decideAndWrite decides ins and writes the results in tx. It returns
+// the outbox rows to publish and the decisions that are new (not copies of
+// stored ones).
+func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput) ([]outboxRow, []*events.Decision, error) {
 	s, err := loadState(ctx, tx, part, ins)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	w := &writes{}
+	var decided []*events.Decision
 	for i := range ins {
 		out, err := decide(s, &ins[i])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		w.add(&ins[i], out)
+		if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
+			decided = append(decided, out.decision)
+		}
 	}
 	b := &pgx.Batch{}
 	w.queue(b, part)
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("writing decisions for partition %d: %w", part, err)
+		return nil, nil, fmt.Errorf("writing decisions for partition %d: %w", part, err)
 	}
-	return w.outbox, nil
+	return w.outbox, decided, nil
 }

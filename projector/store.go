@@ -62,6 +62,8 @@ RETURNING id`
 
 	sqlDeleteOutbox = `DELETE FROM outbox WHERE id = ANY($1::bigint[])`
 
+	sqlOutboxBacklog = `SELECT count(*) FROM outbox`
+
 	// sqlLedgerDecision picks the earliest decision when a request_id was
 	// reused across partitions (see the requests table).
 	sqlLedgerDecision = `

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,9 +20,17 @@ type ReaderConfig struct {
 	// Kafka holds the base client options: seed brokers, logging, security.
 	// Required.
 	Kafka []kgo.Opt
+	// ConsumerOpts are added to the long-lived consuming client only, not
+	// to the short-lived one that lists offsets: metrics hooks, which must
+	// register once, go here.
+	ConsumerOpts []kgo.Opt
 	// MaxWaiters bounds the subscriptions open at once; past it Subscribe
 	// fails with ErrTooManyWaiters. Defaults to 10000.
 	MaxWaiters int
+	// Observe, when set, is called with every decision read, before it is
+	// routed, on the reader's goroutine: it must not block. The live page
+	// (/ui) counts rejections through it.
+	Observe func(d *events.Decision, at time.Time)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -74,7 +83,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.cfg.Kafka...),
+	cl, err := kgo.NewClient(append(append(append([]kgo.Opt{}, r.cfg.Kafka...), r.cfg.ConsumerOpts...),
 		kgo.ConsumePartitions(ends),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)
@@ -121,6 +130,9 @@ func (r *Reader) route(rec *kgo.Record) {
 	if err != nil {
 		r.log.Warn("skipping unreadable registrations record", "partition", rec.Partition, "offset", rec.Offset, "error", err)
 		return
+	}
+	if r.cfg.Observe != nil {
+		r.cfg.Observe(d, rec.Timestamp)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,10 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
@@ -47,12 +52,12 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 		return err
 	}
 	defer pool.Close()
-	return serveAPI(ctx, &c, opts, pool, stdout, log)
+	return serveAPI(ctx, &c, opts, pool, newRegistry(), stdout, log)
 }
 
 func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns")
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -61,7 +66,33 @@ func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.
 		return err
 	}
 	defer pool.Close()
-	return runProjector(ctx, &c, opts, pool, partitions, log)
+	reg := newRegistry()
+	g, gctx := errgroup.WithContext(ctx)
+	if c.metricsAddr != "" {
+		ln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listening on %s for metrics: %w", c.metricsAddr, err)
+		}
+		fmt.Fprintf(stdout, "projector metrics on http://%s/metrics\n", ln.Addr())
+		g.Go(func() error { return stack.Serve(gctx, ln, metricsHandler(reg)) })
+	}
+	// A failing projector cancels gctx, which stops the metrics server too.
+	g.Go(func() error { return runProjector(gctx, &c, opts, pool, partitions, reg, log) })
+	return g.Wait()
+}
+
+// newRegistry is a process's metrics registry, with Go runtime and
+// process metrics next to the registry's own.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func metricsHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return mux
 }
 
 // connect opens the database and checks (creating if missing) the topics.
@@ -101,8 +132,9 @@ func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error)
 	return n, nil
 }
 
-func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, stdout io.Writer, log *slog.Logger) error {
-	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, Logger: log})
+// serveAPI runs the API node; its GET /metrics serves everything in reg.
+func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) error {
+	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, Metrics: reg, Gatherer: reg, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -115,8 +147,11 @@ func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool
 	return stack.RunAPI(ctx, api, ln)
 }
 
-func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, log *slog.Logger) error {
-	p, err := projector.New(projector.Config{Kafka: opts, Group: c.group, Partitions: partitions, Logger: log}, pool)
+func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, reg prometheus.Registerer, log *slog.Logger) error {
+	p, err := projector.New(projector.Config{
+		Kafka: opts, GroupOpts: []kgo.Opt{kafka.Instrument(reg, "projector")}, Group: c.group, Partitions: partitions,
+		Metrics: projector.NewMetrics(reg), Logger: log,
+	}, pool)
 	if err != nil {
 		return err
 	}

@@ -49,6 +49,7 @@ type config struct {
 	group       string // REGISTRY_PROJECTOR_GROUP
 	maxWaiters  int    // REGISTRY_MAX_WAITERS
 	dbConns     int    // REGISTRY_DB_MAX_CONNS
+	metricsAddr string // REGISTRY_METRICS_ADDR, project only
 	dataDir     string // dev only
 
 	envErrs []error // malformed environment variables

@@ -58,9 +58,10 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 		return err
 	}
 	defer pool.Close()
+	reg := newRegistry() // one process: the API's /metrics shows the projector's too
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, log) })
-	g.Go(func() error { return serveAPI(gctx, c, opts, pool, stdout, log) })
+	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, reg, log) })
+	g.Go(func() error { return serveAPI(gctx, c, opts, pool, reg, stdout, log) })
 	g.Go(func() error {
 		if cluster == nil {
 			return nil // an external database: its health is its operator's

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/usernameregistry/registry/events"
@@ -131,4 +133,15 @@ func checkConfigs(ctx context.Context, adm *kadm.Client, topics []string) error 
 		}
 	}
 	return nil
+}
+
+// Instrument exports a client's franz-go metrics (connections, bytes,
+// buffered records) to reg as registry_kafka_*, labelled with the client's
+// role. Each long-lived client gets its own role; short-lived admin clients
+// are not instrumented.
+func Instrument(reg prometheus.Registerer, role string) kgo.Opt {
+	return kgo.WithHooks(kprom.NewMetrics("registry_kafka",
+		kprom.Registerer(reg),
+		kprom.WithStaticLabel(prometheus.Labels{"client": role}),
+	))
 }

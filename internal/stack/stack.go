@@ -14,10 +14,14 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/registrations"
 )
@@ -30,6 +34,12 @@ type APIConfig struct {
 	Pool *pgxpool.Pool
 	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
 	MaxWaiters int
+	// Metrics is where the node registers its metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Gatherer, when set, is served at GET /metrics. In one process it
+	// gathers every part's metrics (registry dev serves the projector's
+	// here too).
+	Gatherer prometheus.Gatherer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -40,6 +50,7 @@ type API struct {
 	Client   *claims.Client
 	Reader   *registrations.Reader
 	producer *kgo.Client
+	pool     *pgxpool.Pool
 }
 
 // NewAPI builds an API node. Run starts its decisions reader.
@@ -47,7 +58,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	producer, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
+	producer, err := kgo.NewClient(append(instrumented(cfg.Kafka, cfg.Metrics, "claims-producer"),
 		kgo.DefaultProduceTopic(events.TopicClaims),
 		kgo.ProducerLinger(0), // a waiting request must not wait for a batch to fill
 		// A claim not acknowledged in 10s fails with 503 (retry with the
@@ -65,13 +76,31 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	return a, nil
 }
 
+// instrumented returns opts plus franz-go metrics for the one long-lived
+// client in role.
+func instrumented(opts []kgo.Opt, reg prometheus.Registerer, role string) []kgo.Opt {
+	out := append([]kgo.Opt{}, opts...)
+	if reg != nil {
+		out = append(out, kafka.Instrument(reg, role))
+	}
+	return out
+}
+
 func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
-	reader, err := registrations.NewReader(registrations.ReaderConfig{Kafka: cfg.Kafka, MaxWaiters: cfg.MaxWaiters, Logger: cfg.Logger})
+	reader, err := registrations.NewReader(registrations.ReaderConfig{
+		Kafka: cfg.Kafka, ConsumerOpts: instrumented(nil, cfg.Metrics, "registrations-reader"), MaxWaiters: cfg.MaxWaiters, Logger: cfg.Logger,
+	})
 	if err != nil {
 		return nil, err
 	}
+	metrics := claims.NewMetrics(cfg.Metrics)
+	if cfg.Metrics != nil {
+		cfg.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "registry_waiters", Help: "Requests on this API node waiting for a decision.",
+		}, func() float64 { return float64(reader.Waiting()) }))
+	}
 	store := projector.NewStore(cfg.Pool)
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Logger: cfg.Logger})
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -84,11 +113,31 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 		return nil
 	}
-	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: store, Ready: ready, Logger: cfg.Logger})
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: store, Ready: ready, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
-	return &API{Handler: h, Client: client, Reader: reader, producer: producer}, nil
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	if cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", metrics.InstrumentHTTP("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	return &API{Handler: mux, Client: client, Reader: reader, producer: producer, pool: cfg.Pool}, nil
+}
+
+// Lag is how many claims are written but not yet decided, over all
+// partitions: the claims log end offsets minus the stored next offsets.
+func (a *API) Lag(ctx context.Context) (int64, error) {
+	ends, err := kadm.NewClient(a.producer).ListEndOffsets(ctx, events.TopicClaims)
+	if err != nil {
+		return 0, fmt.Errorf("listing claims end offsets: %w", err)
+	}
+	var end, decided int64
+	ends.Each(func(o kadm.ListedOffset) { end += o.Offset })
+	if err := a.pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM claim_partitions`).Scan(&decided); err != nil {
+		return 0, fmt.Errorf("reading decided offsets: %w", err)
+	}
+	return max(end-decided, 0), nil
 }
 
 // Run runs the decisions reader until ctx ends.

@@ -6,12 +6,14 @@ package stacktest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -43,6 +45,12 @@ type Registry struct {
 	Pool    *pgxpool.Pool
 	DBURL   string
 	APIs    []*APINode
+	// Metrics gathers every node's metrics, each labelled node="api-N" or
+	// node="projector-N"; every API node serves it at /metrics.
+	Metrics *prometheus.Registry
+
+	mu         sync.Mutex // guards APIs and projectors: nodes may be started from any goroutine
+	projectors int        // started so far, for labels
 }
 
 // APINode is a running API node.
@@ -67,7 +75,7 @@ func Start(t testenv.T, opts Options) *Registry {
 	if opts.Logger == nil {
 		opts.Logger = testenv.Logger(t)
 	}
-	r := &Registry{t: t, opts: opts, Brokers: testenv.Kafka(t)}
+	r := &Registry{t: t, opts: opts, Brokers: testenv.Kafka(t), Metrics: prometheus.NewRegistry()}
 	r.Pool, r.DBURL = testenv.Database(t)
 	r.Kafka = kafka.ClientOptions(r.Brokers, opts.Logger)
 	r.ensureTopics()
@@ -117,9 +125,14 @@ func (p *Projector) Err() error { return p.err }
 // StartProjector starts one more projector in the group.
 func (r *Registry) StartProjector() *Projector {
 	r.t.Helper()
+	r.mu.Lock()
+	r.projectors++
+	reg := r.node(fmt.Sprintf("projector-%d", r.projectors))
+	r.mu.Unlock()
 	pr, err := projector.New(projector.Config{
-		Kafka: r.Kafka, Partitions: r.opts.Partitions, SessionTimeout: r.opts.SessionTimeout,
-		RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond, Logger: r.opts.Logger,
+		Kafka: r.Kafka, GroupOpts: []kgo.Opt{kafka.Instrument(reg, "projector")}, Partitions: r.opts.Partitions,
+		SessionTimeout: r.opts.SessionTimeout, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond,
+		Metrics: projector.NewMetrics(reg), Logger: r.opts.Logger,
 	}, r.Pool)
 	if err != nil {
 		r.t.Fatalf("projector: %v", err)
@@ -138,10 +151,24 @@ func (r *Registry) StartProjector() *Projector {
 	return p
 }
 
+// node is the registerer for one node: r.Metrics with a node label, so
+// several nodes of one kind can share a registry.
+func (r *Registry) node(name string) prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"node": name}, r.Metrics)
+}
+
 // StartAPI starts one more API node and waits until it is positioned.
 func (r *Registry) StartAPI() *APINode {
 	r.t.Helper()
-	a, err := stack.NewAPI(stack.APIConfig{Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger})
+	r.mu.Lock()
+	reg := r.node(fmt.Sprintf("api-%d", len(r.APIs)+1))
+	r.APIs = append(r.APIs, nil) // reserve the label; filled in below
+	slot := len(r.APIs) - 1
+	r.mu.Unlock()
+	a, err := stack.NewAPI(stack.APIConfig{
+		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger,
+		Metrics: reg, Gatherer: r.Metrics,
+	})
 	if err != nil {
 		r.t.Fatalf("api: %v", err)
 	}
@@ -169,6 +196,8 @@ func (r *Registry) StartAPI() *APINode {
 	case <-time.After(30 * time.Second):
 		r.t.Fatalf("api reader not positioned after 30s")
 	}
-	r.APIs = append(r.APIs, n)
+	r.mu.Lock()
+	r.APIs[slot] = n
+	r.mu.Unlock()
 	return n
 }
