@@ -23,7 +23,7 @@ func TestFenceRefusesStaleEpoch(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	p := &Projector{cfg: Config{Partitions: testPartitions}, pool: pool}
+	p := &Projector{cfg: Config{Partitions: testPartitions, Metrics: NewMetrics(nil)}, pool: pool}
 	rec := record(t, 0, uuid.NewString(), uuid.NewString(), "grace")
 	part := rec.Partition
 

@@ -64,7 +64,11 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.StringVar(&c.brokers, "brokers", envOr("REGISTRY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (REGISTRY_KAFKA_BROKERS)")
 		},
 		"database": func() {
-			fs.StringVar(&c.databaseURL, "database", os.Getenv("DATABASE_URL"), "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)")
+			help := "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)"
+			if name == "dev" {
+				help = "PostgreSQL URL of an existing server; empty starts an embedded one in --data (DATABASE_URL)"
+			}
+			fs.StringVar(&c.databaseURL, "database", os.Getenv("DATABASE_URL"), help)
 		},
 		"http": func() {
 			fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)")
@@ -86,6 +90,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		},
 		"data": func() {
 			fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data")
+		},
+		"metrics": func() {
+			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
+				"address serving the projector's GET /metrics; empty serves none (REGISTRY_METRICS_ADDR)")
 		},
 	}
 	for _, w := range want {
