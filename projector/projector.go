@@ -23,9 +23,9 @@ type Config struct {
 	// Kafka holds the base client options: seed brokers, logging, security.
 	// Required.
 	Kafka []kgo.Opt
-	// GroupOpts are added to the long-lived group client only, not to the
-	// short-lived ones that list offsets: metrics hooks, which must
-	// register once, go here.
+	// GroupOpts are added to the projector's own client only, since Kafka
+	// is often shared with other clients: metrics hooks, which must
+	// register once per client, go here.
 	GroupOpts []kgo.Opt
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
@@ -173,8 +173,10 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 		return nil, err // kgo retries the join; nothing was decided
 	}
 	if err := p.checkLogEnds(ctx, as); err != nil {
-		p.halt(err)
-		return nil, err
+		if errors.Is(err, ErrOffsetBeyondLogEnd) {
+			p.halt(err)
+		}
+		return nil, err // otherwise transient: kgo rejoins and we try again
 	}
 	offsets = p.own(as)
 	p.relayAssigned(ctx, as)
@@ -187,12 +189,7 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 // A failure leaves the partition marked for resync, so its first batch
 // tries again.
 func (p *Projector) relayAssigned(ctx context.Context, as []assignment) {
-	select {
-	case <-p.clientSet:
-	case <-ctx.Done():
-		return
-	}
-	for _, a := range as {
+	for _, a := range as { // checkLogEnds already waited for p.client
 		st := p.state(a.partition)
 		if st == nil {
 			continue
@@ -220,14 +217,12 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 // checkLogEnds halts when a stored offset is past the log end: the broker
 // lost claims that were decided.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	// The client from the callback's group session is not reachable here,
-	// so a short-lived admin client asks.
-	cl, err := kgo.NewClient(p.cfg.Kafka...)
-	if err != nil {
-		return err
+	select {
+	case <-p.clientSet:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.client).ListEndOffsets(ctx, events.TopicClaims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
