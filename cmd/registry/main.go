@@ -26,6 +26,7 @@ Usage:
   registry serve    [flags]   run the HTTP API against REGISTRY_KAFKA_BROKERS and DATABASE_URL
   registry project  [flags]   run a projector against REGISTRY_KAFKA_BROKERS and DATABASE_URL
   registry migrate  [flags]   apply database migrations to DATABASE_URL
+  registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
 
 Run 'registry <command> -h' for a command's flags.
 `
@@ -40,10 +41,11 @@ func main() {
 }
 
 var commands = map[string]func(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error{
-	"dev":     runDev,
-	"serve":   runServe,
-	"project": runProject,
-	"migrate": runMigrate,
+	"dev":        runDev,
+	"serve":      runServe,
+	"project":    runProject,
+	"migrate":    runMigrate,
+	"rejections": runRejections,
 }
 
 var errUsage = errors.New("usage")
