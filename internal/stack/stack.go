@@ -22,6 +22,7 @@ import (
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/ui"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/registrations"
 )
@@ -51,6 +52,7 @@ type API struct {
 	Reader   *registrations.Reader
 	producer *kgo.Client
 	pool     *pgxpool.Pool
+	ui       *ui.UI
 }
 
 // NewAPI builds an API node. Run starts its decisions reader.
@@ -87,12 +89,19 @@ func instrumented(opts []kgo.Opt, reg prometheus.Registerer, role string) []kgo.
 }
 
 func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
+	a := &API{producer: producer, pool: cfg.Pool}
+	live, err := ui.New(ui.Config{Stats: a.stats, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	reader, err := registrations.NewReader(registrations.ReaderConfig{
-		Kafka: cfg.Kafka, ConsumerOpts: instrumented(nil, cfg.Metrics, "registrations-reader"), MaxWaiters: cfg.MaxWaiters, Logger: cfg.Logger,
+		Kafka: cfg.Kafka, ConsumerOpts: instrumented(nil, cfg.Metrics, "registrations-reader"), MaxWaiters: cfg.MaxWaiters,
+		Observe: live.Observe, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
+	a.Reader, a.ui = reader, live
 	metrics := claims.NewMetrics(cfg.Metrics)
 	if cfg.Metrics != nil {
 		cfg.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -122,7 +131,18 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", metrics.InstrumentHTTP("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
-	return &API{Handler: mux, Client: client, Reader: reader, producer: producer, pool: cfg.Pool}, nil
+	page := metrics.InstrumentHTTP("/ui", live.Handler())
+	mux.Handle("/ui", page)
+	mux.Handle("/ui/", page)
+	a.Handler, a.Client = mux, client
+	return a, nil
+}
+
+// stats feeds the live page: lag over all partitions and this node's
+// waiters.
+func (a *API) stats(ctx context.Context) (ui.Stats, error) {
+	lag, err := a.Lag(ctx)
+	return ui.Stats{Lag: lag, Waiters: a.Reader.Waiting()}, err
 }
 
 // Lag is how many claims are written but not yet decided, over all
@@ -148,8 +168,13 @@ func (a *API) Close() { a.producer.Close() }
 
 // Serve serves h on ln until ctx ends, then stops accepting and lets
 // requests in flight finish (up to 35s, longer than the longest wait).
-func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+// onShutdown runs as shutdown begins: it ends streams that would
+// otherwise hold the shutdown for the whole grace period.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, onShutdown ...func()) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	for _, f := range onShutdown {
+		srv.RegisterOnShutdown(f)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -173,7 +198,7 @@ func RunAPI(ctx context.Context, a *API, ln net.Listener) error {
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- a.Run(readerCtx) }()
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- Serve(ctx, ln, a.Handler) }()
+	go func() { serveErr <- Serve(ctx, ln, a.Handler, a.ui.Close) }()
 	var err error
 	select {
 	case err = <-serveErr:
