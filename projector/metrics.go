@@ -1,9 +1,13 @@
 package projector
 
 import (
+	"context"
 	"strconv"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/usernameregistry/registry/events"
 )
@@ -70,4 +74,50 @@ func (m *Metrics) setLag(partition int32, lag int64) {
 // report one partition.
 func (m *Metrics) forget(partition int32) {
 	m.lag.DeleteLabelValues(strconv.Itoa(int(partition)))
+}
+
+// watch samples the outbox backlog and every owned partition's lag every
+// few seconds. A batch also updates its partition's lag, but a projector
+// stuck retrying commits no batch, and the lag must still show it.
+func (p *Projector) watch(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		var n int64
+		if err := p.pool.QueryRow(ctx, sqlOutboxBacklog).Scan(&n); err == nil {
+			p.cfg.Metrics.outboxBacklog.Set(float64(n))
+		}
+		p.sampleLag(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sampleLag sets the lag of every owned partition from the log end and
+// the stored position. Errors leave the last values: the next tick tries
+// again.
+func (p *Projector) sampleLag(ctx context.Context) {
+	parts := p.ownedPartitions()
+	if len(parts) == 0 {
+		return
+	}
+	ends, err := kadm.NewClient(p.client).ListEndOffsets(ctx, events.TopicClaims)
+	if err != nil {
+		return
+	}
+	rows, err := p.pool.Query(ctx, sqlPositions, parts)
+	if err != nil {
+		return
+	}
+	var part int32
+	var next int64
+	pgx.ForEachRow(rows, []any{&part, &next}, func() error { //nolint:errcheck // a sample; the next tick tries again
+		if end, ok := ends.Lookup(events.TopicClaims, part); ok && end.Err == nil && p.state(part) != nil {
+			p.cfg.Metrics.setLag(part, end.Offset-next)
+		}
+		return nil
+	})
 }

@@ -3,7 +3,6 @@ package projector
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -59,23 +58,4 @@ func (p *Projector) relay(ctx context.Context, cl *kgo.Client, part int32) error
 		p.log.Info("republishing outbox", "partition", part, "decisions", len(pending))
 	}
 	return p.publish(ctx, cl, pending)
-}
-
-// watchOutbox samples the outbox backlog for the metric every few seconds:
-// a count query is cheap next to the batches, and the backlog is the
-// signal that publishing is stuck.
-func (p *Projector) watchOutbox(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		var n int64
-		if err := p.pool.QueryRow(ctx, sqlOutboxBacklog).Scan(&n); err == nil {
-			p.cfg.Metrics.outboxBacklog.Set(float64(n))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -128,7 +128,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.client = cl
 	close(p.clientSet)
 	var watcher sync.WaitGroup
-	watcher.Go(func() { p.watchOutbox(runCtx) })
+	watcher.Go(func() { p.watch(runCtx) })
 	err = p.loop(runCtx, cl)
 	halt(nil) // a fatal cause set earlier stays the cause
 	watcher.Wait()
@@ -247,6 +247,16 @@ func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]i
 		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
 	}
+}
+
+func (p *Projector) ownedPartitions() []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	parts := make([]int32, 0, len(p.owned))
+	for part := range p.owned {
+		parts = append(parts, part)
+	}
+	return parts
 }
 
 func (p *Projector) state(part int32) *partitionState {

@@ -36,6 +36,8 @@ WHERE partition = $1 AND owner_epoch = $2 AND next_offset = $3`
 
 	sqlPosition = `SELECT next_offset, owner_epoch FROM claim_partitions WHERE partition = $1`
 
+	sqlPositions = `SELECT partition, next_offset FROM claim_partitions WHERE partition = ANY($1::int[])`
+
 	sqlLoadRequests = `
 SELECT request_id::text, user_id, username, decision FROM requests
 WHERE claim_partition = $2 AND request_id = ANY($1::uuid[])`
