@@ -48,7 +48,7 @@
 // the claim's partition number) and deleted once Kafka acknowledged them.
 // A crash in between leaves them in the outbox; the next owner publishes
 // them when it is assigned the partition. Copies are byte-identical, so
-// consumers dedupe by request_id.
+// consumers dedupe by (request_id, claim_partition, claim_offset).
 //
 // # Faults
 //

@@ -21,7 +21,8 @@ type outboxRow struct {
 
 // publish produces rows to registrations, waits for every acknowledgement,
 // then deletes them from the outbox. A crash between the two publishes the
-// same bytes again on the next assignment; consumers dedupe by request_id.
+// same bytes again on the next assignment; consumers dedupe by
+// (request_id, claim_partition, claim_offset).
 func (p *Projector) publish(ctx context.Context, cl *kgo.Client, rows []outboxRow) error {
 	if len(rows) == 0 {
 		return nil
