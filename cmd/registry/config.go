@@ -41,18 +41,30 @@ func (c *config) envInt(key string, def int) int {
 
 // config is every setting a subcommand may use.
 type config struct {
-	brokers     string // REGISTRY_KAFKA_BROKERS
-	databaseURL string // DATABASE_URL; empty means the PG* variables
-	httpAddr    string // REGISTRY_HTTP_ADDR
-	partitions  int    // REGISTRY_PARTITIONS
-	replication int    // REGISTRY_REPLICATION_FACTOR
-	group       string // REGISTRY_PROJECTOR_GROUP
-	maxWaiters  int    // REGISTRY_MAX_WAITERS
-	dbConns     int    // REGISTRY_DB_MAX_CONNS
-	metricsAddr string // REGISTRY_METRICS_ADDR, project only
-	dataDir     string // dev only
+	brokers     string         // REGISTRY_KAFKA_BROKERS
+	databaseURL string         // DATABASE_URL; empty means the PG* variables
+	httpAddr    string         // REGISTRY_HTTP_ADDR
+	partitions  int            // REGISTRY_PARTITIONS
+	replication int            // REGISTRY_REPLICATION_FACTOR
+	group       string         // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int            // REGISTRY_MAX_WAITERS
+	dbConns     int            // REGISTRY_DB_MAX_CONNS
+	metricsAddr string         // REGISTRY_METRICS_ADDR, project only
+	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
+	dataDir     string         // dev only
 
 	envErrs []error // malformed environment variables
+}
+
+// securityFlags declares how to reach a secured Kafka cluster. The SASL
+// password is read only from the environment: a flag would show it in ps.
+func (c *config) securityFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.security.TLS, "kafka-tls", envOr("REGISTRY_KAFKA_TLS", "") == "true", "connect to the brokers over TLS (REGISTRY_KAFKA_TLS=true)")
+	fs.StringVar(&c.security.CAFile, "kafka-ca", os.Getenv("REGISTRY_KAFKA_TLS_CA"), "PEM file of CAs to trust for the brokers' certificates; implies TLS (REGISTRY_KAFKA_TLS_CA)")
+	fs.StringVar(&c.security.ServerName, "kafka-tls-server-name", os.Getenv("REGISTRY_KAFKA_TLS_SERVER_NAME"), "name to verify in the brokers' certificates (REGISTRY_KAFKA_TLS_SERVER_NAME)")
+	fs.StringVar(&c.security.SASLMechanism, "kafka-sasl", os.Getenv("REGISTRY_KAFKA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (REGISTRY_KAFKA_SASL_MECHANISM)")
+	fs.StringVar(&c.security.SASLUser, "kafka-user", os.Getenv("REGISTRY_KAFKA_SASL_USERNAME"), "SASL user name (REGISTRY_KAFKA_SASL_USERNAME); the password comes from REGISTRY_KAFKA_SASL_PASSWORD")
+	c.security.SASLPassword = os.Getenv("REGISTRY_KAFKA_SASL_PASSWORD")
 }
 
 // flagSet declares the flags named in want, with environment fallbacks.
@@ -62,6 +74,7 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 	decl := map[string]func(){
 		"brokers": func() {
 			fs.StringVar(&c.brokers, "brokers", envOr("REGISTRY_KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka seed brokers, comma-separated (REGISTRY_KAFKA_BROKERS)")
+			c.securityFlags(fs)
 		},
 		"database": func() {
 			help := "PostgreSQL URL; empty uses the PG* variables (DATABASE_URL)"
@@ -129,5 +142,9 @@ func (c *config) kafkaOptions(log *slog.Logger) ([]kgo.Opt, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("no Kafka brokers: set --brokers or REGISTRY_KAFKA_BROKERS")
 	}
-	return kafka.ClientOptions(brokers, log), nil
+	sec, err := c.security.Options()
+	if err != nil {
+		return nil, fmt.Errorf("Kafka security settings: %w", err)
+	}
+	return append(kafka.ClientOptions(brokers, log), sec...), nil
 }
