@@ -1,55 +1,154 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/testcontainers/testcontainers-go"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 )
 
-// externalKafka serialises tests on a shared external broker: the topic
-// names are fixed by the wire contract, so two tests cannot share one.
+// externalKafka serialises tests on a shared broker (TEST_KAFKA_BROKERS
+// or the container): the topic names are fixed by the wire contract, so two
+// tests cannot share one.
 var externalKafka sync.Mutex
 
+// sharedKafka is the Kafka container under REGISTRY_TEST_DOCKER=1, started
+// at first use and shared by the test binary's tests.
+var sharedKafka broker
+
+type broker struct {
+	once      sync.Once
+	seeds     []string
+	err       error
+	container testcontainers.Container
+}
+
+func (b *broker) start() { b.container, b.seeds, b.err = startKafka() }
+
+func (b *broker) stop() {
+	if b.container != nil {
+		testcontainers.TerminateContainer(b.container) //nolint:errcheck // best effort at exit; Ryuk reaps it otherwise
+	}
+}
+
 // Kafka returns seed brokers for a broker that only t uses: an in-process
-// kfake, or TEST_KAFKA_BROKERS with the registry's topics deleted first.
+// kfake, or a shared broker (TEST_KAFKA_BROKERS, or the container under
+// REGISTRY_TEST_DOCKER=1) held for t with the registry's topics deleted
+// first.
 func Kafka(t T) []string {
 	t.Helper()
-	if env := os.Getenv("TEST_KAFKA_BROKERS"); env != "" {
-		externalKafka.Lock()
-		t.Cleanup(externalKafka.Unlock)
-		brokers := kafka.ParseBrokers(env)
-		deleteTopics(t, brokers)
-		return brokers
+	env, c := selected()
+	switch c.Kafka {
+	case sourceEnv:
+		return exclusive(t, kafka.ParseBrokers(env.KafkaBrokers), "Kafka at TEST_KAFKA_BROKERS")
+	case sourceDocker:
+		sharedKafka.once.Do(sharedKafka.start)
+		if sharedKafka.err != nil {
+			unavailable(t, "Kafka: %v", sharedKafka.err)
+		}
+		return exclusive(t, sharedKafka.seeds, "the "+kafkaImage+" container")
 	}
-	c, err := kafka.Embedded("", 0)
+	cl, err := kafka.Embedded("", 0)
 	if err != nil {
 		unavailable(t, "embedded Kafka broker: %v", err)
 	}
-	t.Cleanup(c.Close)
-	return c.ListenAddrs()
+	t.Cleanup(cl.Close)
+	return cl.ListenAddrs()
 }
 
-func deleteTopics(t T, brokers []string) {
+// exclusive holds the shared broker at brokers for t until t ends, and
+// deletes the registry's topics on it first.
+func exclusive(t T, brokers []string, what string) []string {
+	t.Helper()
+	externalKafka.Lock()
+	t.Cleanup(externalKafka.Unlock)
+	deleteTopics(t, brokers, what)
+	return brokers
+}
+
+// deleteTopics deletes the registry's topics and waits until the broker no
+// longer lists them. Real Kafka finishes a deletion after answering: until
+// then, creating a topic again may answer TOPIC_ALREADY_EXISTS (marked for
+// deletion), which kafka.EnsureTopics would take for the old topic, records
+// and all.
+func deleteTopics(t T, brokers []string, what string) {
+	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
-		t.Fatalf("TEST_KAFKA_BROKERS: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	defer cl.Close()
+	adm := kadm.NewClient(cl)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := kadm.NewClient(cl).DeleteTopics(ctx, events.TopicClaims, events.TopicRegistrations); err != nil {
-		unavailable(t, "Kafka at TEST_KAFKA_BROKERS: %v", err)
+	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	resp, err := adm.DeleteTopics(ctx, topics...)
+	if err != nil {
+		unavailable(t, "%s: %v", what, err)
 	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+			t.Fatalf("deleting topic %s on %s: %v", r.Topic, what, r.Err)
+		}
+	}
+	if err := awaitGone(ctx, cl, topics); err != nil {
+		t.Fatalf("deleting topics on %s: %v", what, err)
+	}
+}
+
+// awaitGone polls the broker until it lists none of topics.
+func awaitGone(ctx context.Context, cl *kgo.Client, topics []string) error {
+	still := topics
+	for {
+		names, err := listed(ctx, cl, topics)
+		if err == nil {
+			if len(names) == 0 {
+				return nil
+			}
+			still = names
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%v still listed after deletion: %w", still, cmp.Or(err, ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// listed returns which of topics the broker lists, asking it each time:
+// kadm answers from a metadata cache that may be seconds old.
+func listed(ctx context.Context, cl *kgo.Client, topics []string) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, topic := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, t := range resp.Topics {
+		if t.Topic != nil && t.ErrorCode != kerr.UnknownTopicOrPartition.Code {
+			names = append(names, *t.Topic)
+		}
+	}
+	return names, nil
 }
 
 // Logger returns a logger that writes through t.Log, so a failing test

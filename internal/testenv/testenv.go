@@ -1,11 +1,3 @@
-// Package testenv gives integration tests real dependencies: a PostgreSQL
-// database per test and a Kafka-protocol broker per test.
-//
-// PostgreSQL comes from TEST_DATABASE_URL when set, otherwise from a
-// private cluster that the test binary starts once (internal/pglaunch, the
-// launcher `registry dev` uses). Kafka comes from TEST_KAFKA_BROKERS when
-// set, otherwise from an in-process kfake broker. Under CI=true a missing
-// dependency fails the test; elsewhere it skips with the reason.
 package testenv
 
 import (
@@ -22,16 +14,19 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
 // Main wraps a package's TestMain: it runs the tests, then stops the
-// private PostgreSQL cluster if one was started.
+// private PostgreSQL cluster and terminates the containers, whichever were
+// started.
 func Main(m *testing.M) {
 	code := m.Run()
 	shared.stop()
+	sharedKafka.stop()
 	os.Exit(code)
 }
 
@@ -72,11 +67,12 @@ func unavailable(t T, format string, args ...any) {
 }
 
 type server struct {
-	once    sync.Once
-	url     string // base URL; the database name is replaced per test
-	err     error
-	cluster *pglaunch.Cluster
-	dir     string
+	once      sync.Once
+	url       string // base URL; the database name is replaced per test
+	err       error
+	cluster   *pglaunch.Cluster
+	dir       string
+	container testcontainers.Container // under REGISTRY_TEST_DOCKER=1
 }
 
 var (
@@ -85,8 +81,13 @@ var (
 )
 
 func (s *server) start() {
-	if url := os.Getenv("TEST_DATABASE_URL"); url != "" {
-		s.url = url
+	env, c := selected()
+	switch c.Postgres {
+	case sourceEnv:
+		s.url = env.DatabaseURL
+		return
+	case sourceDocker:
+		s.container, s.url, s.err = startPostgres()
 		return
 	}
 	s.dir, s.err = os.MkdirTemp("", "registry-test-pg-")
@@ -106,6 +107,9 @@ func (s *server) start() {
 }
 
 func (s *server) stop() {
+	if s.container != nil {
+		testcontainers.TerminateContainer(s.container) //nolint:errcheck // best effort at exit; Ryuk reaps it otherwise
+	}
 	if s.cluster != nil {
 		s.cluster.Stop() //nolint:errcheck // best effort at exit
 	}
@@ -125,7 +129,8 @@ func Database(t T) (*pgxpool.Pool, string) {
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, shared.url)
 	if err != nil {
-		unavailable(t, "PostgreSQL at TEST_DATABASE_URL or the private cluster: %v", err)
+		_, c := selected()
+		unavailable(t, "%s: %v", describePostgres(c.Postgres), err)
 	}
 	defer admin.Close(ctx)
 	name := fmt.Sprintf("registry_test_%d_%d", os.Getpid(), dbSeq.Add(1))
