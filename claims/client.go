@@ -185,8 +185,13 @@ func (s *Submission) Await(ctx context.Context) Result {
 // Close releases the subscription without waiting.
 func (s *Submission) Close() { s.cancel() }
 
-// build checks req and turns it into a claim.
 func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+	return Check(req, c.cfg.Now())
+}
+
+// Check validates req (UUIDs, the username policy) and turns it into the
+// claim the API would publish, stamped now. Its errors wrap ErrInvalid.
+func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	requestID, err := parseID("request_id", req.RequestID, true)
 	if err != nil {
 		return nil, err
@@ -201,7 +206,7 @@ func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
 	}
 	return &events.ClaimSubmitted{
 		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: c.cfg.Now().UTC(),
+		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(),
 	}, nil
 }
 

@@ -83,7 +83,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -100,8 +100,8 @@ type claimBody struct {
 	RequestID string  `json:"request_id"`
 }
 
-// answer is every claim response body; empty fields are left out.
-type answer struct {
+// Answer is every claim response body; empty fields are left out.
+type Answer struct {
 	RequestID     string `json:"request_id,omitempty"`
 	Username      string `json:"username,omitempty"`
 	Canonical     string `json:"canonical,omitempty"`
@@ -118,15 +118,15 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 		return
 	}
-	body, status, err := readClaimBody(w, r)
+	req, status, err := ReadRequest(w, r)
 	if err != nil {
-		writeError(w, status, events.ReasonInvalid, err.Error())
+		WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
-	sub, err := a.cfg.Client.Submit(r.Context(), Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
+	sub, err := a.cfg.Client.Submit(r.Context(), req)
 	if err != nil {
 		a.claimError(w, err)
 		return
@@ -137,15 +137,31 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) waitParam(r *http.Request) (time.Duration, error) {
+	return ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
+}
+
+// ParseWait reads ?wait: def when absent, capped at max, an error when it
+// is not a non-negative duration.
+func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
 	s := r.URL.Query().Get("wait")
 	if s == "" {
-		return a.cfg.DefaultWait, nil
+		return def, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
 	}
-	return min(d, a.cfg.MaxWait), nil
+	return min(d, max), nil
+}
+
+// ReadRequest decodes a POST /v1/claims body as the API does, returning
+// the status code to answer with when it cannot.
+func ReadRequest(w http.ResponseWriter, r *http.Request) (Request, int, error) {
+	body, status, err := readClaimBody(w, r)
+	if err != nil {
+		return Request{}, status, err
+	}
+	return Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
 }
 
 // readClaimBody decodes the body strictly: unknown fields are refused so a
@@ -184,14 +200,14 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
 	case errors.Is(err, ErrUnavailable):
 		w.Header().Set("Retry-After", "2")
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
 	}
 }
 
@@ -199,19 +215,20 @@ func (a *api) writeResult(w http.ResponseWriter, res Result) {
 	if res.Decision == nil {
 		a.cfg.Metrics.waitTimeouts.Inc()
 		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
-		writeJSON(w, http.StatusAccepted, answer{RequestID: res.RequestID, Status: "pending"})
+		WriteJSON(w, http.StatusAccepted, Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
-	status, body := decisionAnswer(res.Decision)
+	status, body := AnswerFor(res.Decision)
 	if status == http.StatusOK && res.Won {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, body)
+	WriteJSON(w, status, body)
 }
 
-// decisionAnswer maps a decision to its status code and body.
-func decisionAnswer(d *events.Decision) (int, answer) {
-	body := answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
+// AnswerFor maps a decision to its status code and body, as every endpoint
+// that shows a decision answers it.
+func AnswerFor(d *events.Decision) (int, Answer) {
+	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
 	switch d.Reason {
 	case "":
 		return http.StatusOK, body
@@ -219,7 +236,7 @@ func decisionAnswer(d *events.Decision) (int, answer) {
 		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
 		return http.StatusConflict, body
 	default:
-		return http.StatusUnprocessableEntity, answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
+		return http.StatusUnprocessableEntity, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
 	}
 }
 
@@ -235,11 +252,11 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		writeJSON(w, http.StatusNotFound, answer{RequestID: id.String(), Status: "unknown"})
+		WriteJSON(w, http.StatusNotFound, Answer{RequestID: id.String(), Status: "unknown"})
 		return
 	}
-	_, body := decisionAnswer(d)
-	writeJSON(w, http.StatusOK, body)
+	_, body := AnswerFor(d)
+	WriteJSON(w, http.StatusOK, body)
 }
 
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
@@ -254,41 +271,44 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reg == nil {
-		writeJSON(w, http.StatusNotFound, answer{Canonical: name.Canonical, Status: "unknown"})
+		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
 		return
 	}
-	writeJSON(w, http.StatusOK, reg)
+	WriteJSON(w, http.StatusOK, reg)
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
+	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.cfg.Ready(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func writeInvalid(w http.ResponseWriter, reason, detail string) {
-	writeError(w, http.StatusUnprocessableEntity, reason, detail)
+	WriteError(w, http.StatusUnprocessableEntity, reason, detail)
 }
 
-func writeError(w http.ResponseWriter, status int, reason, detail string) {
+// WriteError writes a rejected request (4xx) or an error (5xx) with the
+// reason and a detail for a person.
+func WriteError(w http.ResponseWriter, status int, reason, detail string) {
 	s := "rejected"
 	if status >= 500 {
 		s = "error"
 	}
-	writeJSON(w, status, answer{Status: s, Reason: reason, Detail: detail})
+	WriteJSON(w, status, Answer{Status: s, Reason: reason, Detail: detail})
 }
 
-func writeJSON(w http.ResponseWriter, status int, body any) {
+// WriteJSON writes body as the API's JSON answer: one object and a newline.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)
