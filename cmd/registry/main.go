@@ -27,6 +27,8 @@ Usage:
   registry project  [flags]   run a projector against REGISTRY_KAFKA_BROKERS and DATABASE_URL
   registry migrate  [flags]   apply database migrations to DATABASE_URL
   registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
+  registry bench    [flags]   load-test a claim API and check its answers (see docs/benchmarks.md)
+  registry baseline [flags]   serve the claim API the classic way (one PostgreSQL transaction per claim), to compare
 
 Run 'registry <command> -h' for a command's flags.
 `
@@ -46,6 +48,8 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"project":    runProject,
 	"migrate":    runMigrate,
 	"rejections": runRejections,
+	"bench":      runBench,
+	"baseline":   runBaseline,
 }
 
 var errUsage = errors.New("usage")

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/usernameregistry/registry/internal/bench"
+	"github.com/usernameregistry/registry/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// TestBenchAgainstBaseline is a smoke test of both tools together: a short
+// closed-loop run against each baseline variant completes with answers,
+// and against the safe variant the correctness check holds. Whether the
+// naive variant races in two seconds is up to the scheduler, so nothing is
+// asserted about its duplicates.
+func TestBenchAgainstBaseline(t *testing.T) {
+	t.Parallel()
+	_, dbURL := testenv.Database(t)
+	for _, naive := range []bool{false, true} {
+		api := startBaseline(t, dbURL, naive)
+		args := []string{"--url", api, "--duration", "2s", "--warmup", "200ms", "--clients", "8", "--hot-names", "10", "--json"}
+		if naive {
+			args = append(args, "--expect-duplicates")
+		}
+		rep, err := benchReport(t, args...)
+		t.Logf("naive=%v: %d answers %v, check %+v", naive, rep.Answers, rep.ByAnswer, rep.Check)
+		switch {
+		case rep.Answers == 0 || rep.Check.Requests == 0:
+			t.Errorf("naive=%v: no answers: %+v", naive, rep)
+		case naive && err != nil && !strings.Contains(err.Error(), "correctness check failed"):
+			t.Errorf("naive: bench failed: %v", err)
+		case !naive && (err != nil || !rep.Check.OK(false) || rep.Check.Granted == 0):
+			t.Errorf("safe: bench returned %v, check %+v", err, rep.Check)
+		}
+	}
+}
+
+// startBaseline runs `registry baseline` in process on a free port until
+// the test ends and returns its URL.
+func startBaseline(t *testing.T, dbURL string, naive bool) string {
+	t.Helper()
+	args := []string{"--database", dbURL, "--http", "127.0.0.1:0", "--db-conns", "8"}
+	if naive {
+		args = append(args, "--naive")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- runBaseline(ctx, args, pw, testenv.Logger(t))
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("baseline printed no address: %v (baseline: %v)", err, <-done)
+	}
+	go io.Copy(io.Discard, pr) //nolint:errcheck // drain
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("baseline stopped with: %v", err)
+		}
+	})
+	return strings.TrimSpace(strings.TrimPrefix(line, "baseline API listening on "))
+}
+
+// benchReport runs `registry bench --json ...` and decodes its report,
+// which is printed whether or not the check held.
+func benchReport(t *testing.T, args ...string) (bench.Report, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := runBench(context.Background(), args, &out, testenv.Logger(t))
+	var rep bench.Report
+	if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+		t.Fatalf("bench %v printed no JSON report (%v): %v %q", args, err, jerr, out.String())
+	}
+	return rep, err
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--hot", "1.5"}, "hot share must be between 0 and 1"},
+		{[]string{"bench", "--retry", "1"}, "retry share at least 0 and below 1"},
+		{[]string{"bench", "--url", "localhost:8080"}, "is not an http:// or https:// URL"},
+		{[]string{"bench", "--duration", "0s"}, "--duration must be above 0"},
+		{[]string{"bench", "--clients", "0"}, "--clients at least 1"},
+		{[]string{"baseline", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, c := range cases {
+		err := run(context.Background(), c.args, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("registry %s: error %v, want one containing %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}
