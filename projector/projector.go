@@ -111,6 +111,9 @@ var ErrLayoutChanged = errors.New("claims partition count changed")
 func (p *Projector) Run(ctx context.Context) error {
 	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop
+		}
 		return err
 	}
 	if stored != p.cfg.Partitions {

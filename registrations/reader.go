@@ -81,6 +81,9 @@ func NewReader(cfg ReaderConfig) (*Reader, error) {
 func (r *Reader) Run(ctx context.Context) error {
 	ends, err := r.endOffsets(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while positioning: a clean stop
+		}
 		return err
 	}
 	cl, err := kgo.NewClient(append(append(append([]kgo.Opt{}, r.cfg.Kafka...), r.cfg.ConsumerOpts...),

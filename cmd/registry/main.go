@@ -69,8 +69,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	err = cmd(ctx, args[1:], stdout, log)
-	if errors.Is(err, errUsage) {
+	switch {
+	case errors.Is(err, errUsage):
 		return nil // the flag package already printed the help
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return nil // interrupted while starting or stopping: a clean stop
 	}
 	return err
 }
