@@ -7,33 +7,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/testenv"
 )
 
-// start runs a Reader on a fresh embedded broker holding one old decision,
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// start runs a Reader on a fresh broker holding one old decision,
 // and returns it positioned, with a producer for registrations.
 func start(t *testing.T, maxWaiters int) (*Reader, *kgo.Client) {
 	t.Helper()
-	broker, err := kafka.Embedded("", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	opts := []kgo.Opt{kgo.SeedBrokers(broker.ListenAddrs()...)}
-	prod, err := kgo.NewClient(append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prod.Close)
+	brokers, prod := testenv.Topics(t, 3)
+	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), 3, -1); err != nil {
-		t.Fatal(err)
-	}
 	publish(t, prod, "old", events.OutcomeRegistered) // before the reader: must never be delivered
 	r, err := NewReader(ReaderConfig{Kafka: opts, MaxWaiters: maxWaiters, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -9,37 +9,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/testenv"
 )
 
 const tailPartitions = 3
 
-// tailBroker starts an embedded broker with the registry's topics and
+// tailBroker gives the test a broker with the registry's topics and
 // returns its client options and a producer that honours each record's
 // partition.
 func tailBroker(t *testing.T) ([]kgo.Opt, *kgo.Client) {
 	t.Helper()
-	broker, err := kafka.Embedded("", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	opts := []kgo.Opt{kgo.SeedBrokers(broker.ListenAddrs()...)}
-	prod, err := kgo.NewClient(append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prod.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), tailPartitions, -1); err != nil {
-		t.Fatal(err)
-	}
-	return opts, prod
+	brokers, prod := testenv.Topics(t, tailPartitions)
+	return []kgo.Opt{kgo.SeedBrokers(brokers...)}, prod
 }
 
 // rejection is a decision for claim record offset in partition p.

@@ -13,33 +13,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/testenv"
 )
 
-// rejectionsBroker starts an embedded broker with the registry's topics
+// rejectionsBroker gives the test a broker with the registry's topics
 // and returns its address and a producer that honours record partitions.
 func rejectionsBroker(t *testing.T) (string, *kgo.Client) {
 	t.Helper()
-	broker, err := kafka.Embedded("", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(broker.Close)
-	prod, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prod.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), 2, -1); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(broker.ListenAddrs(), ","), prod
+	brokers, prod := testenv.Topics(t, 2)
+	return strings.Join(brokers, ","), prod
 }
 
 // decision is a decision on claim record offset of partition 0: keeping

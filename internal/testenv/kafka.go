@@ -172,3 +172,23 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Topics gives t a broker (as Kafka does) holding the registry's topics
+// with the given partition count. It returns the seed brokers and a
+// producer that honours each record's Partition, for tests that write
+// claims or decisions straight to the topics.
+func Topics(t T, partitions int32) ([]string, *kgo.Client) {
+	t.Helper()
+	brokers := Kafka(t)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	t.Cleanup(prod.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), partitions, -1); err != nil {
+		t.Fatalf("creating topics: %v", err)
+	}
+	return brokers, prod
+}
