@@ -42,12 +42,7 @@ func start(t *testing.T, maxWaiters int) (*Reader, *kgo.Client) {
 
 func publish(t *testing.T, prod *kgo.Client, requestID, outcome string) {
 	t.Helper()
-	body, _ := events.DecisionValue(&events.Decision{RequestID: requestID, Outcome: outcome})
-	d := events.Decision{Outcome: outcome}
-	rec := events.DecisionRecord([]byte(requestID), 1, d.Type(), body)
-	if err := prod.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	testenv.PublishDecisions(t, prod, time.Time{}, &events.Decision{RequestID: requestID, Canonical: requestID, Outcome: outcome, ClaimPartition: 1})
 }
 
 func TestReaderRoutesByRequestID(t *testing.T) {

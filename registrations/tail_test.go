@@ -32,23 +32,6 @@ func rejection(id string, p int32, offset int64, reason string) *events.Decision
 	return &events.Decision{RequestID: id, Username: id, Canonical: id, Outcome: events.OutcomeRejected, Reason: reason, ClaimPartition: p, ClaimOffset: offset, PolicyVersion: 1}
 }
 
-// produce publishes decisions as the projector does, stamped ts (zero: now).
-func produce(t *testing.T, prod *kgo.Client, ts time.Time, ds ...*events.Decision) {
-	t.Helper()
-	recs := make([]*kgo.Record, len(ds))
-	for i, d := range ds {
-		body, err := events.DecisionValue(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs[i] = events.DecisionRecord([]byte(d.Canonical), d.ClaimPartition, d.Type(), body)
-		recs[i].Timestamp = ts
-	}
-	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // tailed is a Tail running in the background.
 type tailed struct {
 	got   chan *events.Decision
@@ -109,7 +92,7 @@ func TestTailFromBeginningSeesEverythingInPartitionOrder(t *testing.T) {
 		p := int32(i % tailPartitions)
 		want = append(want, rejection(fmt.Sprintf("r%d", i), p, int64(i/tailPartitions), events.ReasonTaken))
 	}
-	produce(t, prod, time.Time{}, want...)
+	testenv.PublishDecisions(t, prod, time.Time{}, want...)
 	tl := startTail(t, TailConfig{Kafka: opts, FromBeginning: true, Since: time.Hour})
 	got := tl.next(t, len(want))
 	for p := range int32(tailPartitions) {
@@ -132,11 +115,11 @@ func TestTailFromBeginningSeesEverythingInPartitionOrder(t *testing.T) {
 func TestTailFromEndSeesOnlyNewDecisions(t *testing.T) {
 	t.Parallel()
 	opts, prod := tailBroker(t)
-	produce(t, prod, time.Time{}, rejection("old", 1, 0, events.ReasonTaken))
+	testenv.PublishDecisions(t, prod, time.Time{}, rejection("old", 1, 0, events.ReasonTaken))
 	tl := startTail(t, TailConfig{Kafka: opts})
 	deadline := time.Now().Add(10 * time.Second)
 	for i := int64(1); ; i++ {
-		produce(t, prod, time.Time{}, rejection(fmt.Sprintf("new%d", i), 1, i, events.ReasonTaken))
+		testenv.PublishDecisions(t, prod, time.Time{}, rejection(fmt.Sprintf("new%d", i), 1, i, events.ReasonTaken))
 		select {
 		case d := <-tl.got:
 			if d.RequestID == "old" {
@@ -158,8 +141,8 @@ func TestTailSincePicksByTimestamp(t *testing.T) {
 	// In every partition the old decision comes first, so once the recent
 	// ones have arrived an old one can no longer be on its way.
 	for p := range int32(tailPartitions) {
-		produce(t, prod, old, rejection(fmt.Sprintf("old%d", p), p, 0, events.ReasonTaken))
-		produce(t, prod, recent, rejection(fmt.Sprintf("recent%d", p), p, 1, events.ReasonTaken))
+		testenv.PublishDecisions(t, prod, old, rejection(fmt.Sprintf("old%d", p), p, 0, events.ReasonTaken))
+		testenv.PublishDecisions(t, prod, recent, rejection(fmt.Sprintf("recent%d", p), p, 1, events.ReasonTaken))
 	}
 	tl := startTail(t, TailConfig{Kafka: opts, Since: 10 * time.Minute})
 	got := ids(tl.next(t, tailPartitions))
@@ -176,11 +159,11 @@ func TestTailDropsCopiesAndSkipsUnreadableRecords(t *testing.T) {
 	// Same request_id, another claim record: a different decision.
 	conflict := rejection("a", 2, 1, events.ReasonRequestConflict)
 	poison := &kgo.Record{Topic: events.TopicRegistrations, Partition: 2, Value: []byte("poison")}
-	produce(t, prod, time.Time{}, first, first)
+	testenv.PublishDecisions(t, prod, time.Time{}, first, first)
 	if err := prod.ProduceSync(context.Background(), poison).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	produce(t, prod, time.Time{}, conflict, first, rejection("end", 2, 2, events.ReasonTaken))
+	testenv.PublishDecisions(t, prod, time.Time{}, conflict, first, rejection("end", 2, 2, events.ReasonTaken))
 	tl := startTail(t, TailConfig{Kafka: opts, FromBeginning: true})
 	got := tl.next(t, 3)
 	if !slices.Equal(ids(got), []string{"a", "a", "end"}) || got[1].Reason != events.ReasonRequestConflict {
@@ -197,7 +180,7 @@ func TestTailDropsCopiesAndSkipsUnreadableRecords(t *testing.T) {
 func TestTailReturnsErrorFromFn(t *testing.T) {
 	t.Parallel()
 	opts, prod := tailBroker(t)
-	produce(t, prod, time.Time{}, rejection("a", 0, 0, events.ReasonTaken))
+	testenv.PublishDecisions(t, prod, time.Time{}, rejection("a", 0, 0, events.ReasonTaken))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stop := errors.New("stop")

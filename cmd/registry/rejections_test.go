@@ -40,22 +40,6 @@ func decision(id, username, canonical string, offset int64, reason string) *even
 	return d
 }
 
-func publishDecisions(t *testing.T, prod *kgo.Client, ts time.Time, ds ...*events.Decision) {
-	t.Helper()
-	recs := make([]*kgo.Record, len(ds))
-	for i, d := range ds {
-		body, err := events.DecisionValue(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		recs[i] = events.DecisionRecord([]byte(d.Canonical), d.ClaimPartition, d.Type(), body)
-		recs[i].Timestamp = ts
-	}
-	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // syncBuffer is stdout for a command running in another goroutine.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -113,7 +97,7 @@ func TestRejectionsPrintsEachRejectionOnce(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
 	taken := decision("r1", "ALICE", "alice", 1, events.ReasonTaken)
-	publishDecisions(t, prod, time.Time{},
+	testenv.PublishDecisions(t, prod, time.Time{},
 		decision("r0", "alice", "alice", 0, ""), // a registration: never shown
 		taken, taken,
 		decision("r2", "аlice", "аlice", 2, events.ReasonConfusable),
@@ -141,7 +125,7 @@ func TestRejectionsPrintsEachRejectionOnce(t *testing.T) {
 func TestRejectionsFiltersByReasonAndPrefix(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
-	publishDecisions(t, prod, time.Time{},
+	testenv.PublishDecisions(t, prod, time.Time{},
 		decision("match-canonical", "ＡＬＩＣＥ", "alice", 0, events.ReasonTaken),
 		decision("match-typed", "Alicia", "", 1, events.ReasonConfusable),
 		decision("other-name", "bob", "bob", 2, events.ReasonTaken),
@@ -169,7 +153,7 @@ func TestRejectionsJSON(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
 	ts := time.Date(2026, 11, 22, 5, 3, 16, 123_000_000, time.UTC)
-	publishDecisions(t, prod, ts,
+	testenv.PublishDecisions(t, prod, ts,
 		decision("r0", "Bob", "bob", 0, events.ReasonTaken),
 		decision("r1", "<admin>", "", 1, events.ReasonInvalid),
 	)
@@ -198,7 +182,7 @@ func TestRejectionsSummary(t *testing.T) {
 		t.Run(fmt.Sprintf("json=%v", asJSON), func(t *testing.T) {
 			t.Parallel()
 			brokers, prod := rejectionsBroker(t)
-			publishDecisions(t, prod, time.Time{},
+			testenv.PublishDecisions(t, prod, time.Time{},
 				decision("a", "a", "a", 0, events.ReasonTaken),
 				decision("b", "b", "b", 1, events.ReasonTaken),
 				decision("c", "c", "c", 2, events.ReasonInvalid),
@@ -273,7 +257,7 @@ func TestRejectionsSummaryListsOnlyChosenReasons(t *testing.T) {
 func TestRejectionsStopsCleanly(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
-	publishDecisions(t, prod, time.Time{}, decision("a", "a", "a", 0, events.ReasonTaken))
+	testenv.PublishDecisions(t, prod, time.Time{}, decision("a", "a", "a", 0, events.ReasonTaken))
 	for _, args := range [][]string{{}, {"--from-beginning"}, {"--summary", "100ms"}} {
 		ctx, cancel := context.WithCancel(context.Background())
 		out := &syncBuffer{}
@@ -299,7 +283,7 @@ func TestRejectionsStopsCleanly(t *testing.T) {
 func TestRejectionsEndsQuietlyWhenStdoutCloses(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
-	publishDecisions(t, prod, time.Time{}, decision("a", "a", "a", 0, events.ReasonTaken))
+	testenv.PublishDecisions(t, prod, time.Time{}, decision("a", "a", "a", 0, events.ReasonTaken))
 	for _, args := range [][]string{{"--from-beginning"}, {"--summary", "100ms"}} {
 		r, w, err := os.Pipe()
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/internal/baseline"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
@@ -20,15 +21,8 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // reply is an answer as the tests read it.
 type reply struct {
-	Code          int
-	RequestID     string `json:"request_id"`
-	Username      string `json:"username"`
-	Canonical     string `json:"canonical"`
-	UserID        string `json:"user_id"`
-	Status        string `json:"status"`
-	Reason        string `json:"reason"`
-	ConflictsWith string `json:"conflicts_with"`
-	Detail        string `json:"detail"`
+	Code int
+	claims.Answer
 }
 
 // setup starts a baseline of the given variant on a fresh database.

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/testenv"
@@ -25,17 +26,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // reply is an HTTP answer from the API.
 type reply struct {
-	Code          int
-	RequestID     string `json:"request_id"`
-	Username      string `json:"username"`
-	Canonical     string `json:"canonical"`
-	UserID        string `json:"user_id"`
-	Status        string `json:"status"`
-	Reason        string `json:"reason"`
-	ConflictsWith string `json:"conflicts_with"`
-	Detail        string `json:"detail"`
-	Location      string
-	RetryAfter    string
+	Code int
+	claims.Answer
+	Location   string
+	RetryAfter string
 }
 
 var httpClient = &http.Client{

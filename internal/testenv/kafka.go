@@ -192,3 +192,22 @@ func Topics(t T, partitions int32) ([]string, *kgo.Client) {
 	}
 	return brokers, prod
 }
+
+// PublishDecisions writes decisions to the registrations topic as the
+// projector does (on their claim's partition), stamped ts; a zero ts
+// lets the broker stamp them.
+func PublishDecisions(t T, prod *kgo.Client, ts time.Time, ds ...*events.Decision) {
+	t.Helper()
+	recs := make([]*kgo.Record, len(ds))
+	for i, d := range ds {
+		body, err := events.DecisionValue(d)
+		if err != nil {
+			t.Fatalf("encoding decision: %v", err)
+		}
+		recs[i] = events.DecisionRecord([]byte(d.Canonical), d.ClaimPartition, d.Type(), body)
+		recs[i].Timestamp = ts
+	}
+	if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatalf("publishing decisions: %v", err)
+	}
+}
