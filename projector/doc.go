@@ -42,6 +42,20 @@
 //  5. When A wakes for its next batch, its compare-and-set names epoch 7,
 //     matches no row, and A stops writing partition 3: ErrFenced.
 //
+// # Rejoining
+//
+// A member whose batch is fenced stops writing that partition at once, then,
+// once the batches of the same poll are finished, closes its group client
+// (leaving the group) and joins again with a new one. Whatever the group
+// then assigns it goes through the same epoch bump and resumes at the
+// stored next_offset. For a zombie this is harmless: the group decides what
+// it gets, and each assignment fences the previous owner. It is also how
+// running projectors follow a rebuild's swap, which bumps every partition's
+// epoch in the transaction that installs the rebuilt tables: each projector
+// is fenced on its next batch and resumes from the rebuilt offsets, with
+// no restart and nothing skipped. The client that publishes decisions is
+// not a group member and stays up across rejoins.
+//
 // # Publishing
 //
 // After commit the batch's outbox rows are produced to registrations (to

@@ -104,7 +104,7 @@ func (p *Projector) sampleLag(ctx context.Context) {
 	if len(parts) == 0 {
 		return
 	}
-	ends, err := kadm.NewClient(p.client).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
 	if err != nil {
 		return
 	}

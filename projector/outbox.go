@@ -23,7 +23,7 @@ type outboxRow struct {
 // then deletes them from the outbox. A crash between the two publishes the
 // same bytes again on the next assignment; consumers dedupe by
 // (request_id, claim_partition, claim_offset).
-func (p *Projector) publish(ctx context.Context, cl *kgo.Client, rows []outboxRow) error {
+func (p *Projector) publish(ctx context.Context, rows []outboxRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -33,7 +33,7 @@ func (p *Projector) publish(ctx context.Context, cl *kgo.Client, rows []outboxRo
 		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
 		ids[i] = r.id
 	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing %d decisions to partition %d: %w", len(recs), rows[0].partition, err)
 	}
 	if _, err := p.pool.Exec(ctx, sqlDeleteOutbox, ids); err != nil {
@@ -43,7 +43,7 @@ func (p *Projector) publish(ctx context.Context, cl *kgo.Client, rows []outboxRo
 }
 
 // relay publishes whatever the outbox holds for a partition, in order.
-func (p *Projector) relay(ctx context.Context, cl *kgo.Client, part int32) error {
+func (p *Projector) relay(ctx context.Context, part int32) error {
 	rows, err := p.pool.Query(ctx, sqlPendingOutbox, part)
 	if err != nil {
 		return fmt.Errorf("reading outbox of partition %d: %w", part, err)
@@ -58,5 +58,5 @@ func (p *Projector) relay(ctx context.Context, cl *kgo.Client, part int32) error
 	if len(pending) > 0 {
 		p.log.Info("republishing outbox", "partition", part, "decisions", len(pending))
 	}
-	return p.publish(ctx, cl, pending)
+	return p.publish(ctx, pending)
 }

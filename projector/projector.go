@@ -23,10 +23,14 @@ type Config struct {
 	// Kafka holds the base client options: seed brokers, logging, security.
 	// Required.
 	Kafka []kgo.Opt
-	// GroupOpts are added to the projector's own client only, since Kafka
-	// is often shared with other clients: metrics hooks, which must
-	// register once per client, go here.
-	GroupOpts []kgo.Opt
+	// ClientOpts, when set, gives options for each client the projector
+	// creates, by role: "projector" for the client that publishes
+	// decisions and reads log ends, "projector-consumer" for the group
+	// member. Kafka is often shared with other clients, so metrics hooks,
+	// which must register once per client, go here. A group member is
+	// created again each time the projector rejoins the group; the previous
+	// one is closed first.
+	ClientOpts func(role string) []kgo.Opt
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
 	Group string
@@ -65,11 +69,9 @@ type Projector struct {
 
 	halt context.CancelCauseFunc // stops Run with a fatal error
 
-	// client is the group's client. The group can call back (onAssigned)
-	// before kgo.NewClient has returned it to Run, so callbacks wait for
-	// clientSet before reading it.
-	client    *kgo.Client
-	clientSet chan struct{}
+	// pub publishes decisions and lists log ends. It is not a group member,
+	// so it lives for the whole Run while group members come and go.
+	pub *kgo.Client
 }
 
 // partitionState is this member's view of one owned partition.
@@ -93,7 +95,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.Metrics = cmp.Or(cfg.Metrics, NewMetrics(nil))
-	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}, clientSet: make(chan struct{})}, nil
+	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
 }
 
 // ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
@@ -123,16 +125,15 @@ func (p *Projector) Run(ctx context.Context) error {
 	runCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
 	p.halt = halt
-	cl, err := kgo.NewClient(p.clientOptions()...)
+	pub, err := kgo.NewClient(p.publisherOptions()...)
 	if err != nil {
 		return fmt.Errorf("creating projector client: %w", err)
 	}
-	defer cl.Close()
-	p.client = cl
-	close(p.clientSet)
+	defer pub.Close()
+	p.pub = pub
 	var watcher sync.WaitGroup
 	watcher.Go(func() { p.watch(runCtx) })
-	err = p.loop(runCtx, cl)
+	err = p.member(runCtx)
 	halt(nil) // a fatal cause set earlier stays the cause
 	watcher.Wait()
 	if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
@@ -141,8 +142,50 @@ func (p *Projector) Run(ctx context.Context) error {
 	return err
 }
 
-func (p *Projector) clientOptions() []kgo.Opt {
-	return append(append(append([]kgo.Opt{}, p.cfg.Kafka...), p.cfg.GroupOpts...),
+// errRejoin asks member to leave the group and join again: a partition was
+// fenced, which a rebuild's swap does to every running projector (see
+// doc.go, "Rejoining").
+var errRejoin = errors.New("fenced: rejoining the group")
+
+// member runs group members one after another: one is closed, leaving the
+// group, and a new one joins whenever a batch found its partition fenced.
+// Leaving hands the partitions back to the group, and joining again bumps
+// the epoch of whatever the group assigns and resumes at the stored
+// offsets. This is safe for a real zombie too: the group decides what it
+// gets, and every assignment fences the previous owner.
+func (p *Projector) member(ctx context.Context) error {
+	for {
+		cl, err := kgo.NewClient(p.memberOptions()...)
+		if err != nil {
+			return fmt.Errorf("creating projector group client: %w", err)
+		}
+		err = p.loop(ctx, cl)
+		cl.Close()
+		p.releaseAll()
+		if !errors.Is(err, errRejoin) {
+			return err
+		}
+		p.log.Info("rejoining the projector group after a fence")
+	}
+}
+
+func (p *Projector) roleOptions(role string) []kgo.Opt {
+	opts := append([]kgo.Opt{}, p.cfg.Kafka...)
+	if p.cfg.ClientOpts != nil {
+		opts = append(opts, p.cfg.ClientOpts(role)...)
+	}
+	return opts
+}
+
+func (p *Projector) publisherOptions() []kgo.Opt {
+	return append(p.roleOptions("projector"),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), // decisions go to the claim's partition number
+		kgo.ProducerLinger(0),
+	)
+}
+
+func (p *Projector) memberOptions() []kgo.Opt {
+	return append(p.roleOptions("projector-consumer"),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(events.TopicClaims),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -153,8 +196,6 @@ func (p *Projector) clientOptions() []kgo.Opt {
 		kgo.AdjustFetchOffsetsFn(p.onAssigned),
 		kgo.OnPartitionsRevoked(p.onLost),
 		kgo.OnPartitionsLost(p.onLost),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), // decisions go to the claim's partition number
-		kgo.ProducerLinger(0),
 	)
 }
 
@@ -192,12 +233,12 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 // A failure leaves the partition marked for resync, so its first batch
 // tries again.
 func (p *Projector) relayAssigned(ctx context.Context, as []assignment) {
-	for _, a := range as { // checkLogEnds already waited for p.client
+	for _, a := range as {
 		st := p.state(a.partition)
 		if st == nil {
 			continue
 		}
-		if err := p.relay(ctx, p.client, a.partition); err != nil {
+		if err := p.relay(ctx, a.partition); err != nil {
 			p.log.Warn("republishing outbox on assignment failed; retrying with the next batch", "partition", a.partition, "error", err)
 			continue
 		}
@@ -220,12 +261,7 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 // checkLogEnds halts when a stored offset is past the log end: the broker
 // lost claims that were decided.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	select {
-	case <-p.clientSet:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	ends, err := kadm.NewClient(p.client).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
@@ -249,6 +285,16 @@ func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]i
 		delete(p.owned, part)
 		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
+	}
+}
+
+// releaseAll forgets every partition, once a group member is closed.
+func (p *Projector) releaseAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part := range p.owned {
+		delete(p.owned, part)
+		p.cfg.Metrics.forget(part)
 	}
 }
 
@@ -288,7 +334,21 @@ func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 		})
 		wg.Wait()
 		cl.AllowRebalance()
+		if p.anyFenced() {
+			return errRejoin
+		}
 	}
+}
+
+func (p *Projector) anyFenced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, st := range p.owned {
+		if st.fenced {
+			return true
+		}
+	}
+	return false
 }
 
 // fetchErrors returns a fatal fetch error. OffsetOutOfRange can only mean
@@ -318,7 +378,7 @@ func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, rec
 	backoff := p.cfg.RetryBackoff
 	for {
 		start := time.Now()
-		err := p.attempt(ctx, cl, st, recs)
+		err := p.attempt(ctx, st, recs)
 		switch {
 		case err == nil:
 			p.cfg.Metrics.batchSize.Observe(float64(len(recs)))
@@ -346,14 +406,14 @@ func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, rec
 // attempt makes one try at a batch: catch up after a fault, commit the
 // decisions, publish them. Shutdown does not interrupt a try under way:
 // the batch in flight finishes, within AttemptTimeout.
-func (p *Projector) attempt(ctx context.Context, cl *kgo.Client, st *partitionState, recs []*kgo.Record) error {
+func (p *Projector) attempt(ctx context.Context, st *partitionState, recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
 	defer cancel()
 	if st.fenced {
 		return ErrFenced
 	}
 	if st.resync {
-		if err := p.resync(ctx, cl, st); err != nil {
+		if err := p.resync(ctx, st); err != nil {
 			return err
 		}
 	}
@@ -365,12 +425,12 @@ func (p *Projector) attempt(ctx context.Context, cl *kgo.Client, st *partitionSt
 	if err != nil {
 		return err
 	}
-	return p.publish(ctx, cl, pending)
+	return p.publish(ctx, pending)
 }
 
 // resync re-reads the stored position, since the last commit may or may
 // not have happened, and republishes whatever the outbox still holds.
-func (p *Projector) resync(ctx context.Context, cl *kgo.Client, st *partitionState) error {
+func (p *Projector) resync(ctx context.Context, st *partitionState) error {
 	next, epoch, err := position(ctx, p.pool, st.partition)
 	if err != nil {
 		return err
@@ -379,7 +439,7 @@ func (p *Projector) resync(ctx context.Context, cl *kgo.Client, st *partitionSta
 		return ErrFenced
 	}
 	st.nextOffset = next
-	if err := p.relay(ctx, cl, st.partition); err != nil {
+	if err := p.relay(ctx, st.partition); err != nil {
 		return err
 	}
 	st.resync = false

@@ -149,7 +149,7 @@ func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool
 
 func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, reg prometheus.Registerer, log *slog.Logger) error {
 	p, err := projector.New(projector.Config{
-		Kafka: opts, GroupOpts: []kgo.Opt{kafka.Instrument(reg, "projector")}, Group: c.group, Partitions: partitions,
+		Kafka: opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
 		Metrics: projector.NewMetrics(reg), Logger: log,
 	}, pool)
 	if err != nil {

@@ -130,7 +130,7 @@ func (r *Registry) StartProjector() *Projector {
 	reg := r.node(fmt.Sprintf("projector-%d", r.projectors))
 	r.mu.Unlock()
 	pr, err := projector.New(projector.Config{
-		Kafka: r.Kafka, GroupOpts: []kgo.Opt{kafka.Instrument(reg, "projector")}, Partitions: r.opts.Partitions,
+		Kafka: r.Kafka, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Partitions: r.opts.Partitions,
 		SessionTimeout: r.opts.SessionTimeout, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond,
 		Metrics: projector.NewMetrics(reg), Logger: r.opts.Logger,
 	}, r.Pool)
