@@ -2,7 +2,8 @@ package projector
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"log/slog"
 	"testing"
 
 	"time"
@@ -23,7 +24,7 @@ func TestFenceRefusesStaleEpoch(t *testing.T) {
 	t.Parallel()
 	pool, _ := testenv.Database(t)
 	ctx := context.Background()
-	p := &Projector{cfg: Config{Partitions: testPartitions, Metrics: NewMetrics(nil)}, pool: pool}
+	p := &Projector{cfg: Config{Partitions: testPartitions, Metrics: NewMetrics(nil)}, pool: pool, log: slog.Default()}
 	rec := record(t, 0, uuid.NewString(), uuid.NewString(), "grace")
 	part := rec.Partition
 
@@ -39,17 +40,60 @@ func TestFenceRefusesStaleEpoch(t *testing.T) {
 		t.Fatalf("epoch went %d → %d", old[0].epoch, cur[0].epoch)
 	}
 	zombie := &partitionState{partition: part, epoch: old[0].epoch}
-	if _, err := p.commit(ctx, zombie, []*kgo.Record{rec}); !errors.Is(err, ErrFenced) {
-		t.Fatalf("stale owner's commit: %v, want ErrFenced", err)
+	if rows, err := p.commit(ctx, []*batch{p.batchOf(zombie, rec)}); err != nil || len(rows) != 0 || !zombie.fenced {
+		t.Fatalf("stale owner's commit: %v, %d outbox rows, fenced %v; want no rows and fenced", err, len(rows), zombie.fenced)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM requests`) + count(t, pool, `SELECT count(*) FROM outbox`); n != 0 {
 		t.Fatalf("fenced batch left %d rows", n)
 	}
 	owner := &partitionState{partition: part, epoch: cur[0].epoch}
-	rows, err := p.commit(ctx, owner, []*kgo.Record{rec})
-	if err != nil || len(rows) != 1 || owner.nextOffset != 1 {
-		t.Fatalf("current owner's commit: %v, %d outbox rows, next offset %d", err, len(rows), owner.nextOffset)
+	rows, err := p.commit(ctx, []*batch{p.batchOf(owner, rec)})
+	if err != nil || len(rows) != 1 || owner.nextOffset != 1 || owner.fenced {
+		t.Fatalf("current owner's commit: %v, %d outbox rows, next offset %d, fenced %v", err, len(rows), owner.nextOffset, owner.fenced)
 	}
+}
+
+// TestRoundFencesOnlyStalePartitions: one round over two partitions, one of
+// them taken over by a newer owner. The other partition's batch commits;
+// the stale one leaves no trace.
+func TestRoundFencesOnlyStalePartitions(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	p := &Projector{cfg: Config{Partitions: testPartitions, Metrics: NewMetrics(nil)}, pool: pool, log: slog.Default()}
+	a := record(t, 0, uuid.NewString(), uuid.NewString(), "grace")
+	var b *kgo.Record
+	for i := 0; b == nil || b.Partition == a.Partition; i++ {
+		b = record(t, 0, uuid.NewString(), uuid.NewString(), fmt.Sprintf("ada%d", i))
+	}
+	as, err := assign(ctx, pool, []int32{a.Partition, b.Partition})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := assign(ctx, pool, []int32{b.Partition}); err != nil { // b's partition moves on
+		t.Fatal(err)
+	}
+	epochs := map[int32]int64{}
+	for _, x := range as {
+		epochs[x.partition] = x.epoch
+	}
+	sa := &partitionState{partition: a.Partition, epoch: epochs[a.Partition]}
+	sb := &partitionState{partition: b.Partition, epoch: epochs[b.Partition]}
+	rows, err := p.commit(ctx, []*batch{p.batchOf(sa, a), p.batchOf(sb, b)})
+	if err != nil || len(rows) != 1 || rows[0].partition != a.Partition {
+		t.Fatalf("round: %v, outbox rows %+v; want one, of partition %d", err, rows, a.Partition)
+	}
+	if sa.fenced || !sb.fenced || sa.nextOffset != 1 || sb.nextOffset != 0 {
+		t.Fatalf("after the round: a fenced %v next %d, b fenced %v next %d", sa.fenced, sa.nextOffset, sb.fenced, sb.nextOffset)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM requests WHERE claim_partition = `+fmt.Sprint(b.Partition)); n != 0 {
+		t.Fatalf("fenced partition has %d ledger rows", n)
+	}
+}
+
+// batchOf makes a one-record batch for st, parsed as a round would.
+func (p *Projector) batchOf(st *partitionState, rec *kgo.Record) *batch {
+	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []claimInput{parseClaim(rec, int(p.cfg.Partitions))}}
 }
 
 // TestFenceWaitsForBatchInFlight: the compare-and-set locks the partition
@@ -67,7 +111,7 @@ func TestFenceWaitsForBatchInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag, err := tx.Exec(ctx, sqlAdvance, 0, as[0].epoch, 0, 5)
+	tag, err := tx.Exec(ctx, sqlAdvance, []int32{0}, []int64{as[0].epoch}, []int64{0}, []int64{5})
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("advance: %v, %d rows", err, tag.RowsAffected())
 	}

@@ -19,11 +19,13 @@ type outboxRow struct {
 	value     []byte
 }
 
-// publish produces rows to registrations, waits for every acknowledgement,
-// then deletes them from the outbox. A crash between the two publishes the
-// same bytes again on the next assignment; consumers dedupe by
-// (request_id, claim_partition, claim_offset).
-func (p *Projector) publish(ctx context.Context, rows []outboxRow) error {
+// publish produces rows to registrations and waits for every
+// acknowledgement. The rows stay in the outbox until deleted: at once when
+// deleteNow (a relay), otherwise by the next round's transaction (see
+// Projector.published). A crash in between publishes the same bytes again
+// on the next assignment; consumers dedupe by (request_id,
+// claim_partition, claim_offset).
+func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow bool) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -34,7 +36,11 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow) error {
 		ids[i] = r.id
 	}
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("publishing %d decisions to partition %d: %w", len(recs), rows[0].partition, err)
+		return fmt.Errorf("publishing %d decisions: %w", len(recs), err)
+	}
+	if !deleteNow {
+		p.published = append(p.published, ids...)
+		return nil
 	}
 	if _, err := p.pool.Exec(ctx, sqlDeleteOutbox, ids); err != nil {
 		return fmt.Errorf("marking %d decisions published: %w", len(ids), err)
@@ -58,5 +64,5 @@ func (p *Projector) relay(ctx context.Context, part int32) error {
 	if len(pending) > 0 {
 		p.log.Info("republishing outbox", "partition", part, "decisions", len(pending))
 	}
-	return p.publish(ctx, pending)
+	return p.publish(ctx, pending, true)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,6 +73,11 @@ type Projector struct {
 	// pub publishes decisions and lists log ends. It is not a group member,
 	// so it lives for the whole Run while group members come and go.
 	pub *kgo.Client
+
+	// published are outbox ids whose records Kafka acknowledged. The next
+	// round's transaction deletes them (or poll, when no round comes), so
+	// publishing costs no commit of its own. Only the loop goroutine uses it.
+	published []int64
 }
 
 // partitionState is this member's view of one owned partition.
@@ -160,6 +166,9 @@ func (p *Projector) member(ctx context.Context) error {
 			return fmt.Errorf("creating projector group client: %w", err)
 		}
 		err = p.loop(ctx, cl)
+		if len(p.published) > 0 {
+			p.flushPublished(ctx)
+		}
 		cl.Close()
 		p.releaseAll()
 		if !errors.Is(err, errRejoin) {
@@ -314,9 +323,13 @@ func (p *Projector) state(part int32) *partitionState {
 	return p.owned[part]
 }
 
+// idleFlush is how long a quiet poll waits before it deletes published
+// outbox rows on its own, instead of with the next round's transaction.
+const idleFlush = time.Second
+
 func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 	for {
-		fetches := cl.PollFetches(ctx)
+		fetches := p.poll(ctx, cl)
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -325,19 +338,52 @@ func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 			cl.AllowRebalance()
 			return err
 		}
-		var wg sync.WaitGroup
+		var batches []*batch
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
 			}
-			wg.Go(func() { p.process(ctx, cl, fp.Partition, fp.Records, fp.HighWatermark) })
+			if st := p.state(fp.Partition); st != nil { // nil: revoked between fetch and now
+				batches = append(batches, &batch{st: st, recs: fp.Records, highWatermark: fp.HighWatermark})
+			}
 		})
-		wg.Wait()
+		if len(batches) > 0 {
+			p.round(ctx, cl, batches)
+		}
 		cl.AllowRebalance()
 		if p.anyFenced() {
 			return errRejoin
 		}
 	}
+}
+
+// poll waits for records. While published outbox rows wait for the next
+// round's transaction to delete them, it waits at most idleFlush, then
+// deletes them itself, so a quiet registry's outbox empties.
+func (p *Projector) poll(ctx context.Context, cl *kgo.Client) kgo.Fetches {
+	if len(p.published) == 0 {
+		return cl.PollFetches(ctx)
+	}
+	pctx, cancel := context.WithTimeout(ctx, idleFlush)
+	defer cancel()
+	fetches := cl.PollFetches(pctx)
+	if pctx.Err() != nil && ctx.Err() == nil {
+		p.flushPublished(ctx)
+		return nil
+	}
+	return fetches
+}
+
+// flushPublished deletes the outbox rows already published. A failure
+// keeps them for the next round; they are only ever published again.
+func (p *Projector) flushPublished(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
+	defer cancel()
+	if _, err := p.pool.Exec(ctx, sqlDeleteOutbox, p.published); err != nil {
+		p.log.Warn("deleting published outbox rows; retrying later", "rows", len(p.published), "error", err)
+		return
+	}
+	p.published = nil
 }
 
 func (p *Projector) anyFenced() bool {
@@ -357,7 +403,7 @@ func (p *Projector) anyFenced() bool {
 func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
 	for _, fe := range fetches.Errors() {
 		switch {
-		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, kgo.ErrClientClosed):
+		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded), errors.Is(fe.Err, kgo.ErrClientClosed):
 		case errors.Is(fe.Err, kerr.OffsetOutOfRange):
 			return fmt.Errorf("%w: partition %d: %v", ErrOffsetBeyondLogEnd, fe.Partition, fe.Err)
 		default:
@@ -367,33 +413,42 @@ func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
 	return nil
 }
 
-// process decides one partition's batch, retrying transient faults until
-// it commits, the partition is fenced, or ctx ends. It never skips a claim
-// and never decides one twice.
-func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, recs []*kgo.Record, highWatermark int64) {
-	st := p.state(part)
-	if st == nil {
-		return // revoked between fetch and processing
-	}
+// batch is one partition's records in a round.
+type batch struct {
+	st            *partitionState
+	recs          []*kgo.Record
+	highWatermark int64
+	ins           []claimInput // the undecided records, parsed
+}
+
+// round decides one poll's records, of every partition this member owns,
+// retrying transient faults until they are committed and published, their
+// partitions are fenced, or ctx ends. It never skips a claim and never
+// decides one twice. All the partitions' batches share one transaction and
+// one produce, so a round costs one commit however many partitions it
+// covers.
+func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 	backoff := p.cfg.RetryBackoff
 	for {
 		start := time.Now()
-		err := p.attempt(ctx, st, recs)
-		switch {
-		case err == nil:
-			p.cfg.Metrics.batchSize.Observe(float64(len(recs)))
-			p.cfg.Metrics.batchDuration.Observe(time.Since(start).Seconds())
-			p.cfg.Metrics.setLag(part, highWatermark-st.nextOffset)
-			cl.MarkCommitRecords(recs[len(recs)-1])
-			return
-		case errors.Is(err, ErrFenced):
-			p.cfg.Metrics.fencing.Inc()
-			st.fenced = true
-			p.log.Warn("partition fenced; a newer owner holds it", "partition", part, "epoch", st.epoch)
+		err := p.attempt(ctx, bs)
+		if err == nil {
+			took := time.Since(start).Seconds()
+			for _, b := range bs {
+				if b.st.fenced {
+					continue
+				}
+				p.cfg.Metrics.batchSize.Observe(float64(len(b.recs)))
+				p.cfg.Metrics.batchDuration.Observe(took)
+				p.cfg.Metrics.setLag(b.st.partition, b.highWatermark-b.st.nextOffset)
+				cl.MarkCommitRecords(b.recs[len(b.recs)-1])
+			}
 			return
 		}
-		st.resync = true
-		p.log.Warn("batch failed; retrying", "partition", part, "error", err, "backoff", backoff)
+		for _, b := range bs {
+			b.st.resync = true
+		}
+		p.log.Warn("round failed; retrying", "partitions", len(bs), "error", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -403,29 +458,50 @@ func (p *Projector) process(ctx context.Context, cl *kgo.Client, part int32, rec
 	}
 }
 
-// attempt makes one try at a batch: catch up after a fault, commit the
+// fence marks a partition fenced: a newer owner holds it.
+func (p *Projector) fence(st *partitionState) {
+	p.cfg.Metrics.fencing.Inc()
+	st.fenced = true
+	p.log.Warn("partition fenced; a newer owner holds it", "partition", st.partition, "epoch", st.epoch)
+}
+
+// attempt makes one try at a round: catch up after a fault, commit the
 // decisions, publish them. Shutdown does not interrupt a try under way:
-// the batch in flight finishes, within AttemptTimeout.
-func (p *Projector) attempt(ctx context.Context, st *partitionState, recs []*kgo.Record) error {
+// the round in flight finishes, within AttemptTimeout.
+func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
 	defer cancel()
-	if st.fenced {
-		return ErrFenced
-	}
-	if st.resync {
-		if err := p.resync(ctx, st); err != nil {
-			return err
+	var live []*batch
+	for _, b := range bs {
+		if b.st.fenced {
+			continue
+		}
+		if b.st.resync {
+			err := p.resync(ctx, b.st)
+			if errors.Is(err, ErrFenced) {
+				p.fence(b.st)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
+			b.ins = make([]claimInput, len(recs))
+			for i, r := range recs {
+				b.ins[i] = parseClaim(r, int(p.cfg.Partitions))
+			}
+			live = append(live, b)
 		}
 	}
-	recs = undecided(recs, st.nextOffset)
-	if len(recs) == 0 {
+	if len(live) == 0 {
 		return nil
 	}
-	pending, err := p.commit(ctx, st, recs)
+	rows, err := p.commit(ctx, live)
 	if err != nil {
 		return err
 	}
-	return p.publish(ctx, pending)
+	return p.publish(ctx, rows, false)
 }
 
 // resync re-reads the stored position, since the last commit may or may
@@ -455,62 +531,101 @@ func undecided(recs []*kgo.Record, next int64) []*kgo.Record {
 	return nil
 }
 
-// commit decides recs and writes the decisions, the projection, the outbox
-// and the new position in one transaction. It returns the outbox rows to
-// publish.
-func (p *Projector) commit(ctx context.Context, st *partitionState, recs []*kgo.Record) ([]outboxRow, error) {
-	ins := make([]claimInput, len(recs))
-	for i, r := range recs {
-		ins[i] = parseClaim(r, int(p.cfg.Partitions))
-	}
-	next := recs[len(recs)-1].Offset + 1
+// commit decides the batches and writes the decisions, the projection, the
+// outbox and the new positions in one transaction, which also deletes the
+// outbox rows published since the last one. A batch whose partition turns
+// out to be fenced is left out and its partition marked. commit returns
+// the outbox rows to publish.
+func (p *Projector) commit(ctx context.Context, bs []*batch) ([]outboxRow, error) {
 	var rows []outboxRow
 	var decided []*events.Decision // new decisions, counted once committed
+	var won []*batch               // batches whose compare-and-set matched
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, sqlAdvance, st.partition, st.epoch, st.nextOffset, next)
-		if err != nil {
-			return fmt.Errorf("advancing partition %d: %w", st.partition, err)
+		var err error
+		if won, err = advance(ctx, tx, bs); err != nil {
+			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return ErrFenced
-		}
-		rows, decided, err = decideAndWrite(ctx, tx, st.partition, ins)
+		rows, decided, err = decideAndWrite(ctx, tx, won, p.published)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	st.nextOffset = next
+	p.published = nil
+	for _, b := range bs {
+		if !slices.Contains(won, b) {
+			p.fence(b.st)
+			continue
+		}
+		b.st.nextOffset = b.ins[len(b.ins)-1].offset + 1
+	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
 	}
 	return rows, nil
 }
 
-// decideAndWrite decides ins and writes the results in tx. It returns
-// the outbox rows to publish and the decisions that are new (not copies of
-// stored ones).
-func decideAndWrite(ctx context.Context, tx pgx.Tx, part int32, ins []claimInput) ([]outboxRow, []*events.Decision, error) {
-	s, err := loadState(ctx, tx, part, ins)
+// advance runs the compare-and-set of every batch's partition (the zombie
+// fence) and returns the batches that won it. Their rows stay locked until
+// the transaction ends.
+func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
+	n := len(bs)
+	parts, epochs, prevs, nexts := make([]int32, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, b := range bs {
+		parts[i], epochs[i], prevs[i] = b.st.partition, b.st.epoch, b.st.nextOffset
+		nexts[i] = b.ins[len(b.ins)-1].offset + 1
+	}
+	rows, err := tx.Query(ctx, sqlAdvance, parts, epochs, prevs, nexts)
+	if err != nil {
+		return nil, fmt.Errorf("advancing partitions %v: %w", parts, err)
+	}
+	matched, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, fmt.Errorf("advancing partitions %v: %w", parts, err)
+	}
+	var won []*batch
+	for _, b := range bs {
+		if slices.Contains(matched, b.st.partition) {
+			won = append(won, b)
+		}
+	}
+	return won, nil
+}
+
+// decideAndWrite decides the batches and writes the results in tx, and
+// deletes the outbox rows already published. It returns the outbox rows to
+// publish and the decisions that are new (not copies of stored ones).
+func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int64) ([]outboxRow, []*events.Decision, error) {
+	if len(bs) == 0 { // every partition fenced: only the deletes
+		_, err := tx.Exec(ctx, sqlDeleteOutbox, published)
+		return nil, nil, err
+	}
+	states, err := loadStates(ctx, tx, bs)
 	if err != nil {
 		return nil, nil, err
 	}
 	w := &writes{}
 	var decided []*events.Decision
-	for i := range ins {
-		out, err := decide(s, &ins[i])
-		if err != nil {
-			return nil, nil, err
-		}
-		w.add(&ins[i], out)
-		if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
-			decided = append(decided, out.decision)
+	for _, b := range bs {
+		s := states[b.st.partition]
+		for i := range b.ins {
+			out, err := decide(s, &b.ins[i])
+			if err != nil {
+				return nil, nil, err
+			}
+			w.add(&b.ins[i], out)
+			if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
+				decided = append(decided, out.decision)
+			}
 		}
 	}
-	b := &pgx.Batch{}
-	w.queue(b, part)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, nil, fmt.Errorf("writing decisions for partition %d: %w", part, err)
+	q := &pgx.Batch{}
+	w.queue(q)
+	if len(published) > 0 {
+		q.Queue(sqlDeleteOutbox, published)
+	}
+	if err := tx.SendBatch(ctx, q).Close(); err != nil {
+		return nil, nil, fmt.Errorf("writing decisions: %w", err)
 	}
 	return w.outbox, decided, nil
 }

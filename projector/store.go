@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -30,17 +32,28 @@ RETURNING partition, next_offset, owner_epoch`
 	// while this owner's epoch is current and nobody else advanced the
 	// partition. It also locks the row for the rest of the transaction, so
 	// a new owner's sqlAssign waits for this batch to commit or roll back.
+	//
+	// It works on every partition of a round at once and returns the
+	// partitions that matched. Two members only share rows while one is a
+	// zombie; should their locks ever deadlock, PostgreSQL aborts one
+	// transaction, which is retried like any other fault.
 	sqlAdvance = `
-UPDATE claim_partitions SET next_offset = $4, updated_at = now()
-WHERE partition = $1 AND owner_epoch = $2 AND next_offset = $3`
+UPDATE claim_partitions c SET next_offset = v.next, updated_at = now()
+FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::bigint[]) AS v(partition, epoch, prev, next)
+WHERE c.partition = v.partition AND c.owner_epoch = v.epoch AND c.next_offset = v.prev
+RETURNING c.partition`
 
 	sqlPosition = `SELECT next_offset, owner_epoch FROM claim_partitions WHERE partition = $1`
 
 	sqlPositions = `SELECT partition, next_offset FROM claim_partitions WHERE partition = ANY($1::int[])`
 
+	// sqlLoadRequests finds the ledger entries of a round's request_ids;
+	// the caller keeps those in the round's partitions. (A condition on
+	// claim_partition here would let a generic plan scan the whole
+	// partition's index, which grows with the ledger.)
 	sqlLoadRequests = `
-SELECT request_id::text, user_id, username, decision FROM requests
-WHERE claim_partition = $2 AND request_id = ANY($1::uuid[])`
+SELECT request_id::text, claim_partition, user_id, username, decision FROM requests
+WHERE request_id = ANY($1::uuid[])`
 
 	sqlLoadHolders = `
 SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at
@@ -56,7 +69,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[],
 
 	sqlInsertOutbox = `
 INSERT INTO outbox (claim_partition, key, event_type, value)
-SELECT $1, k, t, v FROM unnest($2::bytea[], $3::text[], $4::bytea[]) WITH ORDINALITY AS o(k, t, v, n)
+SELECT p, k, t, v FROM unnest($1::int[], $2::bytea[], $3::text[], $4::bytea[]) WITH ORDINALITY AS o(p, k, t, v, n)
 ORDER BY n
 RETURNING id`
 
@@ -66,10 +79,11 @@ RETURNING id`
 
 	sqlOutboxBacklog = `SELECT count(*) FROM outbox`
 
-	// sqlLedgerDecision picks the earliest decision when a request_id was
-	// reused across partitions (see the requests table).
-	sqlLedgerDecision = `
-SELECT decision FROM requests WHERE request_id = $1 ORDER BY claim_partition, claim_offset LIMIT 1`
+	// sqlLedgerDecisions picks, for each request_id, the earliest decision
+	// when it was reused across partitions (see the requests table).
+	sqlLedgerDecisions = `
+SELECT DISTINCT ON (request_id) request_id::text, decision FROM requests
+WHERE request_id = ANY($1::uuid[]) ORDER BY request_id, claim_partition, claim_offset`
 
 	sqlHolder = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`
@@ -127,31 +141,41 @@ func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (in
 	return stored, nil
 }
 
-// loadState reads the ledger entries and holders that the batch's claims
-// can depend on, in one round trip.
-func loadState(ctx context.Context, tx pgx.Tx, partition int32, ins []claimInput) (*state, error) {
-	ids, keys := make([]string, 0, len(ins)), make([]string, 0, len(ins))
-	for i := range ins {
-		ids = append(ids, ins[i].requestID)
-		if ins[i].invalid == "" {
-			keys = append(keys, ins[i].name.Key)
+// loadStates reads the ledger entries and holders that a round's claims
+// can depend on, in one round trip, into one state per partition.
+func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*state, error) {
+	states := make(map[int32]*state, len(bs))
+	var ids, keys []string
+	for _, b := range bs {
+		states[b.st.partition] = newState()
+		for i := range b.ins {
+			ids = append(ids, b.ins[i].requestID)
+			if b.ins[i].invalid == "" {
+				keys = append(keys, b.ins[i].name.Key)
+			}
 		}
 	}
-	b := &pgx.Batch{}
-	st := newState()
-	b.Queue(sqlLoadRequests, ids, partition).Query(func(rows pgx.Rows) error { return scanRequests(rows, st) })
-	b.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, st) })
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	q := &pgx.Batch{}
+	q.Queue(sqlLoadRequests, ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, states) })
+	q.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, states) })
+	if err := tx.SendBatch(ctx, q).Close(); err != nil {
 		return nil, fmt.Errorf("loading ledger and holders: %w", err)
 	}
-	return st, nil
+	return states, nil
 }
 
-func scanRequests(rows pgx.Rows, st *state) error {
+// scanRequests puts ledger entries into their partition's state, and
+// skips those of partitions outside the round.
+func scanRequests(rows pgx.Rows, states map[int32]*state) error {
 	for rows.Next() {
 		e := &ledgerEntry{}
-		if err := rows.Scan(&e.requestID, &e.userID, &e.username, &e.value); err != nil {
+		var part int32
+		if err := rows.Scan(&e.requestID, &part, &e.userID, &e.username, &e.value); err != nil {
 			return err
+		}
+		st := states[part]
+		if st == nil {
+			continue
 		}
 		e.decision = &events.Decision{}
 		if err := json.Unmarshal(e.value, e.decision); err != nil {
@@ -162,14 +186,18 @@ func scanRequests(rows pgx.Rows, st *state) error {
 	return rows.Err()
 }
 
-func scanHolders(rows pgx.Rows, st *state) error {
+// scanHolders puts holders into the state of their name's partition (a
+// key belongs to exactly one partition).
+func scanHolders(rows pgx.Rows, states map[int32]*state) error {
 	for rows.Next() {
 		h := &holder{}
 		if err := rows.Scan(&h.canonical, &h.key, &h.username, &h.userID, &h.requestID, &h.partition, &h.offset, &h.registeredAt); err != nil {
 			return err
 		}
 		h.registeredAt = h.registeredAt.UTC()
-		st.holders[h.key] = h
+		if st := states[h.partition]; st != nil {
+			st.holders[h.key] = h
+		}
 	}
 	return rows.Err()
 }
@@ -191,20 +219,21 @@ func (w *writes) add(in *claimInput, out outcome) {
 	}
 }
 
-// queue adds the batch's inserts to b, each one statement over column
+// queue adds the round's inserts to b, each one statement over column
 // arrays; the outbox ids come back into w.outbox.
-func (w *writes) queue(b *pgx.Batch, partition int32) {
+func (w *writes) queue(b *pgx.Batch) {
 	if len(w.entries) > 0 {
 		b.Queue(sqlInsertRequests, requestColumns(w.entries)...)
 	}
 	if len(w.holders) > 0 {
 		b.Queue(sqlInsertHolders, holderColumns(w.holders)...)
 	}
-	keys, types, values := make([][]byte, len(w.outbox)), make([]string, len(w.outbox)), make([][]byte, len(w.outbox))
+	n := len(w.outbox)
+	parts, keys, types, values := make([]int32, n), make([][]byte, n), make([]string, n), make([][]byte, n)
 	for i, o := range w.outbox {
-		keys[i], types[i], values[i] = o.key, o.eventType, o.value
+		parts[i], keys[i], types[i], values[i] = o.partition, o.key, o.eventType, o.value
 	}
-	b.Queue(sqlInsertOutbox, partition, keys, types, values).Query(func(rows pgx.Rows) error {
+	b.Queue(sqlInsertOutbox, parts, keys, types, values).Query(func(rows pgx.Rows) error {
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err == nil && len(ids) != len(w.outbox) {
 			err = fmt.Errorf("outbox insert returned %d ids for %d rows", len(ids), len(w.outbox))
@@ -251,7 +280,27 @@ func nullable(s string) *string {
 }
 
 // Store answers the API's read queries from the projection.
-type Store struct{ pool *pgxpool.Pool }
+type Store struct {
+	pool *pgxpool.Pool
+
+	// Ledger lookups are coalesced: while one query is in flight, the
+	// request_ids asked for meanwhile wait and go together in the next, so
+	// under load a lookup costs a share of a query instead of one each,
+	// and at low load it costs no waiting at all.
+	mu       sync.Mutex
+	pending  []*lookup
+	inFlight bool
+}
+
+type lookup struct {
+	requestID string
+	done      chan struct{}
+	value     []byte
+	err       error
+}
+
+// maxLookups bounds the request_ids of one coalesced query.
+const maxLookups = 512
 
 // NewStore returns a Store reading through pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
@@ -259,19 +308,77 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Decision returns the ledger's decision for requestID, or nil when the
 // request_id has none yet.
 func (s *Store) Decision(ctx context.Context, requestID string) (*events.Decision, error) {
-	var value []byte
-	err := s.pool.QueryRow(ctx, sqlLedgerDecision, requestID).Scan(&value)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+	if _, err := uuid.Parse(requestID); err != nil { // would fail the others' query
+		return nil, fmt.Errorf("looking up request %q: %w", requestID, err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("looking up request %s: %w", requestID, err)
+	l := &lookup{requestID: requestID, done: make(chan struct{})}
+	s.mu.Lock()
+	s.pending = append(s.pending, l)
+	lead := !s.inFlight
+	s.inFlight = true
+	s.mu.Unlock()
+	if lead {
+		s.lookups(ctx)
+	}
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("looking up request %s: %w", requestID, ctx.Err())
+	}
+	if l.err != nil || l.value == nil {
+		return nil, l.err
 	}
 	d := &events.Decision{}
-	if err := json.Unmarshal(value, d); err != nil {
+	if err := json.Unmarshal(l.value, d); err != nil {
 		return nil, fmt.Errorf("stored decision for %s: %w", requestID, err)
 	}
 	return d, nil
+}
+
+// lookups runs queries until nothing is pending. Its caller's own lookup
+// is in the first one. The queries do not end with the caller's context,
+// since other callers wait on them; each is bounded on its own.
+func (s *Store) lookups(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	for {
+		s.mu.Lock()
+		n := min(len(s.pending), maxLookups)
+		if n == 0 {
+			s.inFlight = false
+			s.mu.Unlock()
+			return
+		}
+		batch := s.pending[:n:n]
+		s.pending = s.pending[n:]
+		s.mu.Unlock()
+		s.query(ctx, batch)
+	}
+}
+
+func (s *Store) query(ctx context.Context, batch []*lookup) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ids := make([]string, len(batch))
+	for i, l := range batch {
+		ids[i] = l.requestID
+	}
+	found := map[string][]byte{}
+	rows, err := s.pool.Query(ctx, sqlLedgerDecisions, ids)
+	if err == nil {
+		var id string
+		var value []byte
+		_, err = pgx.ForEachRow(rows, []any{&id, &value}, func() error {
+			found[id] = value
+			return nil
+		})
+	}
+	for _, l := range batch {
+		if err != nil {
+			l.err = fmt.Errorf("looking up request %s: %w", l.requestID, err)
+		}
+		l.value = found[l.requestID]
+		close(l.done)
+	}
 }
 
 // Holder returns who holds canonical, or nil when nobody does.

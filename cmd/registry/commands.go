@@ -43,8 +43,11 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 
 func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns")
+	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof")
 	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
 	}
 	opts, pool, _, err := connect(ctx, &c, log)
@@ -57,8 +60,11 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 
 func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics")
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof")
 	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
 	}
 	opts, pool, partitions, err := connect(ctx, &c, log)

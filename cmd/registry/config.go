@@ -52,6 +52,7 @@ type config struct {
 	metricsAddr string         // REGISTRY_METRICS_ADDR, project only
 	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
 	dataDir     string         // dev only
+	pprofAddr   string         // REGISTRY_PPROF_ADDR
 
 	envErrs []error // malformed environment variables
 }
@@ -103,6 +104,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		},
 		"data": func() {
 			fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data")
+		},
+		"pprof": func() {
+			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
 		},
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),

@@ -22,8 +22,11 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "pprof")
 	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
 	}
 	c.dbConns, c.replication = 20, -1

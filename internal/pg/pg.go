@@ -19,6 +19,15 @@ func Connect(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, er
 		return nil, fmt.Errorf("parsing database URL: %w", err)
 	}
 	cfg.MaxConns = cmp.Or(maxConns, cfg.MaxConns)
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		// Statements are prepared once per connection and live as long as
+		// it does. With the default mode, PostgreSQL may settle on a
+		// generic plan made while the tables were nearly empty (a
+		// sequential scan) and keep it as they grow to millions of rows.
+		// Planning every execution with its real arguments costs a few
+		// microseconds per statement; every query here is batched.
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening database pool: %w", err)
