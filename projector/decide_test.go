@@ -17,7 +17,7 @@ const testPartitions = 12
 
 // record builds the claims record the API would produce for username,
 // at the given offset of its key's partition.
-func record(t *testing.T, offset int64, requestID, userID, username string) *kgo.Record {
+func record(t testing.TB, offset int64, requestID, userID, username string) *kgo.Record {
 	t.Helper()
 	name, err := claims.Normalize(username)
 	if err != nil {

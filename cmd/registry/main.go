@@ -29,6 +29,8 @@ Usage:
   registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
   registry bench    [flags]   load-test a claim API and check its answers (see docs/benchmarks.md)
   registry baseline [flags]   serve the claim API the classic way (one PostgreSQL transaction per claim), to compare
+  registry bench-projector [flags]
+                              fill the claims topic, then time projectors deciding it all (see docs/benchmarks.md)
 
 Run 'registry <command> -h' for a command's flags.
 `
@@ -43,13 +45,14 @@ func main() {
 }
 
 var commands = map[string]func(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error{
-	"dev":        runDev,
-	"serve":      runServe,
-	"project":    runProject,
-	"migrate":    runMigrate,
-	"rejections": runRejections,
-	"bench":      runBench,
-	"baseline":   runBaseline,
+	"dev":             runDev,
+	"serve":           runServe,
+	"project":         runProject,
+	"migrate":         runMigrate,
+	"rejections":      runRejections,
+	"bench":           runBench,
+	"baseline":        runBaseline,
+	"bench-projector": runBenchProjector,
 }
 
 var errUsage = errors.New("usage")
