@@ -44,6 +44,7 @@ func declareBench(fs *flag.FlagSet, cfg *bench.Config, f *benchFlags) {
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "workload seed; 0 picks one (the report shows it). The same seed against the same\ndata resends the same request_ids, which the server answers from its ledger")
 	fs.IntVar(&cfg.MaxOutstanding, "max-outstanding", 20000, "open loop: unanswered claims allowed; more are not sent and count as not_sent errors")
 	fs.IntVar(&cfg.Conns, "conns", 0, "HTTP connections to the server (0: --clients in a closed loop, 1024 in an open loop)")
+	fs.BoolVar(&cfg.H2C, "h2c", false, "send over cleartext HTTP/2, multiplexing claims on few connections (the registry serves it; the baseline does not)")
 	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&f.expectDuplicates, "expect-duplicates", false, "names granted twice do not fail the check (for 'registry baseline --naive')")
 }

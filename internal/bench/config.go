@@ -50,6 +50,9 @@ type Config struct {
 	// in a closed loop and 1024 in an open loop; claims beyond it wait in
 	// the client, and in an open loop that wait is part of the latency.
 	Conns int
+	// H2C sends the claims over cleartext HTTP/2 (prior knowledge), many
+	// at once on each connection, instead of HTTP/1.1.
+	H2C bool
 	// Timeout bounds each request. Defaults to Wait plus 15s, past the
 	// registry's own 10s limit for writing a claim.
 	Timeout time.Duration
@@ -119,6 +122,10 @@ func (cfg Config) httpClient() *http.Client {
 		MaxConnsPerHost:     cfg.Conns,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+	}
+	if cfg.H2C {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	return &http.Client{Transport: tr, Timeout: cfg.Timeout}
 }

@@ -3,8 +3,10 @@ package stack_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/stack/stacktest"
@@ -128,5 +130,39 @@ func want(t *testing.T, what string, got reply, code int, status, reason, confli
 	t.Helper()
 	if got.Code != code || got.Status != status || got.Reason != reason || got.ConflictsWith != conflictsWith {
 		t.Errorf("%s: got %d %+v, want %d status=%s reason=%s conflicts_with=%s", what, got.Code, got, code, status, reason, conflictsWith)
+	}
+}
+
+// TestCleartextHTTP2: a client speaking HTTP/2 with prior knowledge (h2c)
+// gets the same answers as one speaking HTTP/1.1, many claims sharing one
+// connection.
+func TestCleartextHTTP2(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{APIs: 1})
+	r.StartProjector()
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			body := claimBody(newID(), newID(), fmt.Sprintf("h2c-%d", i%10))
+			resp, err := client.Post(r.APIs[0].URL+"/v1/claims?wait=10s", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			if resp.ProtoMajor != 2 {
+				t.Errorf("answered over %s, want HTTP/2", resp.Proto)
+			}
+			if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+				t.Errorf("claim over h2c answered %d", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if h := holders(t, r); len(h) != 10 {
+		t.Errorf("%d names held, want 10", len(h))
 	}
 }
