@@ -6,14 +6,59 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/usernameregistry/registry/internal/bench"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// runAsRegistry makes the test binary act as the registry binary, for
+// tests that start it as a child process (registry compare does).
+const runAsRegistry = "REGISTRY_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAsRegistry) == "1" {
+		main()
+		os.Exit(0)
+	}
+	testenv.Main(m)
+}
+
+// TestCompareSmoke runs `registry compare` for a moment: the registry
+// (dev, everything embedded) and the baseline each start as a child
+// process, answer the same workloads, and pass the correctness check. No
+// figure is asserted; docs/benchmarks.md has the real runs.
+func TestCompareSmoke(t *testing.T) {
+	t.Parallel()
+	res, err := bench.Compare(context.Background(), bench.CompareConfig{
+		Executable: os.Args[0], Env: []string{runAsRegistry + "=1"}, Dir: filepath.Join(searchableTempDir(t), "compare"), Clients: []int{4},
+		Base:   bench.Config{Duration: time.Second, Warmup: 200 * time.Millisecond, Hot: 0.2, HotNames: 10, Retry: 0.1, Wait: 5 * time.Second},
+		Logger: testenv.Logger(t),
+	})
+	if err != nil {
+		t.Fatalf("compare: %v", err)
+	}
+	seen := map[string]int{}
+	for _, r := range res.Runs {
+		seen[r.System+" "+r.Workload[:strings.IndexByte(r.Workload, '-')]]++
+		if r.Report.Answers == 0 || r.Report.Check.Granted == 0 || !r.Report.Check.OK(false) {
+			t.Errorf("%s %s: %d answers, check %+v", r.System, r.Workload, r.Report.Answers, r.Report.Check)
+		}
+	}
+	for _, want := range []string{"registry closed", "baseline closed", "registry open", "baseline open"} {
+		if seen[want] != 1 {
+			t.Errorf("%d %s runs, want 1 (runs: %v)", seen[want], want, seen)
+		}
+	}
+	var out strings.Builder
+	if err := res.WriteText(&out); err != nil || !strings.Contains(out.String(), "peak: registry") {
+		t.Errorf("text report: %v\n%s", err, out.String())
+	}
+}
 
 // TestBenchAgainstBaseline is a smoke test of both tools together: a short
 // closed-loop run against each baseline variant completes with answers,

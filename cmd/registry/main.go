@@ -29,6 +29,7 @@ Usage:
   registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
   registry bench    [flags]   load-test a claim API and check its answers (see docs/benchmarks.md)
   registry baseline [flags]   serve the claim API the classic way (one PostgreSQL transaction per claim), to compare
+  registry compare  [flags]   run the registry and the baseline side by side and report the ratios (see docs/benchmarks.md)
   registry bench-projector [flags]
                               fill the claims topic, then time projectors deciding it all (see docs/benchmarks.md)
 
@@ -53,6 +54,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"bench":           runBench,
 	"baseline":        runBaseline,
 	"bench-projector": runBenchProjector,
+	"compare":         runCompare,
 }
 
 var errUsage = errors.New("usage")
