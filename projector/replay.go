@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -57,6 +58,9 @@ type Redecision struct {
 	Stored bool
 	// Holding is set when the claim won a name.
 	Holding *Holding
+	// PolicyVersion is the username policy version the claim says it was
+	// made under; 0 when the record could not be read.
+	PolicyVersion int
 }
 
 // Holding is a usernames row: who holds a name since which claim.
@@ -87,10 +91,17 @@ func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 	if err != nil {
 		return Redecision{}, err
 	}
-	if out.entry == nil && out.decision == nil {
-		return Redecision{Copy: true}, nil
+	version := claims.PolicyVersion
+	if in.invalid != "" { // rare: read the version the checks did not keep
+		version = 0
+		if c, err := events.DecodeClaim(rec); err == nil {
+			version = c.PolicyVersion
+		}
 	}
-	res := Redecision{Decision: out.decision, Value: out.value, Stored: out.entry != nil}
+	if out.entry == nil && out.decision == nil {
+		return Redecision{Copy: true, PolicyVersion: version}, nil
+	}
+	res := Redecision{Decision: out.decision, Value: out.value, Stored: out.entry != nil, PolicyVersion: version}
 	if out.entry != nil {
 		r.requests[uuid.MustParse(in.requestID)] = r.payloadHash(in.userID, in.username)
 	}
