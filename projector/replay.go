@@ -153,3 +153,13 @@ func (r *Redecider) payloadHash(userID, username string) uint64 {
 
 // Len reports how many request_ids and held names the Redecider remembers.
 func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(r.holders) }
+
+// LedgerIdentity returns what the request ledger would record for a
+// claims record, as the projector parses it: the request_id (derived from
+// the position when the claim has no usable one), the user_id and the
+// username. A record whose three equal a ledger row of its partition is a
+// repeat, decided as a copy of that row's decision.
+func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
+	in := parseClaim(rec, partitions)
+	return in.requestID, in.userID, in.username
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector"
 )
 
 // ErrBusy is returned when another rebuild, replay or swap holds the
@@ -130,6 +131,9 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := advanceOverCopies(ctx, cfg, adm, partitions, rep.Next); err != nil {
+		return nil, err
+	}
 	if _, err := cfg.Pool.Exec(ctx, `INSERT INTO `+q(ShadowSchema)+`.complete DEFAULT VALUES`); err != nil {
 		return nil, fmt.Errorf("marking the shadow complete: %w", err)
 	}
@@ -234,4 +238,63 @@ func lock(ctx context.Context, pool *pgxpool.Pool) (func(), error) {
 		conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, rebuildLock) //nolint:errcheck // the lock also ends with the session
 		conn.Release()
 	}, nil
+}
+
+// advanceOverCopies moves each partition's rebuilt next offset past the
+// claims at its end whose decisions were copies. A copy names the first
+// claim with its request_id, not its own position, so when a partition's
+// last decided claims were repeats, the decisions alone put next_offset
+// too low; the projector would then publish those copies again. A claim
+// after the last decision whose request_id, user_id and username match a
+// ledger row of its partition was (or will be) decided as a copy, which
+// changes nothing, so the partition resumes after it. The first claim
+// that is not a repeat ends the walk: it was not decided yet, or its
+// decision is still in the outbox (see Swap).
+func advanceOverCopies(ctx context.Context, cfg Config, adm *kadm.Client, partitions int32, next map[int32]int64) error {
+	ends, err := Ends(ctx, adm, events.TopicClaims)
+	if err != nil {
+		return err
+	}
+	for p := range partitions {
+		if next[p] >= ends[p] {
+			continue
+		}
+		n, err := walkCopies(ctx, cfg, p, next[p], ends[p], partitions)
+		if err != nil {
+			return err
+		}
+		if n == next[p] {
+			continue
+		}
+		next[p] = n
+		if _, err := cfg.Pool.Exec(ctx, `UPDATE `+q(ShadowSchema)+`.claim_partitions SET next_offset = $2 WHERE partition = $1`, p, n); err != nil {
+			return fmt.Errorf("advancing partition %d past copies: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func walkCopies(ctx context.Context, cfg Config, p int32, from, end int64, partitions int32) (int64, error) {
+	var n = from
+	stop := errors.New("stop")
+	err := read(ctx, cfg.Kafka, events.TopicClaims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
+		for _, r := range recs {
+			id, user, name := projector.LedgerIdentity(r, int(partitions))
+			var repeat bool
+			err := cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+q(ShadowSchema)+`.requests
+				WHERE request_id = $1 AND claim_partition = $2 AND user_id = $3 AND username = $4)`, id, p, user, name).Scan(&repeat)
+			if err != nil {
+				return fmt.Errorf("looking up claims %d/%d in the shadow ledger: %w", p, r.Offset, err)
+			}
+			if !repeat {
+				return stop
+			}
+			n = r.Offset + 1
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, stop) {
+		return 0, err
+	}
+	return n, nil
 }
