@@ -45,8 +45,9 @@ type ReplayReport struct {
 	Decided       int64         // distinct decisions (every claim but the copies)
 	Copies        int64         // claims whose decision is a copy of an earlier one
 	Recorded      int64         // registrations records read
-	// Matched counts decisions recorded byte for byte as replayed.
-	Matched int64
+	// Matched counts decisions recorded byte for byte as replayed, and
+	// RecordedCopies the further recorded copies equal to them.
+	Matched, RecordedCopies int64
 	// Divergent lists positions (partition/offset) where the recorded
 	// decision differs from the replayed one, a recorded copy differs
 	// from its first decision, or a decision is recorded where the replay
@@ -213,6 +214,7 @@ func (r *ReplayReport) merge(o *ReplayReport, samples int) {
 	r.Copies += o.Copies
 	r.Recorded += o.Recorded
 	r.Matched += o.Matched
+	r.RecordedCopies += o.RecordedCopies
 	r.Pending += o.Pending
 	r.NotCompared += o.NotCompared
 	for v, n := range o.ClaimVersions {
@@ -343,6 +345,7 @@ func (pr *partitionReplay) compare(ctx context.Context, o int64, res projector.R
 			pr.checkCopy(d)
 		case d.ClaimOffset == o:
 			pr.reg.pop()
+			pr.rep.Recorded++
 			pr.seen = o + 1
 			if bytes.Equal(d.value, res.Value) {
 				pr.rep.Matched++
@@ -388,7 +391,7 @@ func (pr *partitionReplay) checkCopy(d *decision) {
 		if o >= pr.seen {
 			pr.seen = o + 1
 		}
-		pr.rep.Matched++
+		pr.rep.RecordedCopies++
 	}
 }
 
