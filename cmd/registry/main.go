@@ -31,6 +31,9 @@ Usage:
   registry baseline [flags]   serve the claim API the classic way (one PostgreSQL transaction per claim), to compare
   registry bench-projector [flags]
                               fill the claims topic, then time projectors deciding it all (see docs/benchmarks.md)
+  registry rebuild  [flags]   rebuild the projection from registrations into a shadow schema; --verify, --swap
+  registry replay --from claims [flags]  decide every claim again and compare with registrations (determinism audit)
+  registry generate [flags]   write N realistic claims (and, with --decisions, their decisions) to the topics
 
 Run 'registry <command> -h' for a command's flags.
 `
@@ -53,6 +56,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"bench":           runBench,
 	"baseline":        runBaseline,
 	"bench-projector": runBenchProjector,
+	"rebuild":         runRebuild,
+	"replay":          runReplay,
+	"generate":        runGenerate,
 }
 
 var errUsage = errors.New("usage")
