@@ -1,8 +1,10 @@
 package rebuild
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,7 +52,9 @@ func decodeDecision(r *kgo.Record) (*decision, error) {
 	if err := checkHeaders(r); err != nil {
 		return nil, err
 	}
-	d := &decision{value: r.Value, key: r.Key}
+	// The bytes are copied: a slice of r.Value would keep the whole fetch
+	// response it came from alive while the row waits in a COPY batch.
+	d := &decision{value: bytes.Clone(r.Value), key: r.Key}
 	if err := json.Unmarshal(r.Value, d); err != nil {
 		return nil, fmt.Errorf("%w: decision body: %v", events.ErrNotAnEvent, err)
 	}
@@ -82,7 +86,7 @@ func checkHeaders(r *kgo.Record) error {
 	if typ != events.TypeUsernameRegistered && typ != events.TypeClaimRejected {
 		return fmt.Errorf("%w: event type %q", events.ErrNotAnEvent, typ)
 	}
-	if schema != "" && schema != "1" {
+	if schema != "" && schema != strconv.Itoa(events.SchemaVersion) {
 		return fmt.Errorf("%w: schema version %q, this build reads 1", events.ErrNotAnEvent, schema)
 	}
 	return nil

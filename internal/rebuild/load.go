@@ -55,16 +55,16 @@ func decisionRows(d *decision) (rowSet, error) {
 		return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
 	}
 	if !d.stored() {
-		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, id, d.value}}
+		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), d.value}}
 		return rs, nil
 	}
-	rs.request = [][]any{{id, d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), d.value}}
+	rs.request = [][]any{{[16]byte(id), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), d.value}}
 	if d.win() {
 		uid, err := uuid.Parse(d.UserID)
 		if err != nil {
 			return rs, fmt.Errorf("holder's user_id %q: %w", d.UserID, err)
 		}
-		rs.username = [][]any{{d.Canonical, string(d.key), d.Username, uid, id, d.ClaimPartition, d.ClaimOffset, d.RegisteredAt.UTC()}}
+		rs.username = [][]any{{d.Canonical, string(d.key), d.Username, [16]byte(uid), [16]byte(id), d.ClaimPartition, d.ClaimOffset, d.RegisteredAt.UTC()}}
 	}
 	return rs, nil
 }
@@ -134,8 +134,18 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int
 	g, gctx := errgroup.WithContext(ctx)
 	for _, group := range indexSQL(schema) {
 		g.Go(func() error {
+			conn, err := pool.Acquire(gctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			// Sort a million keys in memory rather than in temporary files.
+			if _, err := conn.Exec(gctx, `SET maintenance_work_mem = '256MB'`); err != nil {
+				return err
+			}
+			defer conn.Exec(context.WithoutCancel(gctx), `RESET maintenance_work_mem`) //nolint:errcheck // the connection goes back to the pool either way
 			for _, stmt := range group {
-				if _, err := pool.Exec(gctx, stmt); err != nil {
+				if _, err := conn.Exec(gctx, stmt); err != nil {
 					return explainIndexFailure(gctx, pool, schema, err, samples)
 				}
 			}
@@ -218,4 +228,4 @@ func nullable(s string) *string {
 
 // mustUUID parses an id the projector's own code produced, which is always
 // a UUID in canonical form.
-func mustUUID(s string) uuid.UUID { return uuid.MustParse(s) }
+func mustUUID(s string) [16]byte { return uuid.MustParse(s) }

@@ -82,8 +82,8 @@ func Ends(ctx context.Context, adm *kadm.Client, topic string) (Offsets, error) 
 func readOptions(base []kgo.Opt) []kgo.Opt {
 	return append(slices.Clone(base),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(32<<20),
-		kgo.FetchMaxPartitionBytes(8<<20),
+		kgo.FetchMaxBytes(4<<20), // compressed: JSON decompresses to about 5 times this
+		kgo.FetchMaxPartitionBytes(1<<20),
 		kgo.FetchMaxWait(50e6), // 50ms: the reads are bounded, so waiting for more data never pays
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 	)
