@@ -366,15 +366,15 @@ func TestGuardsRefuseIncompleteLog(t *testing.T) {
 
 // TestRebuildWhileClaimsFlowThenSwap: claims keep arriving and being
 // decided while the shadow is built and swapped in. The swap fences the
-// running projector; a projector started on the same pool (whose
-// connections hold prepared statements on the replaced tables) carries
-// on from the rebuilt offsets. Afterwards no decision is lost, changed or
-// made twice: the replay audit agrees with every recorded decision, and
-// a fresh rebuild equals the live projection.
+// running projector, which rejoins its group by itself and carries on
+// from the rebuilt offsets, on the same pool (whose connections hold
+// prepared statements on the replaced tables). Afterwards no decision is
+// lost, changed or made twice: the replay audit agrees with every
+// recorded decision, and a fresh rebuild equals the live projection.
 func TestRebuildWhileClaimsFlowThenSwap(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	stop := e.projector()
+	e.projector()
 	e.generate(1000, false)
 	e.awaitDecided()
 	store := projector.NewStore(e.pool)
@@ -410,8 +410,6 @@ func TestRebuildWhileClaimsFlowThenSwap(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // more claims after the swap
-	stop()
-	e.projector()
 	endFlow()
 	if err := <-flowing; err != nil {
 		t.Fatalf("claims flow: %v", err)
