@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,7 @@ Flags:
 var errDrift = errors.New("the shadow and the live projection differ (see above)")
 
 func runRebuild(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	boundMemory()
 	var c config
 	var verify, swap bool
 	var samples int
@@ -104,6 +106,18 @@ func rebuildConfig(ctx context.Context, c *config, samples int, log *slog.Logger
 		return rebuild.Config{}, nil, err
 	}
 	return rebuild.Config{Kafka: opts, Pool: pool, Samples: samples, Progress: newProgress(log), Logger: log}, pool, nil
+}
+
+// memoryLimit is the Go heap's soft limit for rebuild and replay: their
+// live data is bounded (fetch buffers, COPY batches, one partition's
+// replay state), but by default the heap may grow to twice the live data
+// between collections. GOMEMLIMIT overrides it.
+const memoryLimit = 200 << 20
+
+func boundMemory() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 }
 
 func usageWith(fs *flag.FlagSet, help string) func() {

@@ -32,6 +32,7 @@ Flags:
 var errDiverged = errors.New("recorded decisions differ from the replayed ones (see above)")
 
 func runReplay(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	boundMemory()
 	var c config
 	var from string
 	var samples, policy, workers int
