@@ -32,6 +32,9 @@ Usage:
   registry compare  [flags]   run the registry and the baseline side by side and report the ratios (see docs/benchmarks.md)
   registry bench-projector [flags]
                               fill the claims topic, then time projectors deciding it all (see docs/benchmarks.md)
+  registry rebuild  [flags]   rebuild the projection from registrations into a shadow schema; --verify, --swap
+  registry replay --from claims [flags]  decide every claim again and compare with registrations (determinism audit)
+  registry generate [flags]   write N realistic claims (and, with --decisions, their decisions) to the topics
 
 Run 'registry <command> -h' for a command's flags.
 `
@@ -55,6 +58,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"baseline":        runBaseline,
 	"bench-projector": runBenchProjector,
 	"compare":         runCompare,
+	"rebuild":         runRebuild,
+	"replay":          runReplay,
+	"generate":        runGenerate,
 }
 
 var errUsage = errors.New("usage")

@@ -1,0 +1,231 @@
+package rebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrInvariant is wrapped when a built projection breaks a rule the live
+// one enforces: two holders of one canonical name or one key, or two
+// ledger rows for one request_id in a partition.
+var ErrInvariant = errors.New("the rebuilt projection breaks an invariant")
+
+// loader bulk-loads a projection into schema's unindexed tables, one COPY
+// per table, each on its own connection.
+type loader struct {
+	pool      *pgxpool.Pool
+	schema    string
+	requests  *copyStream
+	usernames *copyStream
+	conflicts *copyStream
+	copies    *copyStream
+}
+
+func startLoader(ctx context.Context, pool *pgxpool.Pool, schema string) *loader {
+	return &loader{
+		pool: pool, schema: schema,
+		requests:  startCopy(ctx, pool, ident(schema, "requests"), requestCols),
+		usernames: startCopy(ctx, pool, ident(schema, "usernames"), usernameCols),
+		conflicts: startCopy(ctx, pool, ident(schema, "conflicts"), conflictCols),
+		copies:    startCopy(ctx, pool, ident(schema, "copies"), copyCols),
+	}
+}
+
+// rowSet is the rows one decision adds to the projection.
+type rowSet struct {
+	request, username, conflict [][]any
+}
+
+// decisionRows returns the rows of a decision seen for the first time:
+// a ledger row (or, for request_conflict, a conflicts row), and a
+// usernames row when the decision is a win.
+func decisionRows(d *decision) (rowSet, error) {
+	var rs rowSet
+	id, err := uuid.Parse(d.RequestID)
+	if err != nil {
+		return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
+	}
+	if !d.stored() {
+		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), d.value}}
+		return rs, nil
+	}
+	rs.request = [][]any{{[16]byte(id), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), d.value}}
+	if d.win() {
+		uid, err := uuid.Parse(d.UserID)
+		if err != nil {
+			return rs, fmt.Errorf("holder's user_id %q: %w", d.UserID, err)
+		}
+		rs.username = [][]any{{d.Canonical, string(d.key), d.Username, [16]byte(uid), [16]byte(id), d.ClaimPartition, d.ClaimOffset, d.RegisteredAt.UTC()}}
+	}
+	return rs, nil
+}
+
+// decision queues the rows of a decision seen for the first time.
+func (l *loader) decision(ctx context.Context, d *decision) error {
+	rs, err := decisionRows(d)
+	if err != nil {
+		return err
+	}
+	return l.add(ctx, rs)
+}
+
+func (l *loader) add(ctx context.Context, rs rowSet) error {
+	for _, r := range rs.request {
+		if err := l.requests.add(ctx, r...); err != nil {
+			return err
+		}
+	}
+	for _, r := range rs.username {
+		if err := l.usernames.add(ctx, r...); err != nil {
+			return err
+		}
+	}
+	for _, r := range rs.conflict {
+		if err := l.conflicts.add(ctx, r...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *loader) copy(ctx context.Context, partition int32, offset int64, value []byte) error {
+	return l.copies.add(ctx, partition, offset, value)
+}
+
+// close waits for every COPY; on any failure the others are stopped.
+func (l *loader) close(ctx context.Context) error {
+	var errs []error
+	for _, s := range l.streams() {
+		errs = append(errs, s.close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+func (l *loader) abort() {
+	for _, s := range l.streams() {
+		s.abort()
+	}
+}
+
+func (l *loader) streams() []*copyStream {
+	return []*copyStream{l.requests, l.usernames, l.conflicts, l.copies}
+}
+
+// finish writes the rebuilt positions, builds the indexes and constraints
+// (two groups at once), and checks the copies. It returns the positions of
+// copies that contradict the first decision at their place, and how many.
+func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int32]int64, partitions int32, samples int) ([]string, int, error) {
+	parts, offs := make([]int32, 0, partitions), make([]int64, 0, partitions)
+	for p := range partitions {
+		parts, offs = append(parts, p), append(offs, next[p])
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs); err != nil {
+		return nil, 0, fmt.Errorf("writing rebuilt positions: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, group := range indexSQL(schema) {
+		g.Go(func() error {
+			conn, err := pool.Acquire(gctx)
+			if err != nil {
+				return err
+			}
+			defer conn.Release()
+			// Sort a million keys in memory rather than in temporary files.
+			if _, err := conn.Exec(gctx, `SET maintenance_work_mem = '256MB'`); err != nil {
+				return err
+			}
+			defer conn.Exec(context.WithoutCancel(gctx), `RESET maintenance_work_mem`) //nolint:errcheck // the connection goes back to the pool either way
+			for _, stmt := range group {
+				if _, err := conn.Exec(gctx, stmt); err != nil {
+					return explainIndexFailure(gctx, pool, schema, err, samples)
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE `+q(schema)+`.usernames, `+q(schema)+`.requests, `+q(schema)+`.conflicts, `+q(schema)+`.copies`); err != nil {
+		return nil, 0, fmt.Errorf("analyzing the rebuilt tables: %w", err)
+	}
+	return contradictingCopies(ctx, pool, schema, samples)
+}
+
+// explainIndexFailure turns a unique violation while building an index
+// into ErrInvariant with the first duplicated values.
+func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string, err error, samples int) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		return fmt.Errorf("building indexes: %w", err)
+	}
+	query, ok := duplicatesSQL(schema)[pgErr.ConstraintName]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrInvariant, pgErr.Message)
+	}
+	rows, qerr := pool.Query(context.WithoutCancel(ctx), query, samples)
+	if qerr != nil {
+		return fmt.Errorf("%w: %s (listing them: %v)", ErrInvariant, pgErr.Message, qerr)
+	}
+	dups, qerr := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var v string
+		var n int64
+		err := r.Scan(&v, &n)
+		return fmt.Sprintf("%s (%d times)", v, n), err
+	})
+	if qerr != nil {
+		return fmt.Errorf("%w: %s (listing them: %v)", ErrInvariant, pgErr.Message, qerr)
+	}
+	return fmt.Errorf("%w: %s is not unique: %s", ErrInvariant, pgErr.ConstraintName, strings.Join(dups, ", "))
+}
+
+func contradictingCopies(ctx context.Context, pool *pgxpool.Pool, schema string, samples int) ([]string, int, error) {
+	rows, err := pool.Query(ctx, contradictingCopiesSQL(schema), samples)
+	if err != nil {
+		return nil, 0, fmt.Errorf("checking copies: %w", err)
+	}
+	var out []string
+	total := 0
+	for rows.Next() {
+		var p int32
+		var o, n int64
+		if err := rows.Scan(&p, &o, &n); err != nil {
+			return nil, 0, fmt.Errorf("checking copies: %w", err)
+		}
+		out, total = append(out, fmt.Sprintf("%d/%d", p, o)), int(n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("checking copies: %w", err)
+	}
+	return out, total, nil
+}
+
+// sortedPartitions returns the keys of m in order.
+func sortedPartitions[V any](m map[int32]V) []int32 {
+	ps := make([]int32, 0, len(m))
+	for p := range m {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	return ps
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// mustUUID parses an id the projector's own code produced, which is always
+// a UUID in canonical form.
+func mustUUID(s string) [16]byte { return uuid.MustParse(s) }

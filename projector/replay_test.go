@@ -1,0 +1,68 @@
+package projector
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// TestRedeciderAgreesWithDecide decides one sequence of records twice: with
+// the projector's full in-memory state, and with a Redecider's compact
+// one. Every decision must be the same bytes, and the Redecider must call
+// a copy a copy.
+func TestRedeciderAgreesWithDecide(t *testing.T) {
+	t.Parallel()
+	alice, bob := uuid.NewString(), uuid.NewString()
+	r1, r2, r3, r4, r5, r6 := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
+	poison := &kgo.Record{Value: []byte("not json"), Partition: 3, Offset: 9}
+	spaced, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: r6, UserID: bob, Username: "bob smith", Key: "bob smith", PolicyVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []*kgo.Record{
+		record(t, 0, r1, alice, "Alice"),
+		record(t, 1, r2, bob, "ALICE"),   // taken
+		record(t, 2, r3, bob, "аlice"),   // confusable (Cyrillic а)
+		record(t, 3, r4, alice, "alice"), // the holder again: registered, quoting r1
+		record(t, 4, r1, alice, "Alice"), // retry: a copy
+		record(t, 5, r1, bob, "Alice"),   // same request_id, other user: request_conflict
+		record(t, 6, r5, bob, "root"),    // reserved
+		spaced,                           // invalid
+		spaced,                           // retry of an invalid claim: a copy
+		record(t, 10, r2, bob, "ALICE"),  // retry of a rejection: a copy
+		record(t, 11, uuid.NewString(), bob, "bob"),
+		poison,
+	}
+	st, rd := newState(), NewRedecider(testPartitions)
+	for i, rec := range recs {
+		in := parseClaim(rec, testPartitions)
+		want, err := decide(st, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := rd.Redecide(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCopy := want.entry == nil && want.decision.Reason != events.ReasonRequestConflict
+		if got.Copy != wantCopy {
+			t.Fatalf("record %d: Copy = %v, want %v (%s)", i, got.Copy, wantCopy, want.value)
+		}
+		if got.Copy {
+			continue
+		}
+		if !bytes.Equal(got.Value, want.value) {
+			t.Errorf("record %d:\n got %s\nwant %s", i, got.Value, want.value)
+		}
+		if got.Stored != (want.entry != nil) || (got.Holding != nil) != (want.newHolder != nil) {
+			t.Errorf("record %d: Stored %v Holding %v, want %v %v", i, got.Stored, got.Holding != nil, want.entry != nil, want.newHolder != nil)
+		}
+	}
+	if reqs, holders := rd.Len(); reqs != 8 || holders != 2 {
+		t.Errorf("Len() = %d requests, %d holders; want 8, 2", reqs, holders)
+	}
+}
