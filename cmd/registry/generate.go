@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/rebuild"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 const generateHelp = `Usage: registry generate --claims N [flags]

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/internal/rebuild"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 const rebuildHelp = `Usage: registry rebuild [flags]

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/rebuild"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 const replayHelp = `Usage: registry replay --from claims [flags]
