@@ -88,7 +88,15 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.StringVar(&c.httpAddr, "http", envOr("REGISTRY_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API listen address (REGISTRY_HTTP_ADDR)")
 		},
 		"partitions": func() {
-			fs.IntVar(&c.partitions, "partitions", c.envInt("REGISTRY_PARTITIONS", 12), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
+			// dev runs one projector, which decides all partitions in one
+			// transaction per poll: more partitions buy it no parallelism,
+			// and its embedded broker fsyncs each partition's batch on its
+			// own, so each one costs throughput (docs/benchmarks.md).
+			def := 12
+			if name == "dev" {
+				def = 1
+			}
+			fs.IntVar(&c.partitions, "partitions", c.envInt("REGISTRY_PARTITIONS", def), "partitions for claims and registrations when creating them; can never change once names exist (REGISTRY_PARTITIONS)")
 		},
 		"replication": func() {
 			fs.IntVar(&c.replication, "replication", c.envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
