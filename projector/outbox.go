@@ -38,6 +38,9 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing %d decisions: %w", len(recs), err)
 	}
+	if err := failpoint(FailAfterPublish); err != nil {
+		return err
+	}
 	if !deleteNow {
 		p.published = append(p.published, ids...)
 		return nil

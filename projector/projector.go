@@ -261,7 +261,7 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 	out := map[int32]kgo.Offset{}
 	for _, a := range as {
 		p.owned[a.partition] = &partitionState{partition: a.partition, epoch: a.epoch, nextOffset: a.nextOffset, resync: true}
-		out[a.partition] = kgo.NewOffset().At(a.nextOffset).WithEpoch(-1)
+		out[a.partition] = resumeAt(a.nextOffset)
 		p.log.Info("partition assigned", "partition", a.partition, "next_offset", a.nextOffset, "epoch", a.epoch)
 	}
 	return map[string]map[int32]kgo.Offset{events.TopicClaims: out}
@@ -501,6 +501,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
+	if err := failpoint(FailAfterCommit); err != nil {
+		return err
+	}
 	return p.publish(ctx, rows, false)
 }
 
@@ -545,8 +548,10 @@ func (p *Projector) commit(ctx context.Context, bs []*batch) ([]outboxRow, error
 		if won, err = advance(ctx, tx, bs); err != nil {
 			return err
 		}
-		rows, decided, err = decideAndWrite(ctx, tx, won, p.published)
-		return err
+		if rows, decided, err = decideAndWrite(ctx, tx, won, p.published); err != nil {
+			return err
+		}
+		return failpoint(FailBeforeCommit)
 	})
 	if err != nil {
 		return nil, err
@@ -575,7 +580,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 		parts[i], epochs[i], prevs[i] = b.st.partition, b.st.epoch, b.st.nextOffset
 		nexts[i] = b.ins[len(b.ins)-1].offset + 1
 	}
-	rows, err := tx.Query(ctx, sqlAdvance, parts, epochs, prevs, nexts)
+	rows, err := tx.Query(ctx, bugSQL(sqlAdvance), parts, epochs, prevs, nexts)
 	if err != nil {
 		return nil, fmt.Errorf("advancing partitions %v: %w", parts, err)
 	}

@@ -156,7 +156,7 @@ func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*state, 
 		}
 	}
 	q := &pgx.Batch{}
-	q.Queue(sqlLoadRequests, ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, states) })
+	q.Queue(bugSQL(sqlLoadRequests), ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, states) })
 	q.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, states) })
 	if err := tx.SendBatch(ctx, q).Close(); err != nil {
 		return nil, fmt.Errorf("loading ledger and holders: %w", err)
@@ -223,7 +223,7 @@ func (w *writes) add(in *claimInput, out outcome) {
 // arrays; the outbox ids come back into w.outbox.
 func (w *writes) queue(b *pgx.Batch) {
 	if len(w.entries) > 0 {
-		b.Queue(sqlInsertRequests, requestColumns(w.entries)...)
+		b.Queue(bugSQL(sqlInsertRequests), requestColumns(w.entries)...)
 	}
 	if len(w.holders) > 0 {
 		b.Queue(sqlInsertHolders, holderColumns(w.holders)...)

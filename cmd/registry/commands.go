@@ -60,9 +60,12 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 
 func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof")
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof", "session-timeout")
 	if err := parse(fs, args, &c); err != nil {
 		return err
+	}
+	if err := projector.SetFailpoints(c.failpoints); err != nil {
+		return fmt.Errorf("REGISTRY_FAILPOINTS: %w", err)
 	}
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
@@ -156,7 +159,8 @@ func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool
 func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, reg prometheus.Registerer, log *slog.Logger) error {
 	p, err := projector.New(projector.Config{
 		Kafka: opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
-		Metrics: projector.NewMetrics(reg), Logger: log,
+		SessionTimeout: c.session,
+		Metrics:        projector.NewMetrics(reg), Logger: log,
 	}, pool)
 	if err != nil {
 		return err

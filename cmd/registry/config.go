@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -39,6 +40,21 @@ func (c *config) envInt(key string, def int) int {
 	return v
 }
 
+// envDuration reads a duration variable, recording a malformed one in
+// c.envErrs like envInt.
+func (c *config) envDuration(key string, def time.Duration) time.Duration {
+	s := os.Getenv(key)
+	if s == "" {
+		return def
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q is not a duration such as 45s", key, s))
+		return def
+	}
+	return v
+}
+
 // config is every setting a subcommand may use.
 type config struct {
 	brokers     string         // REGISTRY_KAFKA_BROKERS
@@ -50,6 +66,8 @@ type config struct {
 	maxWaiters  int            // REGISTRY_MAX_WAITERS
 	dbConns     int            // REGISTRY_DB_MAX_CONNS
 	metricsAddr string         // REGISTRY_METRICS_ADDR, project only
+	session     time.Duration  // REGISTRY_SESSION_TIMEOUT, project only
+	failpoints  string         // REGISTRY_FAILPOINTS, project only: test fault injection
 	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
 	dataDir     string         // dev only
 	pprofAddr   string         // REGISTRY_PPROF_ADDR
@@ -115,6 +133,13 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		},
 		"pprof": func() {
 			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
+		},
+		"session-timeout": func() {
+			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", 45*time.Second),
+				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
+			// Failpoints are for tests and the chaos harness only, so they
+			// have no flag: see projector.SetFailpoints.
+			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
