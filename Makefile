@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: help run test lint fuzz build
+.PHONY: help run test lint fuzz build chaos
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -23,3 +23,6 @@ fuzz: ## fuzz the username policy for a fixed number of runs (FUZZRUNS=2000000x)
 
 build: ## build bin/registry
 	$(GO) build -o bin/registry ./cmd/registry
+
+chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8); see docs/guarantees.md
+	$(GO) run ./cmd/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8)

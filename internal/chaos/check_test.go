@@ -88,7 +88,7 @@ func world(t *testing.T, recs []*kgo.Record) *Input {
 }
 
 var (
-	u1, u2, u3    = uuid.NewString(), uuid.NewString(), uuid.NewString()
+	u1, u2, u3     = uuid.NewString(), uuid.NewString(), uuid.NewString()
 	r1, r2, r3, r4 = uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
 )
 
