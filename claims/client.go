@@ -227,8 +227,9 @@ func parseID(field, s string, optional bool) (string, error) {
 }
 
 // stored answers a retried request_id from the ledger. A different payload
-// under a decided request_id is a request_conflict: the projector would
-// decide the same, since the ledger already holds the first decision.
+// for a name with the same key under a decided request_id is a
+// request_conflict: the projector would decide the same, since that
+// partition's ledger already holds the first decision.
 func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*events.Decision, error) {
 	if c.cfg.Ledger == nil {
 		return nil, nil
@@ -240,11 +241,25 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	if samePayload(d, claim) {
 		return d, nil
 	}
+	if !sameKey(d, claim) {
+		// Stored for a name in another partition. This claim's own
+		// partition decides it on its merits (docs/design.md), perhaps
+		// already has: only that decision may answer it, so produce and
+		// wait. Answering request_conflict here would contradict it.
+		return nil, nil
+	}
 	return &events.Decision{
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
 		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
 	}, nil
+}
+
+// sameKey reports whether d decides a name with claim's partition key,
+// so that the projector would answer claim from the same ledger.
+func sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
+	n, err := Normalize(d.Canonical)
+	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 
 // samePayload reports whether d decides a claim with claim's payload: the

@@ -41,7 +41,7 @@ var failpoints struct {
 	mu    sync.Mutex
 	rules map[string]*failpointRule
 	// hook, when set, runs on every hit before the rules; a non-nil
-	// error is returned from the failpoint. Tests in this package set it.
+	// error is returned from the failpoint (SetFailpointHook).
 	hook func(name string) error
 }
 
@@ -93,6 +93,16 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	}
 	rule.action = action
 	return name, rule, nil
+}
+
+// SetFailpointHook makes every failpoint call hook first, for in-process
+// tests: the hook can act at that exact point (cut the database
+// connection under a transaction about to commit, say) and, by returning
+// an error, fail the step. nil removes it.
+func SetFailpointHook(hook func(name string) error) {
+	failpoints.mu.Lock()
+	defer failpoints.mu.Unlock()
+	failpoints.hook = hook
 }
 
 // failpoint is called at each named point; it returns an error, exits the

@@ -15,7 +15,10 @@ import (
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	crashHelper() // a test's child process runs a projector here instead
+	testenv.Main(m)
+}
 
 // TestFenceRefusesStaleEpoch: two owners of one partition, the old one
 // paused while the new one bumped the epoch. The old owner's batch is

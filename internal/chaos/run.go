@@ -326,34 +326,16 @@ func (r *run) settle(ctx context.Context) time.Duration {
 }
 
 func (r *run) settled(ctx context.Context) (bool, string) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ends, err := r.ends(ctx)
-	if err != nil {
-		return false, err.Error()
-	}
-	stored, outbox, err := r.pg.progress(ctx)
-	if err != nil {
-		return false, err.Error()
-	}
-	if outbox > 0 {
-		return false, fmt.Sprintf("%d decisions unpublished", outbox)
-	}
-	for p, end := range ends {
-		if stored[p] != end {
-			return false, fmt.Sprintf("partition %d decided up to %d of %d", p, stored[p], end)
-		}
-	}
-	return true, ""
+	return Settled(ctx, r.seeds, r.pg.url)
 }
 
-func (r *run) ends(ctx context.Context) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.seeds...))
+func listEnds(ctx context.Context, seeds []string, topic string) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, events.TopicClaims)
+	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -370,21 +352,54 @@ func (r *run) ends(ctx context.Context) (map[int32]int64, error) {
 
 // collect reads the topics and tables for the checker.
 func (r *run) collect(ctx context.Context) (*Input, error) {
-	in := &Input{Partitions: r.cfg.Partitions}
+	return Collect(ctx, r.seeds, r.pg.url, r.cfg.Partitions)
+}
+
+// Collect reads what Check needs, but the history: the claims and
+// registrations topics from the beginning, the claims log ends, and the
+// ledger, projection, progress and outbox from the database at dbURL.
+func Collect(ctx context.Context, seeds []string, dbURL string, partitions int) (*Input, error) {
+	in := &Input{Partitions: partitions}
 	var err error
-	if in.Ends, err = r.ends(ctx); err != nil {
+	if in.Ends, err = listEnds(ctx, seeds, events.TopicClaims); err != nil {
 		return nil, fmt.Errorf("listing claims log ends: %w", err)
 	}
-	if in.Claims, err = readTopic(ctx, r.seeds, events.TopicClaims); err != nil {
+	if in.Claims, err = readTopic(ctx, seeds, events.TopicClaims); err != nil {
 		return nil, err
 	}
-	if in.Registrations, err = readTopic(ctx, r.seeds, events.TopicRegistrations); err != nil {
+	if in.Registrations, err = readTopic(ctx, seeds, events.TopicRegistrations); err != nil {
 		return nil, err
 	}
-	if err := r.pg.collect(ctx, in); err != nil {
+	d := &database{url: dbURL}
+	if err := d.collect(ctx, in); err != nil {
 		return nil, err
 	}
 	return in, nil
+}
+
+// Settled reports whether every claim in the log is decided and published:
+// each partition's stored next offset is its log end and the outbox is
+// empty. When not, the string says what is missing.
+func Settled(ctx context.Context, seeds []string, dbURL string) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ends, err := listEnds(ctx, seeds, events.TopicClaims)
+	if err != nil {
+		return false, err.Error()
+	}
+	stored, outbox, err := (&database{url: dbURL}).progress(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	if outbox > 0 {
+		return false, fmt.Sprintf("%d decisions unpublished", outbox)
+	}
+	for p, end := range ends {
+		if stored[p] != end {
+			return false, fmt.Sprintf("partition %d decided up to %d of %d", p, stored[p], end)
+		}
+	}
+	return true, ""
 }
 
 // readTopic reads topic from the beginning to its end offsets as listed

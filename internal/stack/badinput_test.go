@@ -69,7 +69,7 @@ func TestRequestConflict(t *testing.T) {
 	api := r.APIs[0]
 	id, user := newID(), newID()
 	want(t, "first", post(t, api, id, user, "carol"), http.StatusCreated, "registered", "", "")
-	got := post(t, api, id, user, "dave")
+	got := post(t, api, id, user, "Carol") // same key, so same partition
 	if got.Code != 422 || got.Reason != "request_conflict" || got.Detail == "" {
 		t.Errorf("reuse with another username: %d %+v", got.Code, got)
 	}
@@ -96,8 +96,9 @@ func TestRequestConflict(t *testing.T) {
 
 // TestRequestIDReusedAcrossPartitions: a decision may depend only on its
 // own partition's log, so a request_id reused for names in two partitions
-// while neither is decided is decided in each on its own merits. Lookups
-// answer the earliest, and any later reuse is request_conflict.
+// is decided in each on its own merits. Lookups answer the earliest; a
+// reuse in a partition that already decided the request_id is
+// request_conflict.
 func TestRequestIDReusedAcrossPartitions(t *testing.T) {
 	t.Parallel()
 	r := stacktest.Start(t, stacktest.Options{APIs: 1}) // no projector: both claims wait in the log
@@ -129,9 +130,18 @@ func TestRequestIDReusedAcrossPartitions(t *testing.T) {
 	if again := do(t, "GET", api.URL+"/v1/claims/"+id, ""); again.Canonical != got.Canonical {
 		t.Errorf("lookup is not stable: %s then %s", got.Canonical, again.Canonical)
 	}
-	if got := post(t, api, id, user, "ivan"); got.Reason != "request_conflict" {
-		t.Errorf("a third payload after both were decided: %+v", got)
+	if got := post(t, api, id, user, "Grace"); got.Reason != "request_conflict" {
+		t.Errorf("a third payload in grace's partition after both were decided: %+v", got)
 	}
+	// A third payload in another partition is decided there on its merits,
+	// as the first two were: the ledger of grace's or heidi's partition
+	// cannot answer for it, and a retry returns that same decision.
+	if events.Partition([]byte("ivan"), 12) == events.Partition([]byte("grace"), 12) || events.Partition([]byte("ivan"), 12) == events.Partition([]byte("heidi"), 12) {
+		t.Fatal("ivan shares a partition with grace or heidi; pick another name")
+	}
+	first := post(t, api, id, user, "ivan")
+	want(t, "a third payload in its own partition", first, http.StatusCreated, "registered", "", "")
+	want(t, "its retry", post(t, api, id, user, "ivan"), http.StatusOK, "registered", "", "")
 }
 
 // TestPending: a claim not decided within ?wait is answered 202 with its
