@@ -3,10 +3,10 @@
 
 GO ?= go
 
-.PHONY: help run test lint fuzz build chaos
+.PHONY: help run test lint fuzz build chaos chaos-bugs
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 run: ## run the whole registry embedded: go run ./cmd/registry dev
 	$(GO) run ./cmd/registry dev
@@ -26,3 +26,9 @@ build: ## build bin/registry
 
 chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8); see docs/guarantees.md
 	$(GO) run ./cmd/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8)
+
+chaos-bugs: ## build -tags chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one
+	@for bug in fence ledger offset; do \
+	  $(GO) run ./cmd/chaos --bug $$bug --seed $(or $(SEED),1) --duration $(or $(DURATION),60s) --clients $(or $(CLIENTS),8); \
+	  st=$$?; if [ $$st -eq 3 ]; then echo "chaos-bugs: $$bug caught"; else echo "chaos-bugs: $$bug NOT caught (exit $$st)"; exit 1; fi; \
+	done

@@ -150,3 +150,72 @@ func count(t *testing.T, q interface {
 	}
 	return n
 }
+
+// TestFenceTwoSessionsStaleEpochLoses: two PostgreSQL sessions run the
+// compare-and-set on one partition at once: the new owner with the
+// current epoch, and a zombie with the epoch it had before the rebalance,
+// from the same stored offset. The owner's UPDATE holds the row lock; the
+// zombie's matches no committed row (its epoch is stale) and so is
+// refused at once, without waiting for the lock, before and after the
+// owner commits. (TestFenceWaitsForBatchInFlight is the other order: the
+// old owner's batch holds the lock and the new owner's epoch bump waits.)
+func TestFenceTwoSessionsStaleEpochLoses(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	old, err := assign(ctx, pool, []int32{4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := assign(ctx, pool, []int32{4}) // the rebalance: a new owner
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Rollback(ctx) //nolint:errcheck // committed below
+	zombie, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Rollback(ctx) //nolint:errcheck // never committed
+	tag, err := owner.Exec(ctx, sqlAdvance, 4, cur[0].epoch, 0, 10)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("owner's compare-and-set: %v, %d rows", err, tag.RowsAffected())
+	}
+	cas := func(from, to int64) int64 {
+		done := make(chan int64, 1)
+		go func() {
+			tag, err := zombie.Exec(ctx, sqlAdvance, 4, old[0].epoch, from, to)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- tag.RowsAffected()
+		}()
+		select {
+		case n := <-done:
+			return n
+		case <-time.After(10 * time.Second):
+			t.Fatal("the zombie's compare-and-set blocked")
+			return -1
+		}
+	}
+	if n := cas(0, 7); n != 0 {
+		t.Fatalf("the zombie's compare-and-set matched %d rows while the owner's batch was in flight", n)
+	}
+	if err := owner.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := cas(10, 12); n != 0 {
+		t.Fatalf("the zombie's compare-and-set at the owner's new offset matched %d rows", n)
+	}
+	if err := zombie.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next, epoch, err := position(ctx, pool, 4)
+	if err != nil || next != 10 || epoch != cur[0].epoch {
+		t.Fatalf("stored position %d epoch %d (%v), want the owner's 10 and %d", next, epoch, err, cur[0].epoch)
+	}
+}

@@ -87,6 +87,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	return report(stdout, out, *seed, keep), nil
 }
 
+// exitAnomalies is the exit status when the checker found anomalies, as
+// opposed to 1 when the run itself failed (make chaos-bugs tells them apart).
+const exitAnomalies = 3
+
 func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 	fmt.Fprintf(w, "\n=== chaos report, seed %d ===\n", seed)
 	fmt.Fprint(w, "faults injected:")
@@ -102,7 +106,7 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 	out.Report.Print(w)
 	if n := out.Report.Anomalies(); n > 0 || out.SettledIn < 0 {
 		fmt.Fprintf(w, "FAIL: %d anomalies with seed %d; rerun with --seed %d. Data and logs in %s\n", n, seed, seed, out.Dir)
-		return 1
+		return exitAnomalies
 	}
 	fmt.Fprintf(w, "OK: 0 anomalies with seed %d\n", seed)
 	if !keep {
