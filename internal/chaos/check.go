@@ -26,10 +26,11 @@ const (
 	PropLogOrder       = "f" // decisions follow log order: the first valid claim wins; taken/confusable have an earlier winner
 	PropReplayEqual    = "g" // projection = reference model = rebuild from registrations
 	PropAllDecided     = "h" // no claim undecided after the final phase
+	PropNoStaleWriter  = "i" // a partition's stored position only moves forward: no zombie wrote
 )
 
 // Properties lists every property, in report order.
-var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided}
+var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter}
 
 // PropertyNames describes each property in one line.
 var PropertyNames = map[string]string{
@@ -41,6 +42,7 @@ var PropertyNames = map[string]string{
 	PropLogOrder:       "first valid claim in log order wins",
 	PropReplayEqual:    "projection = model = rebuild",
 	PropAllDecided:     "every claim decided",
+	PropNoStaleWriter:  "no stale writer moved a partition's position",
 }
 
 // LedgerRow is a row of the requests table.
@@ -64,6 +66,11 @@ type Input struct {
 	Stored        map[int32]int64
 	Ends          map[int32]int64 // claims log end offsets
 	Outbox        int             // rows left in the outbox
+	// StaleWrites are the updates of claim_partitions, recorded during
+	// the run by a trigger (WatchProgress), that advanced a partition
+	// without moving it forward or moved its epoch back: only a writer
+	// with a stale epoch or offset (a zombie) can make one.
+	StaleWrites []string
 }
 
 // maxExamples bounds the evidence kept per property.
@@ -167,6 +174,9 @@ func Check(in *Input) *Report {
 	c.logOrder()
 	c.replayEqual()
 	c.allDecided()
+	for _, w := range c.in.StaleWrites {
+		c.r.add(PropNoStaleWriter, "%s", w)
+	}
 	return c.r
 }
 

@@ -265,3 +265,9 @@ func TestModelDecides(t *testing.T) {
 		t.Errorf("retry should copy the first decision, got %s", v)
 	}
 }
+
+func TestCheckStaleWrite(t *testing.T) {
+	in := world(t, collisions(t))
+	in.StaleWrites = []string{"claim_partitions 1: next_offset 200 → 150, owner_epoch 3 → 3"}
+	expectOnly(t, Check(in), PropNoStaleWriter)
+}

@@ -18,11 +18,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
@@ -168,6 +170,9 @@ func (r *run) start(ctx context.Context) error {
 		return err
 	}
 	if r.pg, err = startDatabase(ctx, filepath.Join(r.cfg.Dir, "pg"), ports[0], procLog); err != nil {
+		return err
+	}
+	if err := WatchProgress(ctx, r.pg.url); err != nil {
 		return err
 	}
 	brokerAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
@@ -376,6 +381,44 @@ func Collect(ctx context.Context, seeds []string, dbURL string, partitions int) 
 	}
 	return in, nil
 }
+
+// WatchProgress migrates the database at dbURL and installs a trigger on
+// claim_partitions that records every update a correct projector cannot
+// make: an advance that does not move next_offset forward (the
+// compare-and-set only ever moves it from the stored value to a larger
+// one) or an epoch that goes back. Collect reads them into
+// Input.StaleWrites. The trigger is instrumentation of the chaos
+// database, not part of the registry's schema.
+func WatchProgress(ctx context.Context, dbURL string) error {
+	pool, err := pg.Connect(ctx, dbURL, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
+	_, err = pool.Exec(ctx, sqlWatchProgress)
+	return err
+}
+
+const sqlWatchProgress = `
+CREATE TABLE IF NOT EXISTS chaos_stale_writes (
+    partition int, old_next bigint, new_next bigint, old_epoch bigint, new_epoch bigint, at timestamptz DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION chaos_watch_progress() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.owner_epoch < OLD.owner_epoch
+       OR NEW.next_offset < OLD.next_offset
+       OR (NEW.owner_epoch = OLD.owner_epoch AND NEW.next_offset <= OLD.next_offset) THEN
+        INSERT INTO chaos_stale_writes (partition, old_next, new_next, old_epoch, new_epoch)
+        VALUES (OLD.partition, OLD.next_offset, NEW.next_offset, OLD.owner_epoch, NEW.owner_epoch);
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS chaos_watch_progress ON claim_partitions;
+CREATE TRIGGER chaos_watch_progress BEFORE UPDATE ON claim_partitions
+    FOR EACH ROW EXECUTE FUNCTION chaos_watch_progress();`
 
 // Settled reports whether every claim in the log is decided and published:
 // each partition's stored next offset is its log end and the outbox is
@@ -594,6 +637,23 @@ func (d *database) collect(ctx context.Context, in *Input) error {
 		return nil
 	}); err != nil {
 		return fmt.Errorf("reading the ledger: %w", err)
+	}
+	var w struct {
+		part               int32
+		oldNext, newNext   int64
+		oldEpoch, newEpoch int64
+		at                 time.Time
+	}
+	rows, _ = conn.Query(ctx, `SELECT partition, old_next, new_next, old_epoch, new_epoch, at FROM chaos_stale_writes ORDER BY at`)
+	if _, err := pgx.ForEachRow(rows, []any{&w.part, &w.oldNext, &w.newNext, &w.oldEpoch, &w.newEpoch, &w.at}, func() error {
+		in.StaleWrites = append(in.StaleWrites, fmt.Sprintf("%s claim_partitions %d: next_offset %d → %d, owner_epoch %d → %d",
+			w.at.UTC().Format("15:04:05.000"), w.part, w.oldNext, w.newNext, w.oldEpoch, w.newEpoch))
+		return nil
+	}); err != nil {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42P01" { // no watch installed (tests): nothing to read
+			return fmt.Errorf("reading stale writes: %w", err)
+		}
 	}
 	var h Holding
 	rows, _ = conn.Query(ctx, `SELECT canonical, key, user_id::text, request_id::text, claim_partition, claim_offset FROM usernames`)
