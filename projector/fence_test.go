@@ -181,14 +181,14 @@ func TestFenceTwoSessionsStaleEpochLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer zombie.Rollback(ctx) //nolint:errcheck // never committed
-	tag, err := owner.Exec(ctx, sqlAdvance, 4, cur[0].epoch, 0, 10)
+	tag, err := owner.Exec(ctx, sqlAdvance, []int32{4}, []int64{cur[0].epoch}, []int64{0}, []int64{10})
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("owner's compare-and-set: %v, %d rows", err, tag.RowsAffected())
 	}
 	cas := func(from, to int64) int64 {
 		done := make(chan int64, 1)
 		go func() {
-			tag, err := zombie.Exec(ctx, sqlAdvance, 4, old[0].epoch, from, to)
+			tag, err := zombie.Exec(ctx, sqlAdvance, []int32{4}, []int64{old[0].epoch}, []int64{from}, []int64{to})
 			if err != nil {
 				t.Error(err)
 			}
