@@ -16,10 +16,10 @@ import (
 const compareHelp = `Usage: registry compare --data DIR [flags]
 
 Runs the registry ('registry dev') and the classic design ('registry
-baseline') side by side on this machine: each is started fresh as a child
-process with its data in DIR, driven by the same closed-loop workloads
-(--clients) one after the other, then both by an open loop at half the
-registry's peak. It prints every run, then the registry's figures over the
+baseline') side by side on this machine: for every run, each is started
+as a child process on fresh, empty data in DIR, and driven by the same
+closed-loop workloads (--clients-list) one after the other, then both by
+an open loop at half the registry's peak. It prints every run, then the registry's figures over the
 baseline's. The exit status is 1 when a correctness check fails. The
 workload flags are those of 'registry bench'; its --url and --clients are
 not used here.
@@ -35,7 +35,7 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	fs := flagSet("compare", &c, stdout)
 	declareBench(fs, &cfg.Base, &f)
 	fs.StringVar(&cfg.Dir, "data", "", "directory for both systems' data (required; use a fresh one)")
-	fs.StringVar(&clients, "clients-list", "1,16,64,256,1024", "closed-loop client counts, comma-separated")
+	fs.StringVar(&clients, "clients-list", "1,16,64,256,1024,4096", "closed-loop client counts, comma-separated")
 	fs.IntVar(&cfg.Rounds, "rounds", 1, "repeat everything, alternating the systems")
 	fs.StringVar(&env, "server-env", "", "environment for both servers, comma-separated NAME=value (e.g. GOMEMLIMIT=280MiB)")
 	fs.Usage = func() {

@@ -26,11 +26,11 @@ import (
 type CompareConfig struct {
 	// Executable is the registry binary. Required.
 	Executable string
-	// Dir holds each system's data, in a subdirectory per system and
-	// round. Required; it should be empty.
+	// Dir holds each run's data and server log, in a subdirectory per
+	// system, round and workload. Required; it should be empty.
 	Dir string
 	// Clients are the closed-loop client counts. Defaults to 1, 16, 64,
-	// 256 and 1024.
+	// 256, 1024 and 4096.
 	Clients []int
 	// Rounds repeats everything, alternating the systems, so that drift in
 	// the machine's load shows as spread rather than as a difference.
@@ -66,15 +66,15 @@ type Comparison struct {
 var systems = []string{"registry", "baseline"}
 
 // Compare runs every closed-loop workload against each system, then an
-// open loop at half the registry's peak against each, and returns every
-// report. A failed correctness check is returned as an error after the
+// open loop at half the registry's peak against each, each run on a
+// freshly started server with empty data, and returns every report. A failed correctness check is returned as an error after the
 // run, with the reports.
 func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 	if cfg.Executable == "" || cfg.Dir == "" {
 		return nil, errors.New("bench: CompareConfig needs Executable and Dir")
 	}
 	if len(cfg.Clients) == 0 {
-		cfg.Clients = []int{1, 16, 64, 256, 1024}
+		cfg.Clients = []int{1, 16, 64, 256, 1024, 4096}
 	}
 	cfg.Rounds = cmp.Or(cfg.Rounds, 1)
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
@@ -96,23 +96,26 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		return seeds[key]
 	}
 	run := func(sys string, round int, workloads []Config) error {
-		srv, err := startServer(ctx, cfg, sys, round)
-		if err != nil {
-			return err
-		}
-		defer srv.stop(cfg.Logger)
 		for _, w := range workloads {
 			name := fmt.Sprintf("closed-%d", w.Clients)
 			if w.Rate > 0 {
 				name = fmt.Sprintf("open-%.0f", w.Rate)
 			}
+			// A fresh server and fresh data for every run, so no run
+			// inherits what an earlier one left behind.
+			srv, err := startServer(ctx, cfg, sys, fmt.Sprintf("%s-%d-%s", sys, round, name))
+			if err != nil {
+				return err
+			}
 			w.URL, w.Seed, w.Logger = srv.url, seedFor(round, name), cfg.Logger
 			before := srv.cpu()
 			rep, err := Run(ctx, w)
+			cpu := srv.cpu() - before
+			srv.stop(cfg.Logger)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sys, err)
 			}
-			out.Runs = append(out.Runs, CompareRun{System: sys, Round: round, Workload: name, CPU: srv.cpu() - before, Report: rep})
+			out.Runs = append(out.Runs, CompareRun{System: sys, Round: round, Workload: name, CPU: cpu, Report: rep})
 			if !rep.Check.OK(false) {
 				checkErrs = append(checkErrs, fmt.Errorf("%s %s: %d names granted twice, %d request_ids answered inconsistently",
 					sys, name, rep.Check.DuplicateGrants, rep.Check.Inconsistent))
@@ -158,13 +161,13 @@ type server struct {
 	exited chan struct{} // closed when the process has exited
 }
 
-func startServer(ctx context.Context, cfg CompareConfig, sys string, round int) (*server, error) {
+func startServer(ctx context.Context, cfg CompareConfig, sys, run string) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	dir := filepath.Join(cfg.Dir, fmt.Sprintf("%s-%d", sys, round))
+	dir := filepath.Join(cfg.Dir, run)
 	args := []string{"dev", "--data", dir, "--http", addr}
 	if sys == "baseline" {
 		args = []string{"baseline", "--data", dir, "--reset", "--http", addr}
