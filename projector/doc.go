@@ -6,17 +6,19 @@
 //
 // # One transaction per batch
 //
-// Each fetched batch of a partition is decided and written in one
-// PostgreSQL transaction:
+// Everything one poll returned, for every partition this member owns, is
+// decided and written in one PostgreSQL transaction (a round):
 //
-//   - a compare-and-set on the partition's claim_partitions row, which
+//   - a compare-and-set on each partition's claim_partitions row, which
 //     advances next_offset only while this member's owner_epoch is
-//     current (the zombie fence, below);
+//     current (the zombie fence, below); a partition that fails it is
+//     fenced and left out of the round;
 //   - the request ledger (requests): the first decision for each
 //     request_id in the partition, the bytes that are published;
 //   - the usernames projection, with UNIQUE constraints on canonical and
 //     key as the backstop behind the single-writer rule;
-//   - the outbox: every decision of the batch, to publish after commit.
+//   - the outbox: every decision of the round, to publish after commit,
+//     and the deletion of the rows earlier rounds published.
 //
 // Reads and writes go as arrays in pgx batches, never a query per claim.
 //
@@ -58,8 +60,10 @@
 //
 // # Publishing
 //
-// After commit the batch's outbox rows are produced to registrations (to
-// the claim's partition number) and deleted once Kafka acknowledged them.
+// After commit the round's outbox rows are produced to registrations (to
+// the claim's partition number); once Kafka acknowledged them, the next
+// round's transaction deletes them (or the projector does, after a second
+// without a round).
 // A crash in between leaves them in the outbox; the next owner publishes
 // them when it is assigned the partition. Copies are byte-identical, so
 // consumers dedupe by (request_id, claim_partition, claim_offset).
