@@ -135,7 +135,9 @@ func Drain(ctx context.Context, cfg DrainConfig) (*DrainReport, error) {
 }
 
 // prefill bulk-loads n registered names, with their ledger rows, spread
-// over the partitions as real ones would be.
+// over the partitions as real ones would be. Their claim offsets are
+// negative, so they never collide with the positions of the claims the
+// drain decides (the ledger's (claim_partition, claim_offset) is unique).
 func prefill(ctx context.Context, pool *pgxpool.Pool, n int, partitions int32) error {
 	if n == 0 {
 		return nil
@@ -152,8 +154,8 @@ func prefill(ctx context.Context, pool *pgxpool.Pool, n int, partitions int32) e
 	holders := pgx.CopyFromSlice(n, func(i int) ([]any, error) {
 		name := names(i)
 		part := events.Partition([]byte(name.Key), int(partitions))
+		offsets[part]--
 		off := offsets[part]
-		offsets[part]++
 		id := uuid.New()
 		return []any{name.Canonical, name.Key, name.Typed, uuid.New(), id, part, off, at}, nil
 	})
@@ -165,8 +167,8 @@ func prefill(ctx context.Context, pool *pgxpool.Pool, n int, partitions int32) e
 	ledger := pgx.CopyFromSlice(n, func(i int) ([]any, error) {
 		name := names(i)
 		part := events.Partition([]byte(name.Key), int(partitions))
+		offsets[part]--
 		off := offsets[part]
-		offsets[part]++
 		return []any{uuid.New(), part, off, uuid.NewString(), name.Typed, name.Canonical, events.OutcomeRegistered, []byte(`{}`)}, nil
 	})
 	if _, err := pool.CopyFrom(ctx, pgx.Identifier{"requests"},
