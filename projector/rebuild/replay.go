@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -87,22 +86,13 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 		return nil, fmt.Errorf("this build decides under username policy version %d only; --policy-version %d cannot be applied", claims.PolicyVersion, cfg.PolicyVersion)
 	}
 	cfg.Workers = max(cfg.Workers, 2)
-	unlock, err := lock(ctx, cfg.Pool)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	start := time.Now()
-	cl, err := kgo.NewClient(cfg.Kafka...)
+	sess, err := open(ctx, cfg.Config)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	partitions, err := CheckLog(ctx, adm)
-	if err != nil {
-		return nil, err
-	}
+	defer sess.close()
+	adm, partitions := sess.adm, sess.partitions
 	claimEnds, err := Ends(ctx, adm, events.TopicClaims)
 	if err != nil {
 		return nil, err

@@ -99,22 +99,13 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	unlock, err := lock(ctx, cfg.Pool)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
 	start := time.Now()
-	cl, err := kgo.NewClient(cfg.Kafka...)
+	sess, err := open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	partitions, err := CheckLog(ctx, adm)
-	if err != nil {
-		return nil, err
-	}
+	defer sess.close()
+	adm, partitions := sess.adm, sess.partitions
 	ends, err := Ends(ctx, adm, events.TopicRegistrations)
 	if err != nil {
 		return nil, err
@@ -199,7 +190,9 @@ type applier struct {
 	samples int
 }
 
-func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
+// decode counts r and decodes it; a record it cannot decode is counted
+// (and described, up to the sample limit) as unreadable, and nil returned.
+func (a *applier) decode(r *kgo.Record) *decision {
 	a.rep.Records++
 	d, err := decodeDecision(r)
 	if err != nil {
@@ -207,6 +200,13 @@ func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
 		if len(a.rep.UnreadableSamples) < a.samples {
 			a.rep.UnreadableSamples = append(a.rep.UnreadableSamples, fmt.Sprintf("registrations %d/%d: %v", r.Partition, r.Offset, err))
 		}
+	}
+	return d
+}
+
+func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
+	d := a.decode(r)
+	if d == nil {
 		return nil
 	}
 	if d.ClaimOffset < a.rep.Next[d.ClaimPartition] {
@@ -220,6 +220,40 @@ func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
 
 // lock takes the rebuild advisory lock on a connection of its own, held
 // until unlock.
+// session is what a rebuild or a replay holds while it runs: the lock
+// that keeps another out, a Kafka client, and the checked partition count.
+type session struct {
+	cl         *kgo.Client
+	adm        *kadm.Client
+	partitions int32
+	unlock     func()
+}
+
+// open takes the lock, connects to Kafka and checks the topics still hold
+// everything.
+func open(ctx context.Context, cfg Config) (*session, error) {
+	unlock, err := lock(ctx, cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(cfg.Kafka...)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	s := &session{cl: cl, adm: kadm.NewClient(cl), unlock: unlock}
+	if s.partitions, err = CheckLog(ctx, s.adm); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) close() {
+	s.cl.Close()
+	s.unlock()
+}
+
 func lock(ctx context.Context, pool *pgxpool.Pool) (func(), error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {

@@ -228,13 +228,8 @@ type collector struct {
 }
 
 func (c *collector) apply(ap *applier, r *kgo.Record) error {
-	ap.rep.Records++
-	d, err := decodeDecision(r)
-	if err != nil {
-		ap.rep.Unreadable++
-		if len(ap.rep.UnreadableSamples) < ap.samples {
-			ap.rep.UnreadableSamples = append(ap.rep.UnreadableSamples, fmt.Sprintf("%d/%d: %v", r.Partition, r.Offset, err))
-		}
+	d := ap.decode(r)
+	if d == nil {
 		return nil
 	}
 	if d.ClaimOffset < ap.rep.Next[d.ClaimPartition] {
