@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+
+	"github.com/usernameregistry/registry/internal/recent"
 )
 
 // claim is one request the load generator sends.
@@ -34,13 +36,12 @@ type workload struct {
 	rng    *rand.Rand
 	hotSet []string // hot names, lower case, each with an 'o' after the 'h'
 	tag    string
-	seq    uint64  // unique names handed out so far
-	recent []claim // ring of recent claims, for retries
-	pos    int
+	seq    uint64              // unique names handed out so far
+	recent *recent.Ring[claim] // recent claims, for retries
 }
 
 func newWorkload(seed uint64, hot, retry float64, hotNames int) *workload {
-	w := &workload{hot: hot, retry: retry, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	w := &workload{hot: hot, retry: retry, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), recent: recent.New[claim](recentClaims)}
 	w.tag = strconv.FormatUint(seed, 36)
 	for i := range hotNames {
 		w.hotSet = append(w.hotSet, "hot"+w.tag+"-"+strconv.Itoa(i))
@@ -52,22 +53,15 @@ func newWorkload(seed uint64, hot, retry float64, hotNames int) *workload {
 func (w *workload) next() claim {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.recent) > 0 && w.rng.Float64() < w.retry {
-		return w.recent[w.rng.IntN(len(w.recent))]
+	if w.recent.Len() > 0 && w.rng.Float64() < w.retry {
+		return w.recent.Pick(w.rng)
 	}
 	c := claim{RequestID: w.uuid(), UserID: w.uuid(), Username: w.name()}
 	w.remember(c)
 	return c
 }
 
-func (w *workload) remember(c claim) {
-	if len(w.recent) < recentClaims {
-		w.recent = append(w.recent, c)
-		return
-	}
-	w.recent[w.pos] = c
-	w.pos = (w.pos + 1) % recentClaims
-}
+func (w *workload) remember(c claim) { w.recent.Add(c) }
 
 // name picks a hot name or the next unique one. Unique names end in a
 // decimal counter after a fixed prefix; digits have distinct skeletons, so

@@ -19,6 +19,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/recent"
 )
 
 // Shares of the workload's operations.
@@ -39,12 +40,11 @@ type workload struct {
 	tag    string
 	hot    []string
 	seq    int
-	recent []Op
-	pos    int
+	recent *recent.Ring[Op] // recent operations, for retries and reuses
 }
 
 func newWorkload(seed uint64) *workload {
-	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x5deece66d)), tag: strconv.FormatUint(seed%46656, 36)}
+	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x5deece66d)), tag: strconv.FormatUint(seed%46656, 36), recent: recent.New[Op](recentOps)}
 	for i := range hotNames {
 		w.hot = append(w.hot, "hot"+w.tag+"-"+strconv.Itoa(i))
 	}
@@ -60,11 +60,11 @@ func (w *workload) next() Op {
 	switch {
 	case r < sharePoison:
 		return Op{Kind: KindPoison, API: -1}
-	case r < sharePoison+shareRetry && len(w.recent) > 0:
-		op := w.recent[w.rng.IntN(len(w.recent))]
+	case r < sharePoison+shareRetry && w.recent.Len() > 0:
+		op := w.recent.Pick(w.rng)
 		return Op{Kind: KindRetry, RequestID: op.RequestID, UserID: op.UserID, Username: op.Username, API: op.API + 1}
-	case r < sharePoison+shareRetry+shareReuse && len(w.recent) > 0:
-		op := w.recent[w.rng.IntN(len(w.recent))]
+	case r < sharePoison+shareRetry+shareReuse && w.recent.Len() > 0:
+		op := w.recent.Pick(w.rng)
 		reuse := Op{Kind: KindReuse, RequestID: op.RequestID, UserID: op.UserID, Username: w.name(), API: op.API + 1}
 		if w.rng.IntN(3) == 0 {
 			reuse.Username, reuse.UserID = op.Username, w.uuid()
@@ -77,14 +77,7 @@ func (w *workload) next() Op {
 	return op
 }
 
-func (w *workload) remember(op Op) {
-	if len(w.recent) < recentOps {
-		w.recent = append(w.recent, op)
-		return
-	}
-	w.recent[w.pos] = op
-	w.pos = (w.pos + 1) % recentOps
-}
+func (w *workload) remember(op Op) { w.recent.Add(op) }
 
 // name is a hot name, spelt as different people would (capitalised:
 // taken; a Cyrillic о: confusable), a reserved one now and then, or a

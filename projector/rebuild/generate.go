@@ -18,6 +18,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/recent"
 	"github.com/usernameregistry/registry/projector"
 )
 
@@ -130,14 +131,13 @@ type generator struct {
 	tag        string
 	seq        uint64
 	hot        []string
-	recent     []*events.ClaimSubmitted // ring of recent claims, for retries and conflicts
-	pos        int
+	recent     *recent.Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
 	deciders   map[int32]*projector.Redecider
 	firsts     *firstDecisions
 }
 
 func newGenerator(cfg GenerateConfig, partitions int32) *generator {
-	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: recent.New[*events.ClaimSubmitted](recentClaims),
 		tag: strconv.FormatUint(cfg.Seed, 36), deciders: map[int32]*projector.Redecider{}, firsts: newFirstDecisions(1 << 14)}
 	for i := range cfg.HotNames {
 		g.hot = append(g.hot, "hot"+g.tag+"o"+strconv.Itoa(i))
@@ -156,10 +156,10 @@ func (g *generator) next(ts time.Time) *kgo.Record {
 			Headers: []kgo.RecordHeader{{Key: events.HeaderType, Value: []byte(events.TypeClaimSubmitted)}}}
 		rec.Partition = events.Partition(rec.Key, int(g.partitions))
 		return rec
-	case r < g.cfg.Poison+g.cfg.Retry && len(g.recent) > 0:
-		c = g.recent[g.rng.IntN(len(g.recent))]
-	case r < g.cfg.Poison+g.cfg.Retry+g.cfg.Conflict && len(g.recent) > 0:
-		prev := g.recent[g.rng.IntN(len(g.recent))]
+	case r < g.cfg.Poison+g.cfg.Retry && g.recent.Len() > 0:
+		c = g.recent.Pick(g.rng)
+	case r < g.cfg.Poison+g.cfg.Retry+g.cfg.Conflict && g.recent.Len() > 0:
+		prev := g.recent.Pick(g.rng)
 		c = g.claim(prev.RequestID, g.uuid(), g.name(), ts)
 	default:
 		c = g.claim(g.uuid(), g.uuid(), g.name(), ts)
@@ -182,14 +182,7 @@ func (g *generator) claim(requestID, userID, username string, ts time.Time) *eve
 	return c
 }
 
-func (g *generator) remember(c *events.ClaimSubmitted) {
-	if len(g.recent) < recentClaims {
-		g.recent = append(g.recent, c)
-		return
-	}
-	g.recent[g.pos] = c
-	g.pos = (g.pos + 1) % recentClaims
-}
+func (g *generator) remember(c *events.ClaimSubmitted) { g.recent.Add(c) }
 
 // name picks a hot name (spelt as is, capitalised, or with a Cyrillic о)
 // or the next unique one.

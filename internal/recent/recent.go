@@ -1,0 +1,31 @@
+// Package recent keeps the last few items of a stream, for the load
+// generators (bench, chaos, generate) that repeat a recent request.
+package recent
+
+import "math/rand/v2"
+
+// Ring holds the last Max items added; older ones are overwritten.
+type Ring[T any] struct {
+	items []T
+	next  int // where the next item goes once the ring is full
+	max   int
+}
+
+// New returns an empty ring of at most size items (at least 1).
+func New[T any](size int) *Ring[T] { return &Ring[T]{max: max(size, 1)} }
+
+// Add keeps v, overwriting the oldest item when the ring is full.
+func (r *Ring[T]) Add(v T) {
+	if len(r.items) < r.max {
+		r.items = append(r.items, v)
+		return
+	}
+	r.items[r.next] = v
+	r.next = (r.next + 1) % r.max
+}
+
+// Len is how many items the ring holds.
+func (r *Ring[T]) Len() int { return len(r.items) }
+
+// Pick returns one of the items, chosen by rng. The ring must not be empty.
+func (r *Ring[T]) Pick(rng *rand.Rand) T { return r.items[rng.IntN(len(r.items))] }
