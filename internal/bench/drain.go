@@ -236,13 +236,22 @@ func fill(ctx context.Context, opts []kgo.Opt, cfg DrainConfig) (map[int32]int64
 // reaches its end offset.
 func drain(ctx context.Context, opts []kgo.Opt, pool *pgxpool.Pool, cfg DrainConfig, ends map[int32]int64) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errs := make(chan error, cfg.Projectors)
+	running := 0
+	// The projectors stop before drain returns, so they are done with the
+	// pool and the broker that the caller closes next.
+	defer func() {
+		cancel()
+		for ; running > 0; running-- {
+			<-errs
+		}
+	}()
 	for range cfg.Projectors {
 		p, err := projector.New(projector.Config{Kafka: opts, Partitions: cfg.Partitions, Logger: cfg.Logger}, pool)
 		if err != nil {
 			return err
 		}
+		running++
 		go func() { errs <- p.Run(ctx) }()
 	}
 	var want int64
@@ -261,6 +270,7 @@ func drain(ctx context.Context, opts []kgo.Opt, pool *pgxpool.Pool, cfg DrainCon
 		}
 		select {
 		case err := <-errs:
+			running--
 			return fmt.Errorf("a projector stopped during the drain: %v", err)
 		case <-ctx.Done():
 			return ctx.Err()
