@@ -219,3 +219,34 @@ func TestFenceTwoSessionsStaleEpochLoses(t *testing.T) {
 		t.Fatalf("stored position %d epoch %d (%v), want the owner's 10 and %d", next, epoch, err, cur[0].epoch)
 	}
 }
+
+// TestSplitRound: a large round over several partitions becomes two
+// balanced groups with each partition's batch whole; a small one, or one
+// partition's, stays one transaction.
+func TestSplitRound(t *testing.T) {
+	mk := func(part int32, n int) *batch {
+		return &batch{st: &partitionState{partition: part}, ins: make([]claimInput, n)}
+	}
+	small := []*batch{mk(0, 100), mk(1, 100)}
+	if g := splitRound(small); len(g) != 1 {
+		t.Errorf("a round of 200 claims split into %d", len(g))
+	}
+	if g := splitRound([]*batch{mk(0, 5000)}); len(g) != 1 {
+		t.Errorf("one partition's round split into %d", len(g))
+	}
+	big := []*batch{mk(0, 1500), mk(1, 1000), mk(2, 700), mk(3, 300)}
+	g := splitRound(big)
+	if len(g) != 2 {
+		t.Fatalf("a round of 3500 claims split into %d groups, want 2", len(g))
+	}
+	sizes, seen := [2]int{}, map[int32]int{}
+	for i, grp := range g {
+		for _, b := range grp {
+			sizes[i] += len(b.ins)
+			seen[b.st.partition]++
+		}
+	}
+	if sizes[0] != 1800 && sizes[0] != 1700 || sizes[0]+sizes[1] != 3500 || len(seen) != 4 {
+		t.Errorf("groups of %v claims over partitions %v; want 1800 and 1700, every partition once", sizes, seen)
+	}
+}

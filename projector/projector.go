@@ -497,7 +497,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if len(live) == 0 {
 		return nil
 	}
-	rows, err := p.commit(ctx, live)
+	rows, err := p.commitRound(ctx, live)
 	if err != nil {
 		return err
 	}
@@ -534,12 +534,88 @@ func undecided(recs []*kgo.Record, next int64) []*kgo.Record {
 	return nil
 }
 
-// commit decides the batches and writes the decisions, the projection, the
-// outbox and the new positions in one transaction, which also deletes the
-// outbox rows published since the last one. A batch whose partition turns
-// out to be fenced is left out and its partition marked. commit returns
-// the outbox rows to publish.
+// A round of at least splitClaims claims over several partitions is split,
+// by partition, into up to splitTx transactions committed side by side, so
+// that a backlog (after an outage, or a new projector draining the log)
+// keeps more than one PostgreSQL backend busy. Smaller rounds, the usual
+// case under live traffic, stay one transaction and one commit. Each
+// transaction fences and advances only its own partitions, so they are as
+// independent as rounds of different projectors.
+const (
+	splitClaims = 2000
+	splitTx     = 2
+)
+
+// commitRound commits the batches, split as above, and returns the
+// outbox rows to publish. When one transaction fails and another commits,
+// it returns the error: the retry re-reads every partition's position
+// (resync), so the committed partitions are not decided again, and their
+// decisions are relayed from the outbox.
+func (p *Projector) commitRound(ctx context.Context, bs []*batch) ([]outboxRow, error) {
+	groups := splitRound(bs)
+	if len(groups) == 1 {
+		return p.commit(ctx, bs)
+	}
+	rows := make([][]outboxRow, len(groups))
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		var published []int64
+		if i == 0 {
+			published = p.published // deleted by one of the transactions only
+		}
+		wg.Go(func() { rows[i], errs[i] = p.commitTx(ctx, g, published) })
+	}
+	wg.Wait()
+	if errs[0] == nil {
+		p.published = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.Concat(rows...), nil
+}
+
+// splitRound groups the batches for commitRound, balancing the claims
+// between the groups. A partition's batch stays whole.
+func splitRound(bs []*batch) [][]*batch {
+	total := 0
+	for _, b := range bs {
+		total += len(b.ins)
+	}
+	n := min(splitTx, len(bs))
+	if total < splitClaims || n < 2 {
+		return [][]*batch{bs}
+	}
+	sorted := slices.Clone(bs)
+	slices.SortFunc(sorted, func(a, b *batch) int { return len(b.ins) - len(a.ins) }) // largest first
+	groups := make([][]*batch, n)
+	sizes := make([]int, n)
+	for _, b := range sorted {
+		i := slices.Index(sizes, slices.Min(sizes))
+		groups[i] = append(groups[i], b)
+		sizes[i] += len(b.ins)
+	}
+	return groups
+}
+
+// commit decides the batches in one transaction (see commitTx), deleting
+// the outbox rows already published.
 func (p *Projector) commit(ctx context.Context, bs []*batch) ([]outboxRow, error) {
+	rows, err := p.commitTx(ctx, bs, p.published)
+	if err != nil {
+		return nil, err
+	}
+	p.published = nil
+	return rows, nil
+}
+
+// commitTx decides the batches and writes the decisions, the projection,
+// the outbox and the new positions in one transaction, which also deletes
+// the outbox rows in published. A batch whose partition turns out to be
+// fenced is left out and its partition marked. It returns the outbox rows
+// to publish. Transactions over disjoint partitions may run concurrently.
+func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64) ([]outboxRow, error) {
 	var rows []outboxRow
 	var decided []*events.Decision // new decisions, counted once committed
 	var won []*batch               // batches whose compare-and-set matched
@@ -548,7 +624,7 @@ func (p *Projector) commit(ctx context.Context, bs []*batch) ([]outboxRow, error
 		if won, err = advance(ctx, tx, bs); err != nil {
 			return err
 		}
-		if rows, decided, err = decideAndWrite(ctx, tx, won, p.published); err != nil {
+		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
 		return failpoint(FailBeforeCommit)
@@ -556,7 +632,6 @@ func (p *Projector) commit(ctx context.Context, bs []*batch) ([]outboxRow, error
 	if err != nil {
 		return nil, err
 	}
-	p.published = nil
 	for _, b := range bs {
 		if !slices.Contains(won, b) {
 			p.fence(b.st)

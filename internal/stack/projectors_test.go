@@ -221,3 +221,32 @@ func TestProjectorRejoinsAfterFence(t *testing.T) {
 		t.Fatalf("claim after the fence answered %d %+v", rep.Code, rep)
 	}
 }
+
+// TestBacklogDrain: claims pile up with no projector running, then one
+// starts and decides the backlog in large rounds, which it splits into
+// transactions committed side by side. Every claim is decided once, the
+// copies agree, and each name goes to the first claim for it in log order.
+func TestBacklogDrain(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{APIs: 1})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < 4000; i += 16 {
+				rep := do(t, "POST", r.APIs[0].URL+"/v1/claims?wait=1ms", claimBody(newID(), newID(), fmt.Sprintf("backlog%03d", i%700)))
+				if rep.Code != http.StatusAccepted {
+					t.Errorf("claim with no projector answered %d %+v", rep.Code, rep)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	r.StartProjector()
+	waitSettled(t, r)
+	if led := checkAgreement(t, r); len(led) != 4000 {
+		t.Errorf("ledger holds %d requests, want 4000", len(led))
+	}
+	if h := holders(t, r); len(h) != 700 {
+		t.Errorf("%d names held, want 700", len(h))
+	}
+}
