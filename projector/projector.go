@@ -367,7 +367,10 @@ func (p *Projector) poll(ctx context.Context, cl *kgo.Client) kgo.Fetches {
 	pctx, cancel := context.WithTimeout(ctx, idleFlush)
 	defer cancel()
 	fetches := cl.PollFetches(pctx)
-	if pctx.Err() != nil && ctx.Err() == nil {
+	// Records that arrived as the wait ran out are returned with it: the
+	// client counts them as consumed, so dropping them here would leave a
+	// gap that the next round's compare-and-set would advance over.
+	if pctx.Err() != nil && ctx.Err() == nil && fetches.NumRecords() == 0 {
 		p.flushPublished(ctx)
 		return nil
 	}
