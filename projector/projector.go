@@ -41,6 +41,12 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// giving its partitions to another. Defaults to 45s.
 	SessionTimeout time.Duration
+	// RebalanceTimeout is how long the group waits for every member to
+	// rejoin when partitions move. A member that does not (killed, or
+	// paused) holds every partition of the group still until then; one
+	// that comes back later is fenced by the epochs and joins again.
+	// Defaults to SessionTimeout (franz-go's own default is 60s).
+	RebalanceTimeout time.Duration
 	// RetryBackoff is the first wait after a transient fault (database or
 	// broker unreachable); it doubles up to MaxRetryBackoff. Defaults to
 	// 100ms.
@@ -96,6 +102,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	}
 	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
 	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
+	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
 	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
 	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
 	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
@@ -200,6 +207,7 @@ func (p *Projector) memberOptions() []kgo.Opt {
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(p.cfg.RebalanceTimeout),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AutoCommitMarks(), // group offsets are for lag monitoring only; PostgreSQL holds the truth
 		kgo.AdjustFetchOffsetsFn(p.onAssigned),
