@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -9,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/internal/recent"
+	"github.com/usernameregistry/registry/internal/loadgen"
 )
 
 // claim is one request the load generator sends.
@@ -36,12 +35,12 @@ type workload struct {
 	rng    *rand.Rand
 	hotSet []string // hot names, lower case, each with an 'o' after the 'h'
 	tag    string
-	seq    uint64              // unique names handed out so far
-	recent *recent.Ring[claim] // recent claims, for retries
+	seq    uint64               // unique names handed out so far
+	recent *loadgen.Ring[claim] // recent claims, for retries
 }
 
 func newWorkload(seed uint64, hot, retry float64, hotNames int) *workload {
-	w := &workload{hot: hot, retry: retry, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), recent: recent.New[claim](recentClaims)}
+	w := &workload{hot: hot, retry: retry, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), recent: loadgen.New[claim](recentClaims)}
 	w.tag = strconv.FormatUint(seed, 36)
 	for i := range hotNames {
 		w.hotSet = append(w.hotSet, "hot"+w.tag+"-"+strconv.Itoa(i))
@@ -91,10 +90,5 @@ func (w *workload) spell(name string) string {
 
 // uuid returns a version 4 UUID drawn from the seeded generator.
 func (w *workload) uuid() uuid.UUID {
-	var u uuid.UUID
-	binary.LittleEndian.PutUint64(u[:8], w.rng.Uint64())
-	binary.LittleEndian.PutUint64(u[8:], w.rng.Uint64())
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u
+	return loadgen.UUID(w.rng)
 }

@@ -3,7 +3,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,12 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/recent"
+	"github.com/usernameregistry/registry/internal/loadgen"
 )
 
 // Shares of the workload's operations.
@@ -40,11 +38,11 @@ type workload struct {
 	tag    string
 	hot    []string
 	seq    int
-	recent *recent.Ring[Op] // recent operations, for retries and reuses
+	recent *loadgen.Ring[Op] // recent operations, for retries and reuses
 }
 
 func newWorkload(seed uint64) *workload {
-	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x5deece66d)), tag: strconv.FormatUint(seed%46656, 36), recent: recent.New[Op](recentOps)}
+	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x5deece66d)), tag: strconv.FormatUint(seed%46656, 36), recent: loadgen.New[Op](recentOps)}
 	for i := range hotNames {
 		w.hot = append(w.hot, "hot"+w.tag+"-"+strconv.Itoa(i))
 	}
@@ -100,12 +98,7 @@ func (w *workload) name() string {
 }
 
 func (w *workload) uuid() string {
-	var u uuid.UUID
-	binary.LittleEndian.PutUint64(u[:8], w.rng.Uint64())
-	binary.LittleEndian.PutUint64(u[8:], w.rng.Uint64())
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u.String()
+	return loadgen.UUID(w.rng).String()
 }
 
 func (w *workload) intn(n int) int {

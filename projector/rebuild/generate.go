@@ -3,7 +3,6 @@ package rebuild
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -18,7 +17,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/recent"
+	"github.com/usernameregistry/registry/internal/loadgen"
 	"github.com/usernameregistry/registry/projector"
 )
 
@@ -131,13 +130,13 @@ type generator struct {
 	tag        string
 	seq        uint64
 	hot        []string
-	recent     *recent.Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
+	recent     *loadgen.Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
 	deciders   map[int32]*projector.Redecider
 	firsts     *firstDecisions
 }
 
 func newGenerator(cfg GenerateConfig, partitions int32) *generator {
-	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: recent.New[*events.ClaimSubmitted](recentClaims),
+	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: loadgen.New[*events.ClaimSubmitted](recentClaims),
 		tag: strconv.FormatUint(cfg.Seed, 36), deciders: map[int32]*projector.Redecider{}, firsts: newFirstDecisions(1 << 14)}
 	for i := range cfg.HotNames {
 		g.hot = append(g.hot, "hot"+g.tag+"o"+strconv.Itoa(i))
@@ -202,12 +201,7 @@ func (g *generator) name() string {
 }
 
 func (g *generator) uuid() string {
-	var u uuid.UUID
-	binary.LittleEndian.PutUint64(u[:8], g.rng.Uint64())
-	binary.LittleEndian.PutUint64(u[8:], g.rng.Uint64())
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return u.String()
+	return loadgen.UUID(g.rng).String()
 }
 
 // decide returns the decision records for produced claims records, as a

@@ -1,4 +1,4 @@
-package recent
+package loadgen
 
 import (
 	"math/rand/v2"

@@ -1,8 +1,25 @@
-// Package recent keeps the last few items of a stream, for the load
-// generators (bench, chaos, generate) that repeat a recent request.
-package recent
+// Package loadgen holds what the load generators (registry bench, the
+// chaos harness, registry generate) share: a ring of recent requests to
+// repeat, and UUIDs drawn from a seeded generator, so a seed gives the
+// same requests every time.
+package loadgen
 
-import "math/rand/v2"
+import (
+	"encoding/binary"
+	"math/rand/v2"
+
+	"github.com/google/uuid"
+)
+
+// UUID returns a version 4 UUID drawn from rng.
+func UUID(rng *rand.Rand) uuid.UUID {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], rng.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rng.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
 
 // Ring holds the last Max items added; older ones are overwritten.
 type Ring[T any] struct {
