@@ -18,6 +18,7 @@ import (
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/projector"
 )
@@ -33,7 +34,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 		return err
 	}
 	defer pool.Close()
-	applied, err := pg.Migrate(ctx, pool, log)
+	applied, err := migrations.Migrate(ctx, pool, log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxp
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if _, err := pg.Migrate(ctx, pool, log); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, log); err != nil {
 		pool.Close()
 		return nil, nil, 0, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector"
 )
@@ -96,7 +97,7 @@ func Drain(ctx context.Context, cfg DrainConfig) (*DrainReport, error) {
 		return nil, err
 	}
 	defer pool.Close()
-	if _, err := pg.Migrate(ctx, pool, log); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, log); err != nil {
 		return nil, err
 	}
 	broker, err := kafka.Embedded(filepath.Join(cfg.Dir, "kafka"), 0)

@@ -25,6 +25,7 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
@@ -395,7 +396,7 @@ func WatchProgress(ctx context.Context, dbURL string) error {
 		return err
 	}
 	defer pool.Close()
-	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
 		return err
 	}
 	_, err = pool.Exec(ctx, sqlWatchProgress)

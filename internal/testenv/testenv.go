@@ -17,6 +17,7 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
@@ -143,7 +144,7 @@ func Database(t T) (*pgxpool.Pool, string) {
 		t.Fatalf("connecting to test database: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(pool, name) })
-	if _, err := pg.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("migrating test database: %v", err)
 	}
 	return pool, url

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrInvariant is wrapped when a built projection breaks a rule the live
@@ -120,10 +122,11 @@ func (l *loader) streams() []*copyStream {
 	return []*copyStream{l.requests, l.usernames, l.conflicts, l.copies}
 }
 
-// finish writes the rebuilt positions, builds the indexes and constraints
-// (two groups at once), and checks the copies. It returns the positions of
-// copies that contradict the first decision at their place, and how many.
-func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int32]int64, partitions int32, samples int) ([]string, int, error) {
+// finish writes the rebuilt positions, builds the deferred indexes and
+// constraints (one table's at a time on each of two connections), and
+// checks the copies. It returns the positions of copies that contradict the
+// first decision at their place, and how many.
+func finish(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferredIndex, next map[int32]int64, partitions int32, samples int) ([]string, int, error) {
 	parts, offs := make([]int32, 0, partitions), make([]int64, 0, partitions)
 	for p := range partitions {
 		parts, offs = append(parts, p), append(offs, next[p])
@@ -131,8 +134,28 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int
 	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs); err != nil {
 		return nil, 0, fmt.Errorf("writing rebuilt positions: %w", err)
 	}
+	if err := buildIndexes(ctx, pool, schema, ixs, samples); err != nil {
+		return nil, 0, err
+	}
+	tables := []string{q(schema) + `.conflicts`, q(schema) + `.copies`}
+	for _, t := range migrations.Projection {
+		tables = append(tables, ident(schema, t).Sanitize())
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE `+strings.Join(tables, ", ")); err != nil {
+		return nil, 0, fmt.Errorf("analyzing the rebuilt tables: %w", err)
+	}
+	return contradictingCopies(ctx, pool, schema, samples)
+}
+
+// buildIndexes builds ixs, each table's in turn, two tables at once.
+func buildIndexes(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferredIndex, samples int) error {
+	byTable := map[string][]deferredIndex{}
+	for _, d := range ixs {
+		byTable[d.table] = append(byTable[d.table], d)
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	for _, group := range indexSQL(schema) {
+	g.SetLimit(2)
+	for _, group := range byTable {
 		g.Go(func() error {
 			conn, err := pool.Acquire(gctx)
 			if err != nil {
@@ -144,32 +167,26 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int
 				return err
 			}
 			defer conn.Exec(context.WithoutCancel(gctx), `RESET maintenance_work_mem`) //nolint:errcheck // the connection goes back to the pool either way
-			for _, stmt := range group {
-				if _, err := conn.Exec(gctx, stmt); err != nil {
-					return explainIndexFailure(gctx, pool, schema, err, samples)
+			for _, d := range group {
+				if _, err := conn.Exec(gctx, d.build(schema)); err != nil {
+					return explainIndexFailure(gctx, pool, schema, d, err, samples)
 				}
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, 0, err
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE `+q(schema)+`.usernames, `+q(schema)+`.requests, `+q(schema)+`.conflicts, `+q(schema)+`.copies`); err != nil {
-		return nil, 0, fmt.Errorf("analyzing the rebuilt tables: %w", err)
-	}
-	return contradictingCopies(ctx, pool, schema, samples)
+	return g.Wait()
 }
 
-// explainIndexFailure turns a unique violation while building an index
-// into ErrInvariant with the first duplicated values.
-func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string, err error, samples int) error {
+// explainIndexFailure turns a unique violation while building d into
+// ErrInvariant with the first duplicated values.
+func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string, d deferredIndex, err error, samples int) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
-		return fmt.Errorf("building indexes: %w", err)
+		return fmt.Errorf("building index %s: %w", d.name, err)
 	}
-	query, ok := duplicatesSQL(schema)[pgErr.ConstraintName]
-	if !ok {
+	query := d.duplicatesSQL(schema)
+	if query == "" {
 		return fmt.Errorf("%w: %s", ErrInvariant, pgErr.Message)
 	}
 	rows, qerr := pool.Query(context.WithoutCancel(ctx), query, samples)
@@ -185,7 +202,7 @@ func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string,
 	if qerr != nil {
 		return fmt.Errorf("%w: %s (listing them: %v)", ErrInvariant, pgErr.Message, qerr)
 	}
-	return fmt.Errorf("%w: %s is not unique: %s", ErrInvariant, pgErr.ConstraintName, strings.Join(dups, ", "))
+	return fmt.Errorf("%w: %s is not unique: %s", ErrInvariant, d.name, strings.Join(dups, ", "))
 }
 
 func contradictingCopies(ctx context.Context, pool *pgxpool.Pool, schema string, samples int) ([]string, int, error) {

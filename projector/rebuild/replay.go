@@ -104,7 +104,8 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err := checkFirstVersions(ctx, cfg, claimEnds); err != nil {
 		return nil, err
 	}
-	if err := prepare(ctx, cfg.Pool, ReplaySchema, claimEnds); err != nil {
+	ixs, err := prepare(ctx, cfg.Config, ReplaySchema, claimEnds)
+	if err != nil {
 		return nil, err
 	}
 	rep := &ReplayReport{Partitions: partitions, PolicyVersion: claims.PolicyVersion, ClaimVersions: map[int]int64{},
@@ -114,7 +115,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := finish(ctx, cfg.Pool, ReplaySchema, next, partitions, cfg.Samples); err != nil {
+	if _, _, err := finish(ctx, cfg.Pool, ReplaySchema, ixs, next, partitions, cfg.Samples); err != nil {
 		return nil, err
 	}
 	if _, err := cfg.Pool.Exec(ctx, `INSERT INTO `+q(ReplaySchema)+`.complete DEFAULT VALUES`); err != nil {

@@ -13,7 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrBusy is returned when another rebuild, replay or swap holds the
@@ -48,6 +50,10 @@ type Config struct {
 	// Samples is how many examples of each kind of problem or difference
 	// are reported. Defaults to 10.
 	Samples int
+	// Migrations build the shadow's tables, as they built the live ones.
+	// Defaults to the projection's (projector/migrations); a test that
+	// migrated its live database further passes the same longer list.
+	Migrations []pg.Migration
 	// Progress receives progress. Defaults to none.
 	Progress Progress
 	// Logger defaults to slog.Default().
@@ -59,6 +65,9 @@ func (c *Config) fill() error {
 		return errors.New("rebuild: Kafka options and a database pool are required")
 	}
 	c.Samples = cmp.Or(c.Samples, 10)
+	if c.Migrations == nil {
+		c.Migrations = migrations.All()
+	}
 	if c.Progress == nil {
 		c.Progress = noProgress{}
 	}
@@ -110,7 +119,8 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := prepare(ctx, cfg.Pool, ShadowSchema, ends); err != nil {
+	ixs, err := prepare(ctx, cfg, ShadowSchema, ends)
+	if err != nil {
 		return nil, err
 	}
 	rep := &BuildReport{Partitions: partitions, Ends: ends, Next: map[int32]int64{}}
@@ -118,7 +128,7 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 		return nil, err
 	}
 	cfg.Logger.Info("shadow loaded; building indexes and checking invariants", "decisions", rep.Decisions, "took", time.Since(start).Round(time.Millisecond))
-	rep.ContradictingSamples, rep.Contradicting, err = finish(ctx, cfg.Pool, ShadowSchema, rep.Next, partitions, cfg.Samples)
+	rep.ContradictingSamples, rep.Contradicting, err = finish(ctx, cfg.Pool, ShadowSchema, ixs, rep.Next, partitions, cfg.Samples)
 	if err != nil {
 		return nil, err
 	}
@@ -132,23 +142,25 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	return rep, nil
 }
 
-// prepare creates schema afresh and records the end offsets it is built
-// up to.
-func prepare(ctx context.Context, pool *pgxpool.Pool, schema string, ends Offsets) error {
-	for _, stmt := range createSchema(schema) {
-		if _, err := pool.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("creating schema %s: %w", schema, err)
-		}
+// prepare creates schema afresh, with its indexes deferred until the
+// load is done, and records the end offsets it is built up to.
+func prepare(ctx context.Context, cfg Config, schema string, ends Offsets) ([]deferredIndex, error) {
+	if err := createSchema(ctx, cfg.Pool, schema, cfg.Migrations); err != nil {
+		return nil, fmt.Errorf("creating schema %s: %w", schema, err)
+	}
+	ixs, err := deferIndexes(ctx, cfg.Pool, schema)
+	if err != nil {
+		return nil, err
 	}
 	parts, offs := []int32{}, []int64{}
 	for _, p := range sortedPartitions(ends) {
 		parts, offs = append(parts, p), append(offs, ends[p])
 	}
-	_, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.source_ends SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs)
+	_, err = cfg.Pool.Exec(ctx, `INSERT INTO `+q(schema)+`.source_ends SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs)
 	if err != nil {
-		return fmt.Errorf("recording end offsets: %w", err)
+		return nil, fmt.Errorf("recording end offsets: %w", err)
 	}
-	return nil
+	return ixs, nil
 }
 
 // load streams registrations [0, ends) into the shadow's tables.

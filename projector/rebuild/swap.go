@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrUnaccounted is wrapped when the live projection holds decisions that
@@ -304,15 +306,18 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 		return err
 	}
 	old, shadow, cur := q(rep.OldSchema), q(ShadowSchema), q(live)
-	stmts := []string{
-		`LOCK TABLE usernames, requests IN ACCESS EXCLUSIVE MODE`,
-		`CREATE SCHEMA ` + old,
-		`ALTER TABLE ` + cur + `.usernames SET SCHEMA ` + old,
-		`ALTER TABLE ` + cur + `.requests SET SCHEMA ` + old,
-		`ALTER TABLE ` + shadow + `.usernames SET SCHEMA ` + cur,
-		`ALTER TABLE ` + shadow + `.requests SET SCHEMA ` + cur,
-		`DROP SCHEMA ` + shadow + ` CASCADE`,
+	tables := make([]string, len(migrations.Projection))
+	for i, t := range migrations.Projection {
+		tables[i] = pgx.Identifier{t}.Sanitize()
 	}
+	stmts := []string{`LOCK TABLE ` + strings.Join(tables, ", ") + ` IN ACCESS EXCLUSIVE MODE`, `CREATE SCHEMA ` + old}
+	for _, t := range tables {
+		stmts = append(stmts, `ALTER TABLE `+cur+`.`+t+` SET SCHEMA `+old)
+	}
+	for _, t := range tables {
+		stmts = append(stmts, `ALTER TABLE `+shadow+`.`+t+` SET SCHEMA `+cur)
+	}
+	stmts = append(stmts, `DROP SCHEMA `+shadow+` CASCADE`)
 	for _, stmt := range stmts {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("swapping tables (%s): %w", stmt, err)

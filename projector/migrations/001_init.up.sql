@@ -53,9 +53,11 @@ CREATE TABLE requests (
 );
 CREATE UNIQUE INDEX requests_claim_position ON requests (claim_partition, claim_offset);
 
--- Decisions committed but not yet acknowledged by Kafka. The relay publishes
--- them in id order and deletes them; a crash in between publishes the same
--- bytes again.
+-- Decisions committed but not yet known to be published. The relay
+-- publishes them in id order once their transaction commits; the rows Kafka
+-- acknowledged are deleted by the partition's next round's transaction (or
+-- after a second without one). A crash in between publishes the same bytes
+-- again.
 CREATE TABLE outbox (
     id              bigserial PRIMARY KEY,             -- publication order within a partition
     claim_partition integer   NOT NULL,                -- registrations partition to publish to (equal to the claim's)
