@@ -18,9 +18,9 @@ import (
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {

@@ -20,9 +20,9 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // DrainConfig configures a projector-alone run: fill the claims topic,

@@ -25,8 +25,8 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // Config configures a chaos run.

@@ -17,8 +17,8 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/internal/pglaunch"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // Main wraps a package's TestMain: it runs the tests, then stops the
