@@ -14,20 +14,12 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/fence"
 )
 
 // The SQL the projector runs. Every statement works on a whole batch (or
 // a whole assignment) through arrays, never one row per round trip.
 const (
-	// claimPartitions bumps the epoch of every newly assigned partition,
-	// creating its row on first sight, and returns where to resume.
-	sqlAssign = `
-INSERT INTO claim_partitions (partition, next_offset, owner_epoch)
-SELECT p, 0, 1 FROM unnest($1::int[]) AS p
-ON CONFLICT (partition) DO UPDATE
-SET owner_epoch = claim_partitions.owner_epoch + 1, updated_at = now()
-RETURNING partition, next_offset, owner_epoch`
-
 	// sqlAdvance is the compare-and-set that fences zombies: it matches only
 	// while this owner's epoch is current and nobody else advanced the
 	// partition. It also locks the row for the rest of the transaction, so
@@ -105,17 +97,17 @@ type assignment struct {
 	epoch      int64
 }
 
+// assign bumps the epoch of every newly assigned partition (creating its
+// row on first sight), which fences the previous owner, and returns where
+// each resumes. The bump is fence.Bump, the one rebuild's swap also uses.
 func assign(ctx context.Context, pool *pgxpool.Pool, partitions []int32) ([]assignment, error) {
-	rows, err := pool.Query(ctx, sqlAssign, partitions)
+	ps, err := fence.Bump(ctx, pool, partitions, nil)
 	if err != nil {
-		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+		return nil, err
 	}
-	as, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (assignment, error) {
-		var a assignment
-		return a, r.Scan(&a.partition, &a.nextOffset, &a.epoch)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+	as := make([]assignment, len(ps))
+	for i, p := range ps {
+		as[i] = assignment{partition: p.Partition, nextOffset: p.NextOffset, epoch: p.Epoch}
 	}
 	return as, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/fence"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
@@ -327,20 +328,13 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 	for i, p := range rep.Partitions {
 		parts[i], offs[i] = p.Partition, p.Final
 	}
-	rows, err := tx.Query(ctx, `
-INSERT INTO claim_partitions (partition, next_offset, owner_epoch)
-SELECT p, n, 1 FROM unnest($1::int[], $2::bigint[]) AS u(p, n)
-ON CONFLICT (partition) DO UPDATE
-SET next_offset = EXCLUDED.next_offset, owner_epoch = claim_partitions.owner_epoch + 1, updated_at = now()
-RETURNING partition, owner_epoch`, parts, offs)
+	bumped, err := fence.Bump(ctx, tx, parts, offs)
 	if err != nil {
 		return fmt.Errorf("setting the rebuilt positions: %w", err)
 	}
 	epochs := map[int32]int64{}
-	var p int32
-	var e int64
-	if _, err := pgx.ForEachRow(rows, []any{&p, &e}, func() error { epochs[p] = e; return nil }); err != nil {
-		return fmt.Errorf("setting the rebuilt positions: %w", err)
+	for _, b := range bumped {
+		epochs[b.Partition] = b.Epoch
 	}
 	for i := range rep.Partitions {
 		rep.Partitions[i].Epoch = epochs[rep.Partitions[i].Partition]
