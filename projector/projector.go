@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // Config configures a Projector.
@@ -429,7 +430,7 @@ type batch struct {
 	st            *partitionState
 	recs          []*kgo.Record
 	highWatermark int64
-	ins           []claimInput // the undecided records, parsed
+	ins           []projection.Claim // the undecided records, parsed
 }
 
 // round decides one poll's records, of every partition this member owns,
@@ -498,9 +499,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 			}
 		}
 		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
-			b.ins = make([]claimInput, len(recs))
+			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = parseClaim(r, int(p.cfg.Partitions))
+				b.ins[i] = projection.Parse(r, int(p.cfg.Partitions))
 			}
 			live = append(live, b)
 		}
@@ -648,7 +649,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 			p.fence(b.st)
 			continue
 		}
-		b.st.nextOffset = b.ins[len(b.ins)-1].offset + 1
+		b.st.nextOffset = b.ins[len(b.ins)-1].Offset + 1
 	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
@@ -664,7 +665,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 	parts, epochs, prevs, nexts := make([]int32, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, b := range bs {
 		parts[i], epochs[i], prevs[i] = b.st.partition, b.st.epoch, b.st.nextOffset
-		nexts[i] = b.ins[len(b.ins)-1].offset + 1
+		nexts[i] = b.ins[len(b.ins)-1].Offset + 1
 	}
 	rows, err := tx.Query(ctx, bugSQL(sqlAdvance), parts, epochs, prevs, nexts)
 	if err != nil {
@@ -700,13 +701,13 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 	for _, b := range bs {
 		s := states[b.st.partition]
 		for i := range b.ins {
-			out, err := decide(s, &b.ins[i])
+			out, err := projection.Decide(s, &b.ins[i])
 			if err != nil {
 				return nil, nil, err
 			}
 			w.add(&b.ins[i], out)
-			if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
-				decided = append(decided, out.decision)
+			if !out.Copy {
+				decided = append(decided, out.Decision)
 			}
 		}
 	}

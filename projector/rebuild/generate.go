@@ -18,7 +18,7 @@ import (
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/loadgen"
-	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // GenerateConfig configures Generate.
@@ -28,7 +28,7 @@ type GenerateConfig struct {
 	// Claims is how many claims records to write. Required.
 	Claims int
 	// Decisions also writes each claim's decision to registrations, decided
-	// by the projector's own rule (projector.Redecider), as if a projector
+	// by the projector's own rule (projection.Redecider), as if a projector
 	// had run: this fills a registry for a rebuild without running one.
 	// Without it only claims are written, and a running projector decides
 	// them through the real pipeline. With it, no projector should be
@@ -131,13 +131,13 @@ type generator struct {
 	seq        uint64
 	hot        []string
 	recent     *loadgen.Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
-	deciders   map[int32]*projector.Redecider
+	deciders   map[int32]*projection.Redecider
 	firsts     *firstDecisions
 }
 
 func newGenerator(cfg GenerateConfig, partitions int32) *generator {
 	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: loadgen.New[*events.ClaimSubmitted](recentClaims),
-		tag: strconv.FormatUint(cfg.Seed, 36), deciders: map[int32]*projector.Redecider{}, firsts: newFirstDecisions(1 << 14)}
+		tag: strconv.FormatUint(cfg.Seed, 36), deciders: map[int32]*projection.Redecider{}, firsts: newFirstDecisions(1 << 14)}
 	for i := range cfg.HotNames {
 		g.hot = append(g.hot, "hot"+g.tag+"o"+strconv.Itoa(i))
 	}
@@ -216,7 +216,7 @@ func (g *generator) decide(recs []*kgo.Record) ([]*kgo.Record, error) {
 	for _, r := range sorted {
 		rd := g.deciders[r.Partition]
 		if rd == nil {
-			rd = projector.NewRedecider(int(g.partitions))
+			rd = projection.NewRedecider(int(g.partitions))
 			g.deciders[r.Partition] = rd
 		}
 		res, err := rd.Redecide(r)
@@ -234,7 +234,7 @@ func (g *generator) decide(recs []*kgo.Record) ([]*kgo.Record, error) {
 			}
 		} else {
 			d.typ = res.Decision.Type()
-			if res.Stored {
+			if res.Change.Entry != nil {
 				g.firsts.put(r.Partition, res.Decision.RequestID, d)
 			}
 		}

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
@@ -35,8 +37,8 @@ type loader struct {
 func startLoader(ctx context.Context, pool *pgxpool.Pool, schema string) *loader {
 	return &loader{
 		pool: pool, schema: schema,
-		requests:  startCopy(ctx, pool, ident(schema, "requests"), requestCols),
-		usernames: startCopy(ctx, pool, ident(schema, "usernames"), usernameCols),
+		requests:  startCopy(ctx, pool, ident(schema, "requests"), projection.RequestColumns),
+		usernames: startCopy(ctx, pool, ident(schema, "usernames"), projection.HolderColumns),
 		conflicts: startCopy(ctx, pool, ident(schema, "conflicts"), conflictCols),
 		copies:    startCopy(ctx, pool, ident(schema, "copies"), copyCols),
 	}
@@ -47,33 +49,37 @@ type rowSet struct {
 	request, username, conflict [][]any
 }
 
-// decisionRows returns the rows of a decision seen for the first time:
-// a ledger row (or, for request_conflict, a conflicts row), and a
-// usernames row when the decision is a win.
-func decisionRows(d *decision) (rowSet, error) {
+// changeRows returns the rows of decision d (with its exact bytes, value),
+// first at its position, whose fold gave c: its change's ledger row and
+// holder, or, for request_conflict (which changes nothing), a conflicts
+// row.
+func changeRows(d *events.Decision, value []byte, c projection.Change) (rowSet, error) {
 	var rs rowSet
-	id, err := uuid.Parse(d.RequestID)
-	if err != nil {
-		return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
-	}
-	if !d.stored() {
-		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), d.value}}
+	if c.Entry == nil {
+		id, err := uuid.Parse(d.RequestID)
+		if err != nil {
+			return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
+		}
+		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), value}}
 		return rs, nil
 	}
-	rs.request = [][]any{{[16]byte(id), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), d.value}}
-	if d.win() {
-		uid, err := uuid.Parse(d.UserID)
-		if err != nil {
-			return rs, fmt.Errorf("holder's user_id %q: %w", d.UserID, err)
+	row, err := c.Entry.Row()
+	if err != nil {
+		return rs, err
+	}
+	rs.request = [][]any{row}
+	if c.Holder != nil {
+		if row, err = c.Holder.Row(); err != nil {
+			return rs, err
 		}
-		rs.username = [][]any{{d.Canonical, string(d.key), d.Username, [16]byte(uid), [16]byte(id), d.ClaimPartition, d.ClaimOffset, d.RegisteredAt.UTC()}}
+		rs.username = [][]any{row}
 	}
 	return rs, nil
 }
 
 // decision queues the rows of a decision seen for the first time.
 func (l *loader) decision(ctx context.Context, d *decision) error {
-	rs, err := decisionRows(d)
+	rs, err := changeRows(d.Decision, d.value, d.change)
 	if err != nil {
 		return err
 	}
@@ -235,14 +241,3 @@ func sortedPartitions[V any](m map[int32]V) []int32 {
 	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	return ps
 }
-
-func nullable(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-// mustUUID parses an id the projector's own code produced, which is always
-// a UUID in canonical form.
-func mustUUID(s string) [16]byte { return uuid.MustParse(s) }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // ErrPolicyVersion is wrapped when the claims were made under a username
@@ -74,7 +74,7 @@ func (r *ReplayReport) Diverged() bool { return r.Divergent.Count > 0 || r.Missi
 
 // Replay decides every claim in the claims topic again, partition by
 // partition in log order, with the projector's decision code
-// (projector.Redecider) under this build's pinned policy version. It
+// (projection.Redecider) under this build's pinned policy version. It
 // writes the resulting projection to ReplaySchema (bulk-loaded, then
 // indexed and checked like a rebuild) and compares every decision with the
 // ones recorded in registrations.
@@ -263,7 +263,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	}
 	defer pr.reg.close()
 	pr.hashes = make([]uint64, 0, min(claimEnd, 1<<20))
-	rd := projector.NewRedecider(int(pr.partitions))
+	rd := projection.NewRedecider(int(pr.partitions))
 	n := 0
 	for {
 		rec, err := claimsIn.next(ctx)
@@ -286,7 +286,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	return pr.drain(ctx, claimEnd)
 }
 
-func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, rec *kgo.Record) error {
+func (pr *partitionReplay) claim(ctx context.Context, rd *projection.Redecider, rec *kgo.Record) error {
 	pr.rep.Claims++
 	res, err := rd.Redecide(rec)
 	if err != nil {
@@ -307,7 +307,11 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, r
 	}
 	pr.rep.Decided++
 	pr.hashes[rec.Offset] = maphash.Bytes(pr.seed, res.Value) | 1 // never 0
-	if err := pr.sink.add(ctx, replayRows(res)); err != nil {
+	rows, err := changeRows(res.Decision, res.Value, res.Change)
+	if err != nil {
+		return err
+	}
+	if err := pr.sink.add(ctx, rows); err != nil {
 		return err
 	}
 	return pr.compare(ctx, rec.Offset, res)
@@ -315,7 +319,7 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, r
 
 // compare reads registrations up to the first recorded decision at or
 // past position o, and compares the one at o with the replayed res.
-func (pr *partitionReplay) compare(ctx context.Context, o int64, res projector.Redecision) error {
+func (pr *partitionReplay) compare(ctx context.Context, o int64, res projection.Redecision) error {
 	for {
 		r, err := pr.reg.peek(ctx)
 		if err != nil {
@@ -347,8 +351,8 @@ func (pr *partitionReplay) compare(ctx context.Context, o int64, res projector.R
 			return nil
 		default: // the recorded log skips o
 			pr.rep.Missing.add(pr.cfg.Samples, "claims %d/%d: replayed %s", pr.p, o, res.Value)
-			if res.Holding != nil {
-				pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", res.Holding.Canonical, res.Holding.UserID)
+			if h := res.Change.Holder; h != nil {
+				pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", h.Canonical, h.UserID)
 			}
 			return nil
 		}
@@ -407,26 +411,14 @@ func (pr *partitionReplay) drain(ctx context.Context, claimEnd int64) error {
 	}
 }
 
-func (pr *partitionReplay) nameChanges(d *decision, res projector.Redecision) {
+func (pr *partitionReplay) nameChanges(d *decision, res projection.Redecision) {
+	recorded, replayed := d.change.Holder, res.Change.Holder
 	switch {
-	case d.win() && res.Holding == nil:
+	case recorded != nil && replayed == nil:
 		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives it to nobody (%s)", d.Canonical, d.UserID, res.Decision.Reason)
-	case !d.win() && res.Holding != nil:
-		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", res.Holding.Canonical, res.Holding.UserID)
-	case d.win() && res.Holding != nil && (d.Canonical != res.Holding.Canonical || d.UserID != res.Holding.UserID):
-		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives %s to %s", d.Canonical, d.UserID, res.Holding.Canonical, res.Holding.UserID)
+	case recorded == nil && replayed != nil:
+		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", replayed.Canonical, replayed.UserID)
+	case recorded != nil && replayed != nil && (recorded.Canonical != replayed.Canonical || recorded.UserID != replayed.UserID):
+		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives %s to %s", recorded.Canonical, recorded.UserID, replayed.Canonical, replayed.UserID)
 	}
-}
-
-// replayRows are the projection rows of a replayed decision.
-func replayRows(res projector.Redecision) rowSet {
-	d := res.Decision
-	if !res.Stored {
-		return rowSet{conflict: [][]any{{d.ClaimPartition, d.ClaimOffset, mustUUID(d.RequestID), res.Value}}}
-	}
-	rs := rowSet{request: [][]any{{mustUUID(d.RequestID), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), res.Value}}}
-	if h := res.Holding; h != nil {
-		rs.username = [][]any{{h.Canonical, h.Key, h.Username, mustUUID(h.UserID), mustUUID(h.RequestID), h.Partition, h.Offset, h.RegisteredAt}}
-	}
-	return rs
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
@@ -325,7 +325,7 @@ func walkCopies(ctx context.Context, cfg Config, p int32, from, end int64, parti
 	stop := errors.New("stop")
 	err := read(ctx, cfg.Kafka, events.TopicClaims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
-			id, user, name := projector.LedgerIdentity(r, int(partitions))
+			id, user, name := projection.LedgerIdentity(r, int(partitions))
 			var repeat bool
 			err := cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+q(ShadowSchema)+`.requests
 				WHERE request_id = $1 AND claim_partition = $2 AND user_id = $3 AND username = $4)`, id, p, user, name).Scan(&repeat)

@@ -30,10 +30,9 @@ const (
 // (or a rebuild and a swap) from working on one database at once.
 const rebuildLock = 0x72656275 // "rebu"
 
-// The projection's columns, in the order the loaders send them.
+// The bookkeeping tables' columns, in the order the loaders send them (the
+// projection's are projection.RequestColumns and HolderColumns).
 var (
-	requestCols  = []string{"request_id", "claim_partition", "claim_offset", "user_id", "username", "canonical", "outcome", "reason", "decision"}
-	usernameCols = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at"}
 	conflictCols = []string{"claim_partition", "claim_offset", "request_id", "decision"}
 	copyCols     = []string{"claim_partition", "claim_offset", "decision"}
 )

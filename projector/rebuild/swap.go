@@ -14,6 +14,7 @@ import (
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/internal/fence"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
@@ -240,7 +241,7 @@ func (c *collector) apply(ap *applier, r *kgo.Record) error {
 	}
 	ap.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	ap.rep.Decisions++
-	rs, err := decisionRows(d)
+	rs, err := changeRows(d.Decision, d.value, d.change)
 	if err != nil {
 		return err
 	}
@@ -256,7 +257,7 @@ func (c *collector) write(ctx context.Context, tx pgx.Tx) error {
 		cols  []string
 		rows  [][]any
 	}{
-		{"requests", requestCols, c.requests}, {"usernames", usernameCols, c.usernames}, {"conflicts", conflictCols, c.conflicts},
+		{"requests", projection.RequestColumns, c.requests}, {"usernames", projection.HolderColumns, c.usernames}, {"conflicts", conflictCols, c.conflicts},
 	} {
 		if len(t.rows) == 0 {
 			continue

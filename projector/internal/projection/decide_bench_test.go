@@ -1,4 +1,4 @@
-package projector
+package projection
 
 import (
 	"fmt"
@@ -33,7 +33,7 @@ func BenchmarkParseClaim(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		_ = parseClaim(recs[i%len(recs)], testPartitions)
+		_ = Parse(recs[i%len(recs)], testPartitions)
 		i++
 	}
 }
@@ -42,17 +42,17 @@ func BenchmarkParseClaim(b *testing.B) {
 // claim, against a state that grows to 10,000 claims and starts over.
 func BenchmarkDecide(b *testing.B) {
 	recs := benchRecords(b, 10000)
-	ins := make([]claimInput, len(recs))
+	ins := make([]Claim, len(recs))
 	for i, r := range recs {
-		ins[i] = parseClaim(r, testPartitions)
+		ins[i] = Parse(r, testPartitions)
 	}
 	b.ReportAllocs()
-	st, i := newState(), 0
+	st, i := NewState(), 0
 	for b.Loop() {
 		if i == len(ins) {
-			st, i = newState(), 0
+			st, i = NewState(), 0
 		}
-		if _, err := decide(st, &ins[i]); err != nil {
+		if _, err := Decide(st, &ins[i]); err != nil {
 			b.Fatal(err)
 		}
 		i++

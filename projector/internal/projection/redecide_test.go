@@ -1,7 +1,8 @@
-package projector
+package projection
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 
 	"github.com/google/uuid"
@@ -37,10 +38,10 @@ func TestRedeciderAgreesWithDecide(t *testing.T) {
 		record(t, 11, uuid.NewString(), bob, "bob"),
 		poison,
 	}
-	st, rd := newState(), NewRedecider(testPartitions)
+	st, rd := NewState(), NewRedecider(testPartitions)
 	for i, rec := range recs {
-		in := parseClaim(rec, testPartitions)
-		want, err := decide(st, &in)
+		in := Parse(rec, testPartitions)
+		want, err := Decide(st, &in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,18 +49,18 @@ func TestRedeciderAgreesWithDecide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantCopy := want.entry == nil && want.decision.Reason != events.ReasonRequestConflict
+		wantCopy := want.Copy
 		if got.Copy != wantCopy {
-			t.Fatalf("record %d: Copy = %v, want %v (%s)", i, got.Copy, wantCopy, want.value)
+			t.Fatalf("record %d: Copy = %v, want %v (%s)", i, got.Copy, wantCopy, want.Value)
 		}
 		if got.Copy {
 			continue
 		}
-		if !bytes.Equal(got.Value, want.value) {
-			t.Errorf("record %d:\n got %s\nwant %s", i, got.Value, want.value)
+		if !bytes.Equal(got.Value, want.Value) {
+			t.Errorf("record %d:\n got %s\nwant %s", i, got.Value, want.Value)
 		}
-		if got.Stored != (want.entry != nil) || (got.Holding != nil) != (want.newHolder != nil) {
-			t.Errorf("record %d: Stored %v Holding %v, want %v %v", i, got.Stored, got.Holding != nil, want.entry != nil, want.newHolder != nil)
+		if !reflect.DeepEqual(got.Change, want.Change) {
+			t.Errorf("record %d: change %+v, want %+v", i, got.Change, want.Change)
 		}
 	}
 	if reqs, holders := rd.Len(); reqs != 8 || holders != 2 {

@@ -1,4 +1,4 @@
-package projector
+package projection
 
 import (
 	"encoding/json"
@@ -33,16 +33,16 @@ func record(t testing.TB, offset int64, requestID, userID, username string) *kgo
 	return rec
 }
 
-func decideAll(t *testing.T, st *state, recs ...*kgo.Record) []*events.Decision {
+func decideAll(t *testing.T, st *State, recs ...*kgo.Record) []*events.Decision {
 	t.Helper()
 	var out []*events.Decision
 	for _, r := range recs {
-		in := parseClaim(r, testPartitions)
-		o, err := decide(st, &in)
+		in := Parse(r, testPartitions)
+		o, err := Decide(st, &in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, o.decision)
+		out = append(out, o.Decision)
 	}
 	return out
 }
@@ -51,7 +51,7 @@ func TestDecideFirstValidClaimWins(t *testing.T) {
 	t.Parallel()
 	alice, bob := uuid.NewString(), uuid.NewString()
 	r1, r2, r3, r4, r5 := uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
-	ds := decideAll(t, newState(),
+	ds := decideAll(t, NewState(),
 		record(t, 0, r1, alice, "Alice"),
 		record(t, 1, r2, bob, "ALICE"),
 		record(t, 2, r3, bob, "аlice"), // Cyrillic а
@@ -80,20 +80,20 @@ func TestDecideFirstValidClaimWins(t *testing.T) {
 func TestDecideRepeatedRequestID(t *testing.T) {
 	t.Parallel()
 	id, user := uuid.NewString(), uuid.NewString()
-	st := newState()
-	first := parseClaim(record(t, 0, id, user, "carol"), testPartitions)
-	o1, _ := decide(st, &first)
-	again := parseClaim(record(t, 7, id, user, "carol"), testPartitions)
-	o2, _ := decide(st, &again)
-	if string(o1.value) != string(o2.value) || o2.entry != nil {
-		t.Errorf("same request_id, same payload: got %s then %s (new ledger entry %v)", o1.value, o2.value, o2.entry != nil)
+	st := NewState()
+	first := Parse(record(t, 0, id, user, "carol"), testPartitions)
+	o1, _ := Decide(st, &first)
+	again := Parse(record(t, 7, id, user, "carol"), testPartitions)
+	o2, _ := Decide(st, &again)
+	if string(o1.Value) != string(o2.Value) || !o2.Copy {
+		t.Errorf("same request_id, same payload: got %s then %s (new ledger entry %v)", o1.Value, o2.Value, !o2.Copy)
 	}
-	other := parseClaim(record(t, 8, id, user, "dave"), testPartitions)
-	o3, _ := decide(st, &other)
-	if o3.decision.Reason != events.ReasonRequestConflict || o3.entry != nil || o3.decision.Username != "dave" {
-		t.Errorf("same request_id, other payload: %+v", o3.decision)
+	other := Parse(record(t, 8, id, user, "dave"), testPartitions)
+	o3, _ := Decide(st, &other)
+	if o3.Decision.Reason != events.ReasonRequestConflict || o3.Change.Entry != nil || o3.Decision.Username != "dave" {
+		t.Errorf("same request_id, other payload: %+v", o3.Decision)
 	}
-	if _, held := st.holders[first.name.Key]; !held {
+	if _, held := st.Holders[first.Name.Key]; !held {
 		t.Error("carol not held")
 	}
 }
@@ -122,8 +122,8 @@ func TestDecidePoison(t *testing.T) {
 	for name, spoil := range cases {
 		r := *good
 		spoil(&r)
-		ds := decideAll(t, newState(), &r)
-		again := decideAll(t, newState(), &r) // replay: the same verdict, the same bytes
+		ds := decideAll(t, NewState(), &r)
+		again := decideAll(t, NewState(), &r) // replay: the same verdict, the same bytes
 		a, _ := json.Marshal(ds[0])
 		b, _ := json.Marshal(again[0])
 		if ds[0].Reason != events.ReasonInvalid || ds[0].Detail == "" || string(a) != string(b) {
