@@ -226,18 +226,29 @@ func (a *api) writeResult(w http.ResponseWriter, res Result) {
 }
 
 // AnswerFor maps a decision to its status code and body, as every endpoint
-// that shows a decision answers it.
+// that shows a decision answers it. A rejection's code and shape come from
+// its reason's entry in events.Reasons. A reason this build does not know
+// (one a newer projector decided) is answered 500 with the decision's
+// request_id, status and reason, and a detail saying so; it is never
+// passed off as one of the known answers.
 func AnswerFor(d *events.Decision) (int, Answer) {
 	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
-	switch d.Reason {
-	case "":
+	if d.Reason == "" {
 		return http.StatusOK, body
-	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved:
-		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
-		return http.StatusConflict, body
-	default:
-		return http.StatusUnprocessableEntity, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
 	}
+	reason, ok := events.LookupReason(d.Reason)
+	switch {
+	case !ok:
+		return http.StatusInternalServerError, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason,
+			Detail: fmt.Sprintf("the claim was decided with rejection reason %q, which this API node does not know; upgrade it", d.Reason)}
+	case reason.Detail:
+		return reason.HTTPStatus, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
+	}
+	body.Reason = d.Reason
+	if reason.ConflictsWith {
+		body.ConflictsWith = d.Conflicts
+	}
+	return reason.HTTPStatus, body
 }
 
 func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {

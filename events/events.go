@@ -36,15 +36,6 @@ const (
 // reader accepts records without the header as version 1.
 const SchemaVersion = 1
 
-// Reasons a claim is rejected, the values of Decision.Reason.
-const (
-	ReasonTaken           = "taken"            // another user holds the same canonical name
-	ReasonConfusable      = "confusable"       // another user holds a name with the same skeleton
-	ReasonReserved        = "reserved"         // the name is on the policy's reserved list
-	ReasonInvalid         = "invalid"          // the claim or its username breaks the policy
-	ReasonRequestConflict = "request_conflict" // the request_id was already used with another payload
-)
-
 // Outcomes, the values of Decision.Outcome.
 const (
 	OutcomeRegistered = "registered"
