@@ -2,6 +2,7 @@ package claims
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -54,19 +55,24 @@ type api struct {
 	log *slog.Logger
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg HandlerConfig) WithDefaults() HandlerConfig {
+	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
+	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
+}
+
 // NewHandler returns the registry's HTTP API.
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Client == nil || cfg.Directory == nil || cfg.Ready == nil {
 		return nil, errors.New("claims: HandlerConfig needs Client, Directory and Ready")
 	}
-	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
-	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
+	cfg = cfg.WithDefaults()
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{

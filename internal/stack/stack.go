@@ -33,7 +33,8 @@ type APIConfig struct {
 	Kafka []kgo.Opt
 	// Pool reads the projection for lookups and retries. Required.
 	Pool *pgxpool.Pool
-	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
+	// MaxWaiters bounds requests waiting for a decision. Defaults to
+	// registrations.ReaderConfig's default.
 	MaxWaiters int
 	// Metrics is where the node registers its metrics; nil registers none.
 	Metrics prometheus.Registerer
