@@ -58,6 +58,11 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// Failpoint, when set, is called at each fault point of a round
+	// (FailBeforeCommit, FailAfterCommit, FailAfterPublish) with its name;
+	// an error it returns fails that step as a lost connection would. For
+	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
+	Failpoint func(name string) error
 	// Metrics receives the projector's metrics. Defaults to unregistered
 	// metrics.
 	Metrics *Metrics
@@ -523,7 +528,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
-	if err := failpoint(FailAfterCommit); err != nil {
+	if err := p.failpoint(FailAfterCommit); err != nil {
 		return err
 	}
 	return p.publish(ctx, rows, false)
@@ -649,7 +654,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return failpoint(FailBeforeCommit)
+		return p.failpoint(FailBeforeCommit)
 	})
 	if err != nil {
 		return nil, err

@@ -59,20 +59,20 @@ func (c *config) envDuration(key string, def time.Duration) time.Duration {
 
 // config is every setting a subcommand may use.
 type config struct {
-	brokers     string         // REGISTRY_KAFKA_BROKERS
-	databaseURL string         // DATABASE_URL; empty means the PG* variables
-	httpAddr    string         // REGISTRY_HTTP_ADDR
-	partitions  int            // REGISTRY_PARTITIONS
-	replication int            // REGISTRY_REPLICATION_FACTOR
-	group       string         // REGISTRY_PROJECTOR_GROUP
-	maxWaiters  int            // REGISTRY_MAX_WAITERS
-	dbConns     int            // REGISTRY_DB_MAX_CONNS
-	metricsAddr string         // REGISTRY_METRICS_ADDR, project only
-	session     time.Duration  // REGISTRY_SESSION_TIMEOUT, project only
-	failpoints  string         // REGISTRY_FAILPOINTS, project only: test fault injection
-	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
-	dataDir     string         // dev only
-	pprofAddr   string         // REGISTRY_PPROF_ADDR
+	brokers     string             // REGISTRY_KAFKA_BROKERS
+	databaseURL string             // DATABASE_URL; empty means the PG* variables
+	httpAddr    string             // REGISTRY_HTTP_ADDR
+	partitions  int                // REGISTRY_PARTITIONS
+	replication int                // REGISTRY_REPLICATION_FACTOR
+	group       string             // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int                // REGISTRY_MAX_WAITERS
+	dbConns     int                // REGISTRY_DB_MAX_CONNS
+	metricsAddr string             // REGISTRY_METRICS_ADDR, project only
+	session     time.Duration      // REGISTRY_SESSION_TIMEOUT, project only
+	failpoint   func(string) error // project only, in a failpoints build: see failpointHook
+	security    kafka.Security     // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
+	dataDir     string             // dev only
+	pprofAddr   string             // REGISTRY_PPROF_ADDR
 
 	envErrs []error // malformed environment variables
 }
@@ -139,9 +139,6 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"session-timeout": func() {
 			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", projector.Config{}.WithDefaults().SessionTimeout),
 				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
-			// Failpoints are for tests and the chaos harness only, so they
-			// have no flag: see projector.SetFailpoints.
-			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
