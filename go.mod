@@ -14,6 +14,8 @@ require (
 	golang.org/x/text v0.43.0
 )
 
+require github.com/ulikunitz/xz v0.5.17 // indirect
+
 require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0 // indirect

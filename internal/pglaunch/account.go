@@ -111,7 +111,8 @@ func (a *account) chownTree(root string) error {
 // checkTraversable verifies that the account can reach dir, by checking
 // every directory from dir up to /. Without this the failure shows up later
 // as an opaque "permission denied" from initdb or from chdir in the child.
-func (a *account) checkTraversable(dir string) error {
+// what names dir in the advice ("the data directory").
+func (a *account) checkTraversable(dir, what string) error {
 	if a == nil {
 		return nil
 	}
@@ -122,8 +123,8 @@ func (a *account) checkTraversable(dir string) error {
 		}
 		if !a.canSearch(fi) {
 			return fmt.Errorf("pglaunch: user %q (which PostgreSQL runs as, because we are root) cannot traverse %s (mode %s); "+
-				"make every parent of the data directory searchable, e.g. `chmod o+x %s`, or use a directory elsewhere",
-				a.name, d, fi.Mode().Perm(), d)
+				"make every parent of %s searchable, e.g. `chmod o+x %s`, or use a directory elsewhere",
+				a.name, d, fi.Mode().Perm(), what, d)
 		}
 		if d == filepath.Dir(d) {
 			return nil
