@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -51,6 +52,10 @@ var pinned = pin{
 		"darwin-arm64v8":     "e87ee36767dee4f00f829d7a52e4a216e2fdebe5934c5683730940aabe570721",
 	},
 }
+
+// PinnedVersion is the version of the build downloaded when the machine
+// has no server binaries, such as "17.6.0".
+func PinnedVersion() string { return pinned.version }
 
 const (
 	// responseHeaderTimeout bounds the wait for a mirror to start answering;
@@ -200,7 +205,9 @@ func (b Binaries) download(ctx context.Context, bd build, w io.Writer) error {
 	transport := http.DefaultTransport.(*http.Transport).Clone() // keeps the proxy settings
 	transport.ResponseHeaderTimeout = responseHeaderTimeout
 	resp, err := (&http.Client{Transport: transport}).Do(req)
-	if err != nil {
+	if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
+		return ue.Err // the caller names the URL already
+	} else if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
