@@ -179,7 +179,8 @@ func (b Binaries) fetch(ctx context.Context, bd build, dest string) error {
 		return fmt.Errorf("creating a temporary directory: %w", err)
 	}
 	defer os.RemoveAll(staging) // a no-op once renamed
-	if err := unpackJar(jar.Name(), staging); err != nil {
+	meter := func(size int64) (io.Writer, func()) { return b.meter("unpacking", bd, size) }
+	if err := unpackJar(jar.Name(), staging, meter); err != nil {
 		return err
 	}
 	if err := openDirs(staging); err != nil {
@@ -217,13 +218,9 @@ func (b Binaries) download(ctx context.Context, bd build, w io.Writer) error {
 	b.Logger.Info("downloading PostgreSQL (first start only; later starts use the cache)",
 		"version", bd.version, "platform", bd.platform, "bytes", resp.ContentLength, "url", url, "cache", b.CacheDir)
 	h := sha256.New()
-	out := io.MultiWriter(w, h)
-	if b.Progress != nil {
-		bar := newDownloadBar(b.Progress, resp.ContentLength, bd)
-		defer bar.Close() //nolint:errcheck // a bar that cannot draw is no reason to fail
-		out = io.MultiWriter(out, bar)
-	}
-	if _, err := io.Copy(out, resp.Body); err != nil {
+	m, done := b.meter("downloading", bd, resp.ContentLength)
+	defer done()
+	if _, err := io.Copy(io.MultiWriter(w, h, m), resp.Body); err != nil {
 		return fmt.Errorf("reading the build: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != bd.sha256 {
@@ -232,12 +229,18 @@ func (b Binaries) download(ctx context.Context, bd build, w io.Writer) error {
 	return nil
 }
 
-// newDownloadBar draws bytes received, rate and time left on w, and
-// clears itself when done so the terminal keeps only the log lines.
-func newDownloadBar(w io.Writer, size int64, bd build) *progressbar.ProgressBar {
-	return progressbar.NewOptions64(size,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("PostgreSQL "+bd.version+" "+bd.platform),
+// meter returns a writer that counts one step's bytes (size in all; -1
+// when unknown) on a progress bar drawn on b.Progress, and the func that
+// ends the bar; with no b.Progress both do nothing. The bar shows bytes,
+// rate and time left, and clears itself at the end so the terminal keeps
+// only the log lines.
+func (b Binaries) meter(step string, bd build, size int64) (io.Writer, func()) {
+	if b.Progress == nil {
+		return io.Discard, func() {}
+	}
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(b.Progress),
+		progressbar.OptionSetDescription(step+" PostgreSQL "+bd.version+" "+bd.platform),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),
 		progressbar.OptionSetPredictTime(true),
@@ -246,11 +249,14 @@ func newDownloadBar(w io.Writer, size int64, bd build) *progressbar.ProgressBar 
 		progressbar.OptionSetRenderBlankState(true), // at once, before the first bytes
 		progressbar.OptionClearOnFinish(),
 	)
+	return bar, func() { bar.Close() } //nolint:errcheck // a bar that cannot draw is no reason to fail
 }
 
 // unpackJar extracts the build: the jar is a zip holding one .txz, a
 // tar archive compressed with xz, laid out as bin/, lib/ and share/.
-func unpackJar(jarPath, dir string) error {
+// Decompressing is the slow part, so meter(size of the .txz) counts the
+// compressed bytes as they are read.
+func unpackJar(jarPath, dir string, meter func(size int64) (io.Writer, func())) error {
 	zr, err := zip.OpenReader(jarPath)
 	if err != nil {
 		return fmt.Errorf("opening the build's jar: %w", err)
@@ -265,8 +271,10 @@ func unpackJar(jarPath, dir string) error {
 			return fmt.Errorf("opening %s in the jar: %w", f.Name, err)
 		}
 		defer rc.Close()
+		m, done := meter(int64(f.UncompressedSize64))
+		defer done()
 		// ulikunitz/xz reads byte by byte: buffered, it is about 7x faster.
-		xr, err := xz.NewReader(bufio.NewReaderSize(rc, 1<<20))
+		xr, err := xz.NewReader(bufio.NewReaderSize(io.TeeReader(rc, m), 1<<20))
 		if err != nil {
 			return fmt.Errorf("decompressing %s: %w", f.Name, err)
 		}

@@ -204,7 +204,7 @@ func TestDownloadThenCacheWithoutNetwork(t *testing.T) {
 	if got := strings.Count(logs.String(), "downloading PostgreSQL"); got != 1 {
 		t.Fatalf("want one line announcing the download, got %d in:\n%s", got, logs)
 	}
-	if !strings.Contains(bar.String(), "PostgreSQL 9.9.9") {
+	if !strings.Contains(bar.String(), "downloading PostgreSQL 9.9.9") || !strings.Contains(bar.String(), "unpacking PostgreSQL 9.9.9") {
 		t.Fatalf("no progress bar drawn: %q", bar.String())
 	}
 	assertNoLeftovers(t, cache)
