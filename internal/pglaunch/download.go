@@ -189,6 +189,11 @@ func (b Binaries) fetch(ctx context.Context, bd build, dest string) error {
 	if !hasServerBinaries(filepath.Join(staging, "bin")) {
 		return errors.New("the build holds no bin/postgres and bin/initdb")
 	}
+	// Under the lock and without binaries, anything at dest is a damaged
+	// entry (a file deleted by hand, say), which the new build replaces.
+	if err := os.RemoveAll(dest); err != nil {
+		return fmt.Errorf("removing the incomplete build at %s: %w", dest, err)
+	}
 	if err := os.Rename(staging, dest); err != nil {
 		return fmt.Errorf("moving the unpacked build into place: %w", err)
 	}
@@ -205,6 +210,7 @@ func (b Binaries) download(ctx context.Context, bd build, w io.Writer) error {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone() // keeps the proxy settings
 	transport.ResponseHeaderTimeout = responseHeaderTimeout
+	defer transport.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: transport}).Do(req)
 	if ue := (*neturl.Error)(nil); errors.As(err, &ue) {
 		return ue.Err // the caller names the URL already

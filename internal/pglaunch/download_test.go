@@ -401,3 +401,26 @@ func TestPinnedBuildRuns(t *testing.T) {
 		t.Fatalf("cached build with a dead mirror: %q, %v", again, err)
 	}
 }
+
+// A cache entry without its binaries (deleted by hand, say) is fetched
+// again and replaced, not trusted and not an error.
+func TestDamagedCacheEntryIsReplaced(t *testing.T) {
+	t.Parallel()
+	jar := fakeJar(t, fakeBuild)
+	m := serveJar(t, jar)
+	cache := t.TempDir()
+	damaged := filepath.Join(cache, "9.9.9-"+platform())
+	if err := os.MkdirAll(filepath.Join(damaged, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(damaged, "bin", "initdb"), []byte("old"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := Binaries{Source: SourceDownload, Mirror: m.url, CacheDir: cache, Logger: slog.New(slog.DiscardHandler), pin: pinFor(jar)}.Dir(t.Context())
+	if err != nil || !hasServerBinaries(dir) {
+		t.Fatalf("Dir = %q, %v", dir, err)
+	}
+	if n := m.requests.Load(); n != 1 {
+		t.Fatalf("%d downloads, want 1", n)
+	}
+}
