@@ -33,7 +33,11 @@ func serverAccount() (*account, error) {
 	}
 	u, err := user.Lookup(serverUser)
 	if err != nil {
-		return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to; looking up the %q user to run it as: %w", serverUser, err)
+		// Not created for the caller: adding a system account is a change
+		// to the machine that a dev command should not make on its own.
+		return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to, so it runs as the %q account; looking it up: %w "+
+			"(create it with `useradd --system %s`, run as an ordinary user, or set DATABASE_URL to use an existing server)",
+			serverUser, err, serverUser)
 	}
 	return newAccount(u)
 }
