@@ -15,6 +15,13 @@ import (
 // RHEL packages both create it.
 const serverUser = "postgres"
 
+// fallbackUser is the account used as root when serverUser does not exist:
+// every Linux and macOS system has it, so a bare machine (a fresh container
+// with Go and nothing else) can start the private cluster without anyone
+// creating an account first. It owns only the private cluster's data
+// directory, which is what PostgreSQL needs.
+const fallbackUser = "nobody"
+
 // account is the unprivileged OS user that initdb and postgres run as when
 // the caller is root. A nil *account means "run as the current user", which
 // keeps the non-root path free of special cases.
@@ -31,13 +38,20 @@ func serverAccount() (*account, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := user.Lookup(serverUser)
+	return pickAccount(user.Lookup)
+}
+
+// pickAccount returns serverUser's account, or fallbackUser's when the
+// machine has no serverUser; lookup is user.Lookup outside tests.
+func pickAccount(lookup func(string) (*user.User, error)) (*account, error) {
+	u, err := lookup(serverUser)
 	if err != nil {
-		// Not created for the caller: adding a system account is a change
-		// to the machine that a dev command should not make on its own.
-		return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to, so it runs as the %q account; looking it up: %w "+
-			"(create it with `useradd --system %s`, run as an ordinary user, or set DATABASE_URL to use an existing server)",
-			serverUser, err, serverUser)
+		var errFallback error
+		if u, errFallback = lookup(fallbackUser); errFallback != nil {
+			return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to, so it runs as the %q account, or else %q; looking them up: %w, %w "+
+				"(create one with `useradd --system %s`, run as an ordinary user, or set DATABASE_URL to use an existing server)",
+				serverUser, fallbackUser, err, errFallback, serverUser)
+		}
 	}
 	return newAccount(u)
 }
