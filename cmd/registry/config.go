@@ -71,6 +71,7 @@ type config struct {
 	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
 	dataDir     string         // dev only
 	pprofAddr   string         // REGISTRY_PPROF_ADDR
+	auth        authConfig     // tokens, TLS, the operator listener, admin keys
 
 	envErrs []error // malformed environment variables
 }
@@ -141,6 +142,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			// have no flag: see projector.SetFailpoints.
 			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
+		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve") },
+		"listeners": func() { c.auth.listenerFlags(fs) },
+		"admin-key": func() { c.auth.adminKeyFlag(fs) },
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
 				"address serving the projector's GET /metrics; empty serves none (REGISTRY_METRICS_ADDR)")

@@ -72,7 +72,7 @@ func startDev(t *testing.T, dir string) (url string, stop func()) {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- runDev(ctx, []string{"--data", dir, "--http", "127.0.0.1:0"}, pw, slog.New(slog.DiscardHandler))
+		done <- runDev(ctx, []string{"--data", dir, "--http", "127.0.0.1:0", "--ops-addr", ""}, pw, slog.New(slog.DiscardHandler))
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
