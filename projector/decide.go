@@ -28,7 +28,7 @@ type claimInput struct {
 	requestID string // a UUID in canonical form: the claim's, or derived from the position
 	userID    string
 	username  string
-	caller    string // the service that wrote the claim, as recorded in it
+	caller    string          // the service that wrote the claim, as recorded in it
 	name      claims.Username // valid only when invalid == ""
 	invalid   string          // why the claim is invalid; empty when it is valid
 }

@@ -8,7 +8,9 @@ import (
 	"testing"
 )
 
-func line(name, scopes, token string) string { return name + " " + scopes + " " + HashToken(token) + "\n" }
+func line(name, scopes, token string) string {
+	return name + " " + scopes + " " + HashToken(token) + "\n"
+}
 
 func TestParse(t *testing.T) {
 	t.Parallel()

@@ -25,7 +25,7 @@ var errTooMany = errors.New("too many live pages are open")
 
 // subscriber is one open event stream.
 type subscriber struct {
-	ch      chan []byte // encoded "rejection" events, shared by every stream: never modified
+	ch      chan []byte   // encoded "rejection" events, shared by every stream: never modified
 	dropped chan struct{} // closed when the stream fell behind; the page reconnects
 }
 
