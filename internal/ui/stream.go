@@ -117,7 +117,7 @@ func (u *UI) pump(ctx context.Context, sub *subscriber, s *stream) {
 		case <-sub.dropped:
 			return
 		case ev := <-sub.ch:
-			err = s.writeBytes(ev)
+			err = s.writeBytes(batch(ev, sub.ch))
 		case <-stats.C:
 			err = s.event("stats", u.statsNow(ctx))
 		case <-heartbeat.C:
@@ -127,6 +127,20 @@ func (u *UI) pump(ctx context.Context, sub *subscriber, s *stream) {
 			return
 		}
 	}
+}
+
+// batch appends to first the events already waiting in ch, without
+// waiting for more, so a busy stream takes one write and one flush for
+// many rejections instead of one each. first is shared: it is copied.
+func batch(first []byte, ch <-chan []byte) []byte {
+	if len(ch) == 0 {
+		return first
+	}
+	out := append(make([]byte, 0, len(first)*(len(ch)+1)), first...)
+	for range len(ch) {
+		out = append(out, <-ch...)
+	}
+	return out
 }
 
 // stream writes server-sent events, each flushed at once.

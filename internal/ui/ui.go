@@ -35,7 +35,8 @@ type Config struct {
 	// one gets 503 with Retry-After. Every rejection is encoded once and
 	// the same bytes are handed to every stream, so the decisions reader's
 	// cost per rejection does not grow with the pages open, but each stream
-	// still holds a goroutine, a buffer and a connection. Defaults to 100.
+	// still holds a goroutine, a buffer and a connection. Defaults to 32,
+	// more operators than watch one node at once.
 	MaxSubscribers int
 	// Window is how much history the chart keeps, in whole seconds, at
 	// least 1s and at most 1h. Defaults to 15m.
@@ -75,7 +76,7 @@ func New(cfg Config) (*UI, error) {
 		return nil, errors.New("ui: Config.Stats is required")
 	}
 	cfg.Window = cmp.Or(cfg.Window, 15*time.Minute)
-	cfg.MaxSubscribers = cmp.Or(cfg.MaxSubscribers, 100)
+	cfg.MaxSubscribers = cmp.Or(cfg.MaxSubscribers, 32)
 	if cfg.MaxSubscribers < 1 {
 		return nil, fmt.Errorf("ui: MaxSubscribers %d is below 1", cfg.MaxSubscribers)
 	}
