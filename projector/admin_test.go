@@ -62,7 +62,7 @@ func TestDecisionNamesCaller(t *testing.T) {
 		return out
 	}
 	old := record(t, 0, "0b6f2a51-8c3e-4d7a-9e21-5f4c3b2a1d01", user, "callerless")
-	if strings.Contains(string(old.Value), "caller") {
+	if strings.Contains(string(old.Value), `"caller"`) {
 		t.Fatalf("a claim without a caller encodes one: %s", old.Value)
 	}
 	signup := withCaller(record(t, 1, "0b6f2a51-8c3e-4d7a-9e21-5f4c3b2a1d02", "c4a8e913-2f7d-4b6a-8e15-93d0f2a7b502", "callerless"), "signup")
@@ -71,7 +71,7 @@ func TestDecisionNamesCaller(t *testing.T) {
 		t.Fatalf("decisions %+v %+v", ds[0], ds[1])
 	}
 	v, _ := events.DecisionValue(ds[0])
-	if strings.Contains(string(v), "caller") {
+	if strings.Contains(string(v), `"caller"`) {
 		t.Errorf("an old claim's decision gained a caller field: %s", v)
 	}
 }
