@@ -134,7 +134,7 @@ func (m *middleware) authorize(r *http.Request, rule Rule) (name string, claimer
 	cs := m.cfg.Store.Callers()
 	token, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
-		return "", 0, http.StatusUnauthorized, "this API needs an Authorization: Bearer <token> header"
+		return "", 0, http.StatusUnauthorized, "this API needs a bearer token: send the header Authorization: Bearer followed by your token"
 	}
 	c := cs.Lookup(token)
 	if c == nil {
