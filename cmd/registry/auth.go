@@ -20,6 +20,7 @@ type authConfig struct {
 	tokensFile     string // REGISTRY_TOKENS_FILE
 	insecureNoAuth bool   // REGISTRY_INSECURE_NO_AUTH, serve only
 	opsAddr        string // REGISTRY_OPS_ADDR
+	opsExplicit    bool   // opsAddr was given, not the default: failing to listen there is fatal
 	tlsCert        string // REGISTRY_TLS_CERT
 	tlsKey         string // REGISTRY_TLS_KEY
 	adminKeyFile   string // REGISTRY_ADMIN_KEY_FILE
@@ -44,6 +45,17 @@ func (a *authConfig) listenerFlags(fs *flag.FlagSet) {
 func (a *authConfig) adminKeyFlag(fs *flag.FlagSet) {
 	fs.StringVar(&a.adminKeyFile, "admin-key-file", os.Getenv("REGISTRY_ADMIN_KEY_FILE"),
 		"file of HMAC keys (KEYID HEX a line, the first signs) proving administrative commands in claims came from an API node; the same file on API nodes, projectors and replay (REGISTRY_ADMIN_KEY_FILE)")
+}
+
+// noteExplicit records whether the operator address was chosen by the
+// operator; call it after parsing.
+func (a *authConfig) noteExplicit(fs *flag.FlagSet) {
+	a.opsExplicit = os.Getenv("REGISTRY_OPS_ADDR") != ""
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "ops-addr" {
+			a.opsExplicit = true
+		}
+	})
 }
 
 // errNoTokens is what serve says when it would start open by accident.

@@ -175,10 +175,18 @@ func serveAPI(ctx context.Context, c *config, tokens *auth.Store, opts []kgo.Opt
 		return fmt.Errorf("listening on %s: %w", c.httpAddr, err)
 	}
 	if c.auth.opsAddr != "" {
-		if ls.Ops, err = net.Listen("tcp", c.auth.opsAddr); err != nil {
+		ls.Ops, err = net.Listen("tcp", c.auth.opsAddr)
+		switch {
+		case err != nil && c.auth.opsExplicit:
 			ls.API.Close()
 			api.Close()
 			return fmt.Errorf("listening on %s for the operator pages (--ops-addr): %w", c.auth.opsAddr, err)
+		case err != nil:
+			// The default address is taken (another registry on this host,
+			// or a Prometheus): the API still runs, without its pages.
+			log.Warn("operator pages not served: the default --ops-addr is in use; pass --ops-addr to choose another",
+				"addr", c.auth.opsAddr, "error", err)
+			ls.Ops = nil
 		}
 	}
 	scheme := "http"

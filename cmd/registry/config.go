@@ -181,6 +181,7 @@ func parse(fs *flag.FlagSet, args []string, c *config) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	c.auth.noteExplicit(fs)
 	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
 		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
 	}

@@ -162,6 +162,16 @@ func TestAuthScopes(t *testing.T) {
 			t.Errorf("%s %s with a %s token: %d %v, want %d", rt.method, rt.path, rt.scope, got.Code, got.Body, rt.served)
 		}
 	}
+	// The operator pages are not on the public port, whatever the token;
+	// they are on the operator listener.
+	for _, path := range []string{"/ui", "/ui/events", "/metrics"} {
+		if got := call(t, "GET", api+path, tokAll, ""); got.Code != 404 {
+			t.Errorf("GET %s on the API port with an all-scopes token: %d, want 404", path, got.Code)
+		}
+	}
+	if got := call(t, "GET", r.APIs[0].OpsURL+"/metrics", "", ""); got.Code != 200 {
+		t.Errorf("GET /metrics on the operator listener: %d", got.Code)
+	}
 	// A claim by a caller holding every scope, then a lowercase scheme.
 	req, _ := http.NewRequest("POST", api+"/v1/claims?wait=20s", strings.NewReader(claimBody("", user, "scoped2")))
 	req.Header.Set("Authorization", "bearer "+tokAll)
