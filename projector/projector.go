@@ -60,7 +60,8 @@ type Config struct {
 	// AdminKeys verifies the proof an administrative command written to
 	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
 	// means every administrative command is decided invalid. Give every
-	// projector, the replay audit and every API node the same key file.
+	// projector and every API node the same key file (and the replay audit,
+	// once it decides administrative commands).
 	AdminKeys *events.AdminKeys
 	// Metrics receives the projector's metrics. Defaults to unregistered
 	// metrics.

@@ -44,7 +44,7 @@ func (a *authConfig) listenerFlags(fs *flag.FlagSet) {
 
 func (a *authConfig) adminKeyFlag(fs *flag.FlagSet) {
 	fs.StringVar(&a.adminKeyFile, "admin-key-file", os.Getenv("REGISTRY_ADMIN_KEY_FILE"),
-		"file of HMAC keys (KEYID HEX a line, the first signs) proving administrative commands in claims came from an API node; the same file on API nodes, projectors and replay (REGISTRY_ADMIN_KEY_FILE)")
+		"file of HMAC keys (KEYID HEX a line, the first signs) proving administrative commands in claims came from an API node; the same file on API nodes and projectors (REGISTRY_ADMIN_KEY_FILE)")
 }
 
 // noteExplicit records whether the operator address was chosen by the
