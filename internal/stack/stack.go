@@ -48,8 +48,11 @@ type APIConfig struct {
 	// request recorded as caller "anonymous" (dev, or serve
 	// --insecure-no-auth). See package auth.
 	Tokens *auth.Store
-	// DBTimeout bounds every database call a request makes (lookups, the
-	// ledger check of a retried request_id). Defaults to 5s.
+	// DBTimeout bounds every database call a request makes: a lookup by
+	// name, and (twice it, since lookups by request_id are coalesced and
+	// one may wait for the query before its own) the ledger check of a
+	// retried request_id. Defaults to 10s, the bound each coalesced ledger
+	// query has on its own.
 	DBTimeout time.Duration
 	// MaxPageSubscribers bounds the live page's open event streams.
 	// Defaults to ui.Config's default.
@@ -128,7 +131,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}, func() float64 { return float64(reader.Waiting()) }))
 	}
 	store := projector.NewStore(cfg.Pool)
-	dir := &deadlineDirectory{store: store, timeout: cmp.Or(cfg.DBTimeout, 5*time.Second)}
+	dir := &deadlineDirectory{store: store, timeout: cmp.Or(cfg.DBTimeout, 10*time.Second)}
 	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: dir, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -166,8 +169,11 @@ type deadlineDirectory struct {
 	timeout time.Duration
 }
 
+// Decision gets twice the timeout: ledger lookups are coalesced, so one
+// may wait for the query in flight before its own query runs, and each
+// query is bounded by the timeout on its own.
 func (d *deadlineDirectory) Decision(ctx context.Context, requestID string) (*events.Decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	ctx, cancel := context.WithTimeout(ctx, 2*d.timeout)
 	defer cancel()
 	return d.store.Decision(ctx, requestID)
 }
