@@ -4,7 +4,19 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 )
+
+// withBodyType applies requireJSON to every route that takes a body (POST,
+// PUT, PATCH), so a route added later is covered without remembering to.
+func withBodyType(pattern string, h http.HandlerFunc) http.HandlerFunc {
+	method, _, _ := strings.Cut(pattern, " ")
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+		return requireJSON(h)
+	}
+	return h
+}
 
 // requireJSON answers 415 to a request whose Content-Type is not
 // application/json (parameters such as charset=utf-8 allowed). A web page

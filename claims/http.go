@@ -70,14 +70,14 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
-		"POST /v1/claims":              requireJSON(a.postClaim),
+		"POST /v1/claims":              a.postClaim,
 		"GET /v1/claims/{request_id}":  a.getClaim,
 		"GET /v1/usernames/{username}": a.getUsername,
 		"GET /healthz":                 healthz,
 		"GET /readyz":                  a.readyz,
 	}
 	for pattern, h := range routes {
-		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
+		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
 	return mux, nil
 }
