@@ -35,6 +35,7 @@ type Claim struct {
 	RequestID string // a UUID in canonical form: the claim's, or derived from the position
 	UserID    string
 	Username  string
+	Caller    string          // the service that wrote the claim, as recorded in it
 	Name      claims.Username // valid only when Invalid == ""
 	Invalid   string          // why the claim is invalid; empty when it is valid
 }
@@ -51,7 +52,7 @@ func Parse(r *kgo.Record, partitions int) Claim {
 		in.Invalid = fmt.Sprintf("claim record could not be read: %v", err)
 		return in
 	}
-	in.UserID, in.Username = storable(c.UserID), storable(c.Username)
+	in.UserID, in.Username, in.Caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
 		in.RequestID = positionID(r.Partition, r.Offset)
@@ -166,7 +167,7 @@ func decideFresh(st *State, in *Claim) *events.Decision {
 
 func (in *Claim) base(outcome string) *events.Decision {
 	return &events.Decision{
-		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical,
+		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical, Caller: in.Caller,
 		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
 	}
 }
