@@ -11,8 +11,16 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
+
+// ErrInvalid is wrapped by every rejection of a request the API refuses
+// itself, the username policy's included (username.ErrInvalid).
+var ErrInvalid = username.ErrInvalid
+
+// InvalidError carries a reason a person understands.
+type InvalidError = username.InvalidError
 
 // Decisions delivers decisions read from the registrations topic.
 // *registrations.Reader implements it.
@@ -48,6 +56,11 @@ type ClientConfig struct {
 	Producer *kgo.Client
 	// Decisions delivers decisions to waiting claims. Required.
 	Decisions Decisions
+	// Policy is the username policy the deployment decides under, as
+	// recorded in its database (projector.PolicyVersion): claims are
+	// normalized and stamped with it, and lookups answer under it.
+	// Defaults to the latest version, username.Latest.
+	Policy *username.Policy
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -75,6 +88,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Policy = cmp.Or(cfg.Policy, username.MustVersion(username.Latest))
 	return &Client{cfg: cfg}, nil
 }
 
@@ -186,12 +200,21 @@ func (s *Submission) Await(ctx context.Context) Result {
 func (s *Submission) Close() { s.cancel() }
 
 func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
-	return Check(req, c.cfg.Now())
+	return CheckPolicy(c.cfg.Policy, req, c.cfg.Now())
 }
 
-// Check validates req (UUIDs, the username policy) and turns it into the
-// claim the API would publish, stamped now. Its errors wrap ErrInvalid.
+// Policy is the username policy the client claims under.
+func (c *Client) Policy() *username.Policy { return c.cfg.Policy }
+
+// Check validates req (UUIDs, the latest username policy) and turns it
+// into the claim the API of a new registry would publish, stamped now. Its
+// errors wrap ErrInvalid.
 func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
+	return CheckPolicy(username.MustVersion(username.Latest), req, now)
+}
+
+// CheckPolicy is Check under the given policy version.
+func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	requestID, err := parseID("request_id", req.RequestID, true)
 	if err != nil {
 		return nil, err
@@ -200,13 +223,13 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	if err != nil {
 		return nil, err
 	}
-	name, err := Normalize(req.Username)
+	name, err := policy.Normalize(req.Username)
 	if err != nil {
 		return nil, err
 	}
 	return &events.ClaimSubmitted{
 		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(),
+		PolicyVersion: policy.Version(), SubmittedAt: now.UTC(),
 	}, nil
 }
 
@@ -241,7 +264,7 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	if samePayload(d, claim) {
 		return d, nil
 	}
-	if !sameKey(d, claim) {
+	if !c.sameKey(d, claim) {
 		// Stored for a name in another partition. This claim's own
 		// partition decides it on its merits (docs/design.md), perhaps
 		// already has: only that decision may answer it, so produce and
@@ -251,14 +274,14 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	return &events.Decision{
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
-		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
+		Detail: "request_id was already used with a different username or user_id", PolicyVersion: claim.PolicyVersion,
 	}, nil
 }
 
 // sameKey reports whether d decides a name with claim's partition key,
 // so that the projector would answer claim from the same ledger.
-func sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	n, err := Normalize(d.Canonical)
+func (c *Client) sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
+	n, err := c.cfg.Policy.Normalize(d.Canonical)
 	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 

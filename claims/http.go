@@ -1,7 +1,6 @@
 package claims
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,10 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 
 	"github.com/usernameregistry/registry/events"
@@ -21,8 +23,9 @@ import (
 // Directory answers the API's read queries. *projector.Store implements it.
 type Directory interface {
 	Ledger
-	// Holder returns who holds canonical, or nil when nobody does.
-	Holder(ctx context.Context, canonical string) (*Registration, error)
+	// HolderOfKey returns who holds a name with the given key (the
+	// username policy's Key), or nil when nobody does.
+	HolderOfKey(ctx context.Context, key string) (*Registration, error)
 }
 
 // HandlerConfig configures the HTTP API.
@@ -39,6 +42,10 @@ type HandlerConfig struct {
 	DefaultWait time.Duration
 	// MaxWait caps ?wait=. Defaults to 30s.
 	MaxWait time.Duration
+	// Partitions is the claims topic's partition count, so that a lookup
+	// can say which partition a name's key belongs in. When 0, lookups
+	// leave the partition out.
+	Partitions int32
 	// Metrics records HTTP latency, 202s and 503s; use the Client's so
 	// one /metrics shows both. Defaults to unregistered metrics.
 	Metrics *Metrics
@@ -70,16 +77,53 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
-		"POST /v1/claims":              a.postClaim,
-		"GET /v1/claims/{request_id}":  a.getClaim,
-		"GET /v1/usernames/{username}": a.getUsername,
-		"GET /healthz":                 healthz,
-		"GET /readyz":                  a.readyz,
+		"POST /v1/claims":             a.postClaim,
+		"GET /v1/claims/{request_id}": a.getClaim,
+		"GET /healthz":                healthz,
+		"GET /readyz":                 a.readyz,
 	}
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
 	}
-	return mux, nil
+	return RawUsernamePaths(cfg.Metrics.InstrumentHTTP(lookupPattern, http.HandlerFunc(a.getUsername)), mux), nil
+}
+
+// UsernamesPrefix is the path under which GET looks a username up.
+const UsernamesPrefix = "/v1/usernames/"
+
+// lookupPattern labels the lookup in the HTTP metrics.
+const lookupPattern = "GET /v1/usernames/{username}"
+
+// RawUsernamePaths sends every request under /v1/usernames/ to lookup and
+// the rest to next. ServeMux cleans a path before it routes it, answering
+// a redirect for "/v1/usernames/.." or "/v1/usernames/a//b", which would
+// take the client away from the name it asked about: every path under the
+// prefix is a name (refused by the policy when it is not a valid one), so
+// lookup reads it from the raw path itself. Put it in front of any
+// ServeMux that serves the API.
+func RawUsernamePaths(lookup, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, UsernamesPrefix) && !strings.HasPrefix(r.URL.EscapedPath(), UsernamesPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		lookup.ServeHTTP(w, r)
+	})
+}
+
+// pathUsername is the name in a lookup's path, percent-decoded once.
+func pathUsername(r *http.Request) (string, error) {
+	raw := strings.TrimPrefix(r.URL.EscapedPath(), UsernamesPrefix)
+	name, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", errors.New("the username in the path is not validly percent-encoded")
+	}
+	return name, nil
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -164,9 +208,12 @@ func ReadRequest(w http.ResponseWriter, r *http.Request) (Request, int, error) {
 	return Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
 }
 
-// readClaimBody decodes the body strictly: unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
-// refused before JSON decoding would quietly turn it into U+FFFD.
+// readClaimBody decodes the body strictly, with encoding/json/v2 semantics
+// (github.com/go-json-experiment/json): unknown fields are refused so a
+// misspelt "userid" is an error, not a missing user; field names must
+// match exactly ("USER_ID" is unknown, not user_id); a field given twice
+// is refused rather than the last one silently winning; invalid UTF-8 is
+// refused, not turned into U+FFFD; and nothing may follow the object.
 func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
 	var body claimBody
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
@@ -179,14 +226,12 @@ func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, erro
 	case !utf8.Valid(raw):
 		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&body)
+	err = jsonv2.Unmarshal(raw, &body, jsonv2.RejectUnknownMembers(true))
 	switch {
+	case err != nil && strings.Contains(err.Error(), "after top-level value"):
+		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
 	case err != nil:
 		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
-	case dec.More():
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
 	case body.Username == nil:
 		return body, http.StatusUnprocessableEntity, errors.New("username is required")
 	}
@@ -259,22 +304,90 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, body)
 }
 
+// Availability is the answer of GET /v1/usernames/{name}: what a claim of
+// the name by a new user would get right now (docs/usernames.md, "The
+// lookup"). Nothing is written.
+type Availability struct {
+	// Username is, for a held name, the holder's name as typed in the
+	// winning claim; otherwise the name as asked.
+	Username      string     `json:"username,omitempty"`
+	Canonical     string     `json:"canonical,omitempty"`      // the canonical form; empty when invalid
+	Key           string     `json:"key,omitempty"`            // the key a claim record must carry; empty when invalid
+	Partition     *int32     `json:"partition,omitempty"`      // the claims partition of Key (murmur2); absent when invalid
+	PolicyVersion int        `json:"policy_version"`           // the username policy version that answered
+	Status        string     `json:"status"`                   // held, available, confusable, reserved or invalid
+	Available     bool       `json:"available"`                // whether a new user's claim would win the name
+	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, invalid)
+	ConflictsWith string     `json:"conflicts_with,omitempty"` // for held and confusable: the holder's canonical name
+	Detail        string     `json:"detail,omitempty"`         // for invalid: why, for a person
+	UserID        string     `json:"user_id,omitempty"`        // for held: the holder
+	RequestID     string     `json:"request_id,omitempty"`     // for held: the winning claim's request
+	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
+}
+
+// Lookup statuses, and the codes they are answered with.
+const (
+	StatusHeld       = "held"       // 200: the holder is in the body
+	StatusAvailable  = "available"  // 404: no holder; a claim would win it
+	StatusConfusable = "confusable" // 409: a name with the same key is held
+	StatusReserved   = "reserved"   // 409: on the reserved list
+	StatusInvalid    = "invalid"    // 422: the policy refuses the name
+)
+
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
-	name, err := Normalize(r.PathValue("username"))
+	typed, err := pathUsername(r)
 	if err != nil {
-		writeInvalid(w, events.ReasonInvalid, err.Error())
+		WriteJSON(w, http.StatusUnprocessableEntity, Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error(),
+			PolicyVersion: a.cfg.Client.Policy().Version()})
 		return
 	}
-	reg, err := a.cfg.Directory.Holder(r.Context(), name.Canonical)
+	status, av, err := a.availability(r.Context(), typed)
 	if err != nil {
 		a.lookupFailed(w, err)
 		return
 	}
-	if reg == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
-		return
+	WriteJSON(w, status, av)
+}
+
+// availability decides a lookup as decideFresh in package projector would
+// decide a claim by a new user: invalid, reserved, held, confusable, or
+// free.
+func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
+	policy := a.cfg.Client.Policy()
+	av := Availability{PolicyVersion: policy.Version()}
+	if utf8.ValidString(typed) {
+		av.Username = typed
 	}
-	WriteJSON(w, http.StatusOK, reg)
+	name, err := policy.Normalize(typed)
+	if err != nil {
+		av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, err.Error()
+		return http.StatusUnprocessableEntity, av, nil
+	}
+	av.Canonical, av.Key = name.Canonical, name.Key
+	if a.cfg.Partitions > 0 {
+		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
+		av.Partition = &p
+	}
+	if policy.Reserved(name) {
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	}
+	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case reg == nil:
+		av.Status, av.Available = StatusAvailable, true
+		return http.StatusNotFound, av, nil
+	case reg.Canonical == name.Canonical:
+		at := reg.RegisteredAt
+		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
+		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		return http.StatusOK, av, nil
+	default:
+		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
+		return http.StatusConflict, av, nil
+	}
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {

@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -28,16 +28,30 @@ type claimInput struct {
 	requestID string // a UUID in canonical form: the claim's, or derived from the position
 	userID    string
 	username  string
-	name      claims.Username // valid only when invalid == ""
-	invalid   string          // why the claim is invalid; empty when it is valid
+	name      username.Username // valid only when invalid == ""
+	invalid   string            // why the claim is invalid; empty when it is valid
+	policy    *username.Policy  // the policy that decides the claim
+}
+
+// rules are what a claims record is checked against: the partition count
+// and the username policy in force.
+type rules struct {
+	partitions int
+	policy     *username.Policy
+	// translate decides a claim made under another policy version as if
+	// it had been made under this one, from the username as typed: the
+	// what-if replay (registry replay --policy-version). The name's key
+	// and partition may differ under this version, so they are not
+	// checked. The projector never translates.
+	translate bool
 }
 
 // parseClaim turns a record into a claimInput. It never fails: whatever is
 // wrong with the record becomes the reason it is invalid. The checks depend
 // only on the record, the partition count and the pinned policy, so a
 // replay reaches the same verdict.
-func parseClaim(r *kgo.Record, partitions int) claimInput {
-	in := claimInput{partition: r.Partition, offset: r.Offset, timestamp: r.Timestamp.UTC(), key: r.Key}
+func parseClaim(r *kgo.Record, ru rules) claimInput {
+	in := claimInput{partition: r.Partition, offset: r.Offset, timestamp: r.Timestamp.UTC(), key: r.Key, policy: ru.policy}
 	c, err := events.DecodeClaim(r)
 	if err != nil {
 		in.requestID = positionID(r.Partition, r.Offset)
@@ -52,26 +66,29 @@ func parseClaim(r *kgo.Record, partitions int) claimInput {
 		return in
 	}
 	in.requestID = id.String()
-	in.invalid = checkClaim(&in, c, r, partitions)
+	in.invalid = checkClaim(&in, c, r, ru)
 	return in
 }
 
 // checkClaim validates a decoded claim and fills in.name; it returns why the
 // claim is invalid, or "".
-func checkClaim(in *claimInput, c *events.ClaimSubmitted, r *kgo.Record, partitions int) string {
+func checkClaim(in *claimInput, c *events.ClaimSubmitted, r *kgo.Record, ru rules) string {
 	uid, err := uuid.Parse(c.UserID)
 	if err != nil {
 		return fmt.Sprintf("user_id %q is not a UUID", c.UserID)
 	}
 	in.userID = uid.String()
-	name, err := claims.Normalize(c.Username)
+	name, err := ru.policy.Normalize(c.Username)
 	if err != nil {
 		return err.Error()
 	}
 	in.name = name
+	partitions := ru.partitions
 	switch {
-	case c.PolicyVersion != claims.PolicyVersion:
-		return fmt.Sprintf("claim was made under username policy version %d; this registry decides under version %d", c.PolicyVersion, claims.PolicyVersion)
+	case ru.translate && c.PolicyVersion != ru.policy.Version():
+		return ""
+	case c.PolicyVersion != ru.policy.Version():
+		return fmt.Sprintf("claim was made under username policy version %d; this registry decides under version %d", c.PolicyVersion, ru.policy.Version())
 	case c.Canonical != name.Canonical || c.Key != name.Key || string(r.Key) != name.Key:
 		return "claim's canonical form or key does not match the username policy"
 	case events.Partition(r.Key, partitions) != r.Partition:
@@ -167,7 +184,7 @@ func decideFresh(st *state, in *claimInput) (*events.Decision, *holder) {
 	if in.invalid != "" {
 		return in.rejection(events.ReasonInvalid, in.invalid, ""), nil
 	}
-	if claims.Reserved(in.name) {
+	if in.policy.Reserved(in.name) {
 		return in.rejection(events.ReasonReserved, "", ""), nil
 	}
 	h, held := st.holders[in.name.Key]
@@ -188,7 +205,7 @@ func decideFresh(st *state, in *claimInput) (*events.Decision, *holder) {
 func (in *claimInput) base(outcome string) *events.Decision {
 	return &events.Decision{
 		RequestID: in.requestID, UserID: in.userID, Username: in.username, Canonical: in.name.Canonical,
-		Outcome: outcome, ClaimPartition: in.partition, ClaimOffset: in.offset, PolicyVersion: claims.PolicyVersion,
+		Outcome: outcome, ClaimPartition: in.partition, ClaimOffset: in.offset, PolicyVersion: in.policy.Version(),
 	}
 }
 

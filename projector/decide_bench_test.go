@@ -33,7 +33,7 @@ func BenchmarkParseClaim(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		_ = parseClaim(recs[i%len(recs)], testPartitions)
+		_ = parseClaim(recs[i%len(recs)], testRules)
 		i++
 	}
 }
@@ -44,7 +44,7 @@ func BenchmarkDecide(b *testing.B) {
 	recs := benchRecords(b, 10000)
 	ins := make([]claimInput, len(recs))
 	for i, r := range recs {
-		ins[i] = parseClaim(r, testPartitions)
+		ins[i] = parseClaim(r, testRules)
 	}
 	b.ReportAllocs()
 	st, i := newState(), 0

@@ -9,22 +9,25 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
 const testPartitions = 12
 
+// testRules checks claims as a new registry of testPartitions partitions does.
+var testRules = rules{partitions: testPartitions, policy: username.MustVersion(username.Latest)}
+
 // record builds the claims record the API would produce for username,
 // at the given offset of its key's partition.
-func record(t testing.TB, offset int64, requestID, userID, username string) *kgo.Record {
+func record(t testing.TB, offset int64, requestID, userID, typed string) *kgo.Record {
 	t.Helper()
-	name, err := claims.Normalize(username)
+	name, err := username.Normalize(typed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
-		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +40,7 @@ func decideAll(t *testing.T, st *state, recs ...*kgo.Record) []*events.Decision 
 	t.Helper()
 	var out []*events.Decision
 	for _, r := range recs {
-		in := parseClaim(r, testPartitions)
+		in := parseClaim(r, testRules)
 		o, err := decide(st, &in)
 		if err != nil {
 			t.Fatal(err)
@@ -81,14 +84,14 @@ func TestDecideRepeatedRequestID(t *testing.T) {
 	t.Parallel()
 	id, user := uuid.NewString(), uuid.NewString()
 	st := newState()
-	first := parseClaim(record(t, 0, id, user, "carol"), testPartitions)
+	first := parseClaim(record(t, 0, id, user, "carol"), testRules)
 	o1, _ := decide(st, &first)
-	again := parseClaim(record(t, 7, id, user, "carol"), testPartitions)
+	again := parseClaim(record(t, 7, id, user, "carol"), testRules)
 	o2, _ := decide(st, &again)
 	if string(o1.value) != string(o2.value) || o2.entry != nil {
 		t.Errorf("same request_id, same payload: got %s then %s (new ledger entry %v)", o1.value, o2.value, o2.entry != nil)
 	}
-	other := parseClaim(record(t, 8, id, user, "dave"), testPartitions)
+	other := parseClaim(record(t, 8, id, user, "dave"), testRules)
 	o3, _ := decide(st, &other)
 	if o3.decision.Reason != events.ReasonRequestConflict || o3.entry != nil || o3.decision.Username != "dave" {
 		t.Errorf("same request_id, other payload: %+v", o3.decision)

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/chaos"
 	"github.com/usernameregistry/registry/internal/kafka"
@@ -41,11 +41,11 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	u1, u2, r1 := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	var recs []*kgo.Record
 	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "grаce"}, {uuid.NewString(), u2, "heidi"}} {
-		name, err := claims.Normalize(c[2])
+		name, err := username.Normalize(c[2])
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func produce(t *testing.T, addr string, from, to int, create bool) map[int32]int
 	for i := from; i < to; i++ {
 		name := fmt.Sprintf("ivan%d", i)
 		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: uuid.NewString(), Username: name,
-			Canonical: name, Key: name, PolicyVersion: claims.PolicyVersion})
+			Canonical: name, Key: name, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}

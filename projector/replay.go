@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -26,7 +26,7 @@ import (
 //
 // A Redecider is not safe for concurrent use. Use one per partition.
 type Redecider struct {
-	partitions int
+	rules      rules
 	seed       maphash.Seed
 	requests   map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
 	holders    map[string]compactHolder // key -> holder
@@ -72,10 +72,20 @@ type Holding struct {
 }
 
 // NewRedecider returns a Redecider for claims topics of the given partition
-// count, starting from an empty partition.
+// count, starting from an empty partition, deciding under the latest
+// username policy (that of a new registry).
 func NewRedecider(partitions int) *Redecider {
+	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false)
+}
+
+// NewPolicyRedecider is NewRedecider deciding under the given policy. With
+// translate, claims made under another policy version are decided as if
+// they had been made under this one, from the username as typed, without
+// the key and partition checks: what the replay's --policy-version shows.
+// Without it, such claims are invalid, as the projector decides them.
+func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool) *Redecider {
 	return &Redecider{
-		partitions: partitions, seed: maphash.MakeSeed(),
+		rules: rules{partitions: partitions, policy: policy, translate: translate}, seed: maphash.MakeSeed(),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
 		st: state{requests: map[string]*ledgerEntry{}, holders: map[string]*holder{}},
 	}
@@ -85,14 +95,14 @@ func NewRedecider(partitions int) *Redecider {
 // projector would after every record before it, and remembers the result
 // for the records after it.
 func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
-	in := parseClaim(rec, r.partitions)
+	in := parseClaim(rec, r.rules)
 	r.load(&in)
 	out, err := decide(&r.st, &in)
 	if err != nil {
 		return Redecision{}, err
 	}
-	version := claims.PolicyVersion
-	if in.invalid != "" { // rare: read the version the checks did not keep
+	version := r.rules.policy.Version()
+	if in.invalid != "" || r.rules.translate { // read the version the checks did not keep
 		version = 0
 		if c, err := events.DecodeClaim(rec); err == nil {
 			version = c.PolicyVersion
@@ -154,12 +164,16 @@ func (r *Redecider) payloadHash(userID, username string) uint64 {
 // Len reports how many request_ids and held names the Redecider remembers.
 func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(r.holders) }
 
+// latestPolicy is the policy LedgerIdentity parses with; the request_id,
+// user_id and username it returns do not depend on the policy.
+var latestPolicy = username.MustVersion(username.Latest)
+
 // LedgerIdentity returns what the request ledger would record for a
 // claims record, as the projector parses it: the request_id (derived from
 // the position when the claim has no usable one), the user_id and the
 // username. A record whose three equal a ledger row of its partition is a
 // repeat, decided as a copy of that row's decision.
 func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
-	in := parseClaim(rec, partitions)
+	in := parseClaim(rec, rules{partitions: partitions, policy: latestPolicy, translate: true})
 	return in.requestID, in.userID, in.username
 }

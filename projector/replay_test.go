@@ -39,7 +39,7 @@ func TestRedeciderAgreesWithDecide(t *testing.T) {
 	}
 	st, rd := newState(), NewRedecider(testPartitions)
 	for i, rec := range recs {
-		in := parseClaim(rec, testPartitions)
+		in := parseClaim(rec, testRules)
 		want, err := decide(st, &in)
 		if err != nil {
 			t.Fatal(err)

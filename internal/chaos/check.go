@@ -11,7 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -545,17 +545,17 @@ func decodeVerdict(b []byte) (Verdict, bool) {
 	return verdictOf(d), true
 }
 
-func canonicalOf(username string) string {
-	n, err := claims.Normalize(username)
+func canonicalOf(typed string) string {
+	n, err := username.Normalize(typed)
 	if err != nil {
-		return username
+		return typed
 	}
 	return n.Canonical
 }
 
 // keyOf is the skeleton of a canonical name.
 func keyOf(canonical string) string {
-	n, err := claims.Normalize(canonical)
+	n, err := username.Normalize(canonical)
 	if err != nil {
 		return canonical
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -15,14 +15,14 @@ const testPartitions = 4
 
 // claimRec is the record the API would write for a claim, at offset of
 // its key's partition (offsets are given by the caller, in log order).
-func claimRec(t *testing.T, offset int64, requestID, userID, username string) *kgo.Record {
+func claimRec(t *testing.T, offset int64, requestID, userID, typed string) *kgo.Record {
 	t.Helper()
-	name, err := claims.Normalize(username)
+	name, err := username.Normalize(typed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
-		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func world(t *testing.T, recs []*kgo.Record) *Input {
 		if !ok || v.At != at && v.Reason == events.ReasonRequestConflict {
 			d := &events.Decision{RequestID: v.RequestID, UserID: v.UserID, Username: v.Username, Canonical: v.Canonical,
 				Outcome: v.Outcome, Reason: v.Reason, Conflicts: v.Conflicts, HolderRequestID: v.Holder,
-				ClaimPartition: v.At.Partition, ClaimOffset: v.At.Offset, PolicyVersion: claims.PolicyVersion}
+				ClaimPartition: v.At.Partition, ClaimOffset: v.At.Offset, PolicyVersion: username.Latest}
 			var err error
 			if b, err = events.DecisionValue(d); err != nil {
 				t.Fatal(err)

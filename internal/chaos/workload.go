@@ -15,7 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/loadgen"
 )
@@ -155,7 +155,7 @@ func send(ctx context.Context, client *http.Client, url string, op *Op, wait tim
 func poison(n int, partitions int, w *workload) *kgo.Record {
 	id, user := w.uuid(), w.uuid()
 	name := "p" + w.tag + "-" + strconv.Itoa(n)
-	good := &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: name, Key: name, PolicyVersion: claims.PolicyVersion}
+	good := &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: name, Key: name, PolicyVersion: username.Latest}
 	part := events.Partition([]byte(name), partitions)
 	rec := func(c *events.ClaimSubmitted, p int32) *kgo.Record {
 		r, _ := events.ClaimRecord(c)
@@ -177,7 +177,7 @@ func poison(n int, partitions int, w *workload) *kgo.Record {
 		return rec(&c, part)
 	case 4:
 		c := *good
-		c.PolicyVersion = claims.PolicyVersion + 1
+		c.PolicyVersion = username.Latest + 1
 		return rec(&c, part)
 	default:
 		c := *good

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/ui"
@@ -35,6 +36,14 @@ type APIConfig struct {
 	Pool *pgxpool.Pool
 	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
 	MaxWaiters int
+	// PolicyVersion is the username policy version to claim and look up
+	// under. Defaults to the version recorded in the database
+	// (projector.PolicyVersion), which a new database records as the
+	// latest.
+	PolicyVersion int
+	// Partitions is the claims topic's partition count, for lookups.
+	// Defaults to the topic's, read from the broker.
+	Partitions int32
 	// Metrics is where the node registers its metrics; nil registers none.
 	Metrics prometheus.Registerer
 	// Gatherer, when set, is served at GET /metrics. In one process it
@@ -70,12 +79,41 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating claims producer: %w", err)
 	}
+	if err := deployment(&cfg, producer); err != nil {
+		producer.Close()
+		return nil, err
+	}
 	a, err := assemble(cfg, producer)
 	if err != nil {
 		producer.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// deployment fills in the policy version and partition count the node
+// must agree on with the rest of the registry, from the database and the
+// broker (bounded: NewAPI takes no context).
+func deployment(cfg *APIConfig, producer *kgo.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if cfg.PolicyVersion == 0 {
+		v, err := projector.PolicyVersion(ctx, cfg.Pool)
+		if err != nil {
+			return err
+		}
+		cfg.PolicyVersion = v
+	}
+	if cfg.Partitions == 0 {
+		topics, err := kadm.NewClient(producer).ListTopics(ctx, events.TopicClaims)
+		if err != nil {
+			return fmt.Errorf("reading the claims topic's partition count: %w", err)
+		}
+		if t, ok := topics[events.TopicClaims]; ok && t.Err == nil {
+			cfg.Partitions = int32(len(t.Partitions))
+		}
+	}
+	return nil
 }
 
 // instrumented returns opts plus franz-go metrics for the one long-lived
@@ -109,7 +147,12 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}, func() float64 { return float64(reader.Waiting()) }))
 	}
 	store := projector.NewStore(cfg.Pool)
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Metrics: metrics, Logger: cfg.Logger})
+	policy, err := username.ForVersion(cfg.PolicyVersion)
+	if err != nil {
+		return nil, fmt.Errorf("the database's username policy: %w", err)
+	}
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Policy: policy,
+		Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +165,8 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 		return nil
 	}
-	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: store, Ready: ready, Metrics: metrics, Logger: cfg.Logger})
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: store, Ready: ready, Partitions: cfg.Partitions,
+		Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +178,8 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 	page := metrics.InstrumentHTTP("/ui", live.Handler())
 	mux.Handle("/ui", page)
 	mux.Handle("/ui/", page)
-	a.Handler, a.Client = mux, client
+	// Lookups bypass this mux too, so that it never cleans a name's path.
+	a.Handler, a.Client = claims.RawUsernamePaths(h, mux), client
 	return a, nil
 }
 
