@@ -40,7 +40,7 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	pool, url := testenv.Database(t)
 	u1, u2, r1 := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	var recs []*kgo.Record
-	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "grаce"}, {uuid.NewString(), u2, "heidi"}} {
+	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "gr\u0251ce"}, {uuid.NewString(), u2, "heidi"}} {
 		name, err := username.Normalize(c[2])
 		if err != nil {
 			t.Fatal(err)

@@ -96,7 +96,7 @@ func TestRoundFencesOnlyStalePartitions(t *testing.T) {
 
 // batchOf makes a one-record batch for st, parsed as a round would.
 func (p *Projector) batchOf(st *partitionState, rec *kgo.Record) *batch {
-	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []claimInput{parseClaim(rec, p.rules)}}
+	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []claimInput{parseClaim(rec, rules{partitions: int(p.cfg.Partitions), policy: latestPolicy})}}
 }
 
 // TestFenceWaitsForBatchInFlight: the compare-and-set locks the partition
