@@ -15,8 +15,10 @@ import (
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -228,14 +230,27 @@ func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, erro
 	}
 	err = jsonv2.Unmarshal(raw, &body, jsonv2.RejectUnknownMembers(true))
 	switch {
-	case err != nil && strings.Contains(err.Error(), "after top-level value"):
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
 	case err != nil:
-		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
+		return body, http.StatusUnprocessableEntity, bodyError(err)
 	case body.Username == nil:
 		return body, http.StatusUnprocessableEntity, errors.New("username is required")
 	}
 	return body, 0, nil
+}
+
+// bodyError says what is wrong with a claim body in a person's words.
+func bodyError(err error) error {
+	var sem *jsonv2.SemanticError
+	var syn *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
+		return fmt.Errorf("request body is not a valid claim: unknown field %q (field names are matched exactly, case included)", sem.JSONPointer.LastToken())
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("request body is not a valid claim: duplicate field %q", syn.JSONPointer.LastToken())
+	case strings.Contains(err.Error(), "after top-level value"):
+		return errors.New("request body holds more than one JSON value")
+	}
+	return fmt.Errorf("request body is not a valid claim: %v", err)
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
@@ -325,6 +340,44 @@ type Availability struct {
 	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
 }
 
+// describe fills in the name's canonical form, key and partition.
+func (a *api) describe(av *Availability, name username.Username) {
+	av.Canonical, av.Key = name.Canonical, name.Key
+	if a.cfg.Partitions > 0 {
+		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
+		av.Partition = &p
+	}
+}
+
+// invalidName answers a name the policy refuses, as a claim would be
+// refused, and where the name still has a key, names the held name it
+// looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
+// and looks like a held "orchid5".
+func (a *api) invalidName(ctx context.Context, typed string, av Availability, refusal error) (int, Availability, error) {
+	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
+	var keys []string
+	if name, ok := a.cfg.Client.Policy().Inspect(typed); ok {
+		a.describe(&av, name)
+		keys = append(keys, name.Key)
+	}
+	if shown, ok := a.cfg.Client.Policy().ShownKey(typed); ok && shown != av.Key {
+		keys = append(keys, shown)
+	}
+	for _, key := range keys {
+		reg, err := a.cfg.Directory.HolderOfKey(ctx, key)
+		if err != nil {
+			return 0, av, err
+		}
+		if reg == nil {
+			continue
+		}
+		av.ConflictsWith = reg.Canonical
+		av.Detail += fmt.Sprintf("; it also looks like %q, which is held", reg.Canonical)
+		break
+	}
+	return http.StatusUnprocessableEntity, av, nil
+}
+
 // Lookup statuses, and the codes they are answered with.
 const (
 	StatusHeld       = "held"       // 200: the holder is in the body
@@ -360,14 +413,9 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 	}
 	name, err := policy.Normalize(typed)
 	if err != nil {
-		av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, err.Error()
-		return http.StatusUnprocessableEntity, av, nil
+		return a.invalidName(ctx, typed, av, err)
 	}
-	av.Canonical, av.Key = name.Canonical, name.Key
-	if a.cfg.Partitions > 0 {
-		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
-		av.Partition = &p
-	}
+	a.describe(&av, name)
 	if policy.Reserved(name) {
 		av.Status, av.Reason = StatusReserved, events.ReasonReserved
 		return http.StatusConflict, av, nil

@@ -26,13 +26,13 @@ import (
 //
 // A Redecider is not safe for concurrent use. Use one per partition.
 type Redecider struct {
-	rules      rules
-	seed       maphash.Seed
-	requests   map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
-	holders    map[string]compactHolder // key -> holder
-	st         state                    // reused for each call: holds at most the entries one claim touches
-	entry      ledgerEntry              // the materialised ledger entry for st
-	holder     holder                   // the materialised holder for st
+	rules    rules
+	seed     maphash.Seed
+	requests map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
+	holders  map[string]compactHolder // key -> holder
+	st       state                    // reused for each call: holds at most the entries one claim touches
+	entry    ledgerEntry              // the materialised ledger entry for st
+	holder   holder                   // the materialised holder for st
 }
 
 type compactHolder struct {

@@ -28,6 +28,9 @@ func FuzzNormalize(f *testing.F) {
 	})
 }
 
+// Inspect is the latest policy's Inspect.
+func Inspect(typed string) (Username, bool) { return v2.Inspect(typed) }
+
 func checkProperties(t *testing.T, typed string) {
 	t.Helper()
 	u, err := Normalize(typed)
@@ -40,6 +43,9 @@ func checkProperties(t *testing.T, typed string) {
 			t.Fatalf("Normalize(%+q) = %+q, %v; its canonically equivalent %+q gives %+q, %v",
 				typed, u, err, form.String(typed), other, oerr)
 		}
+	}
+	if i, ok := Inspect(typed); err == nil && (!ok || i.Canonical != u.Canonical || i.Key != u.Key) {
+		t.Fatalf("Normalize(%+q) = %+q, but Inspect gives %+q, %v", typed, u, i, ok)
 	}
 	if err != nil {
 		if !errors.Is(err, ErrInvalid) || err.Error() == "" {

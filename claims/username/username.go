@@ -57,6 +57,8 @@ func invalid(format string, args ...any) error {
 type Policy struct {
 	version   int
 	normalize func(typed string) (Username, error)
+	inspect   func(typed string) (Username, bool)
+	shownKey  func(typed string) (string, bool)
 	reserved  map[string]string // Key -> reserved name
 	names     []string
 }
@@ -77,12 +79,25 @@ func (p *Policy) Reserved(u Username) bool {
 	return ok
 }
 
+// Inspect returns the canonical form and key of typed where the policy can
+// compute them although it refuses the name (ok is false when it cannot:
+// characters that are not allowed, a name too long). It explains a
+// refusal, for example that a mixed-script name looks like a held one; it
+// never decides anything.
+func (p *Policy) Inspect(typed string) (u Username, ok bool) { return p.inspect(typed) }
+
+// ShownKey returns the key of typed as it is displayed (as typed, not
+// canonical), where it can be computed. Version 2 refuses a name whose
+// shown key differs from its key; the lookup uses it to name the held name
+// such a name looks like. Version 1 has no such notion and returns Key.
+func (p *Policy) ShownKey(typed string) (string, bool) { return p.shownKey(typed) }
+
 // ReservedNames lists the reserved names in their canonical form.
 func (p *Policy) ReservedNames() []string { return append([]string(nil), p.names...) }
 
 var (
-	v1 = &Policy{version: 1, normalize: normalizeV1}
-	v2 = &Policy{version: 2, normalize: normalizeV2}
+	v1 = &Policy{version: 1, normalize: normalizeV1, inspect: inspectV1, shownKey: shownKeyV1}
+	v2 = &Policy{version: 2, normalize: normalizeV2, inspect: inspectV2, shownKey: shownKeyV2}
 )
 
 func init() {
@@ -134,6 +149,16 @@ func normalizeV1(typed string) (Username, error) {
 		return Username{}, &InvalidError{Detail: err.Error()}
 	}
 	return Username{Typed: u.Typed, Canonical: u.Canonical, Key: u.Key}, nil
+}
+
+func inspectV1(typed string) (Username, bool) {
+	u, err := normalizeV1(typed)
+	return u, err == nil
+}
+
+func shownKeyV1(typed string) (string, bool) {
+	u, ok := inspectV1(typed)
+	return u.Key, ok
 }
 
 // buildReserved panics on a name the policy rejects: that is a bug in the

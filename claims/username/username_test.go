@@ -68,13 +68,13 @@ var bugReportKinds = []outcome{
 	{"displayed", nil, "Alice", "ok", ""},
 	{"displayed", []string{"bill"}, "BILL", "invalid", "U+0049"},
 	{"displayed", nil, "\u13aa\u13b5\u13ac", "invalid", "U+13AA"}, // Cherokee capitals
-	{"displayed", nil, "\u0399on", "invalid", ""},                  // Greek capital iota
+	{"displayed", nil, "\u0399on", "invalid", ""},                 // Greek capital iota
 	// A soft-dotted letter with U+0307.
 	{"soft-dotted", []string{"pilot7"}, "P\u0130LOT7", "invalid", "U+0307"},
 	{"soft-dotted", nil, "pi\u0307lot7", "invalid", "U+0307"},
 	{"soft-dotted", nil, "j\u0307ane", "invalid", "U+0307"},
 	{"soft-dotted", nil, "\u0456\u0307\u0432\u0430\u043d", "invalid", "U+0307"}, // Cyrillic і + dot
-	{"soft-dotted", nil, "i\u0301n", "ok", ""},                                 // an accent, not a dot
+	{"soft-dotted", nil, "i\u0301n", "ok", ""},                                  // an accent, not a dot
 	// Repeated, stacked or other-script marks.
 	{"marks", []string{"zo\u00e9"}, "zoe\u0301\u0301", "invalid", "twice"},
 	{"marks", nil, "zoe\u0301\u0323\u0301", "invalid", "twice"},

@@ -95,6 +95,32 @@ func normalizeV2(typed string) (Username, error) {
 	return Username{Typed: typed, Canonical: canonical, Key: key}, nil
 }
 
+// inspectV2 computes the canonical form and key as normalizeV2 does,
+// without the checks that do not stand in their way.
+func inspectV2(typed string) (Username, bool) {
+	if checkRawV2(typed) != nil {
+		return Username{}, false
+	}
+	canonical, err := canonicalizeV2(norm.NFC.String(typed))
+	if err != nil || checkLengthV2(canonical) != nil {
+		return Username{}, false
+	}
+	key, err := keyOf(canonical)
+	if err != nil {
+		return Username{}, false
+	}
+	return Username{Typed: typed, Canonical: canonical, Key: key}, true
+}
+
+// shownKeyV2 is the key of the name as typed (in NFC).
+func shownKeyV2(typed string) (string, bool) {
+	if checkRawV2(typed) != nil {
+		return "", false
+	}
+	key, err := keyOf(norm.NFC.String(typed))
+	return key, err == nil
+}
+
 // errTooLong is the one message for a name too long, whether the byte
 // guard or the character count finds it, so spellings of one name get one
 // answer.
@@ -525,4 +551,3 @@ func isContextual(r rune) bool {
 	}
 	return (r >= 0x0660 && r <= 0x0669) || (r >= 0x06F0 && r <= 0x06F9)
 }
-
