@@ -283,3 +283,30 @@ func BenchmarkNormalize(b *testing.B) {
 		}
 	}
 }
+
+// TestASCIIShortcuts: the shortcuts for ASCII give what the general code
+// gives, for every pair of printable ASCII characters.
+func TestASCIIShortcuts(t *testing.T) {
+	for a := byte(0x20); a < 0x7f; a++ {
+		for b := byte(0x20); b < 0x7f; b++ {
+			s := string([]byte{a, b})
+			if got, want := asciiSkeleton(s), fullSkeleton(s); got != want {
+				t.Fatalf("asciiSkeleton(%q) = %q; want %q", s, got, want)
+			}
+			if got, want := asciiLower(s), norm.NFD.String(fold(s)); got != want {
+				t.Fatalf("asciiLower(%q) = %q; want %q", s, got, want)
+			}
+			if got, want := asciiScripts(s), resolvedScripts(s); got != want {
+				t.Fatalf("asciiScripts(%q) = %v; want %v", s, got.names(), want.names())
+			}
+		}
+	}
+}
+
+func resolvedScripts(s string) scriptSet {
+	resolved := allScripts
+	for _, r := range s {
+		resolved = resolved.and(augment(scriptExtensions(r)))
+	}
+	return resolved
+}

@@ -211,6 +211,9 @@ func isMark(r rune) bool { return unicode.In(r, unicode.Mn, unicode.Me) }
 // on a soft-dotted letter (i, j, і, …) that already shows a dot, and no
 // nonspacing mark of a script other than its base's (or Inherited).
 func checkMarks(canonical string) error {
+	if isASCII(canonical) {
+		return nil
+	}
 	var base rune
 	var baseScripts scriptSet
 	var marks []rune // marks on the current base
@@ -257,6 +260,9 @@ func containsRune(rs []rune, r rune) bool {
 // returns the name's resolved script set (every script when the name has
 // only Common and Inherited characters).
 func checkScripts(canonical string) (scriptSet, error) {
+	if isASCII(canonical) {
+		return asciiScripts(canonical), nil
+	}
 	var buf [MaxRunes]scriptSet
 	sets := buf[:0]
 	resolved := allScripts
@@ -272,6 +278,28 @@ func checkScripts(canonical string) (scriptSet, error) {
 		return resolved, mixedScripts(canonical)
 	}
 	return resolved, mixedLookalike(canonical)
+}
+
+var latinOnly = setOf("Latin")
+
+// asciiScripts is the resolved script set of an ASCII name: Latin when it
+// has a letter, else every script (digits and punctuation are Common).
+func asciiScripts(s string) scriptSet {
+	for i := 0; i < len(s); i++ {
+		if c := s[i] | 0x20; 'a' <= c && c <= 'z' {
+			return latinOnly
+		}
+	}
+	return allScripts
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // allowedMix reports whether the scripts of a multi-script name are a
@@ -400,7 +428,12 @@ func checkWholeScript(canonical string, resolved scriptSet, key string) error {
 func keyOf(s string) (string, error) {
 	cur := s
 	for range maxKeyPasses {
-		next := norm.NFD.String(fold(skeleton(cur)))
+		next := skeleton(cur)
+		if isASCII(next) {
+			next = asciiLower(next) // what fold and NFD do to ASCII, without their allocations
+		} else {
+			next = norm.NFD.String(fold(next))
+		}
 		if next == cur {
 			if cur == "" || !utf8.ValidString(cur) {
 				return "", invalid("username has no usable registry key")
@@ -442,6 +475,14 @@ func isCherokeeSmall(r rune) bool { return 0xAB70 <= r && r <= 0xABBF || 0x13F8 
 // know as graphic instead, which removes prototypes newer than Go's tables
 // on a second pass.)
 func skeleton(s string) string {
+	if isASCII(s) {
+		return asciiSkeleton(s)
+	}
+	return fullSkeleton(s)
+}
+
+// fullSkeleton is skeleton without the ASCII shortcut.
+func fullSkeleton(s string) string {
 	d := norm.NFD.String(s)
 	var b strings.Builder
 	b.Grow(len(d))
@@ -457,11 +498,53 @@ func skeleton(s string) string {
 	return norm.NFD.String(b.String())
 }
 
+// asciiSkeleton is skeleton for ASCII input, which is already NFD and has
+// no default-ignorable code points; it allocates only when a character has
+// a prototype.
+func asciiSkeleton(s string) string {
+	for i := 0; i < len(s); i++ {
+		if confusable.GetReplacement(rune(s[i])) != "" {
+			var b strings.Builder
+			b.Grow(len(s) + 4)
+			b.WriteString(s[:i])
+			for _, r := range s[i:] {
+				if repl := confusable.GetReplacement(r); repl != "" {
+					b.WriteString(repl)
+				} else {
+					b.WriteRune(r)
+				}
+			}
+			return norm.NFD.String(b.String())
+		}
+	}
+	return s
+}
+
+// asciiLower lowercases ASCII letters, which is all that default case
+// folding does to ASCII.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
 // checkDisplayed refuses a name whose typed form, which is what people
 // see, has another key than its canonical form: "Iumen11" shows a capital
 // I that reads as the l of "lumen11", although its canonical form
 // "iumen11" does not.
 func checkDisplayed(nfc, canonical, key string) error {
+	if nfc == canonical {
+		return nil
+	}
 	if typedKey, err := keyOf(nfc); err == nil && typedKey == key {
 		return nil
 	}
