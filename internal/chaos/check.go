@@ -330,6 +330,10 @@ func (c *checker) truth(op Op) (string, string) {
 	if len(other) > 0 {
 		return ResultRequestConflict, strings.Join(other, "; ")
 	}
+	if _, err := username.Normalize(op.Username); err != nil {
+		// The API refuses such a name itself and publishes nothing.
+		return ResultInvalid, "the username policy refuses it: " + err.Error()
+	}
 	return "(none)", "no ledger row for the request"
 }
 

@@ -271,3 +271,18 @@ func TestCheckStaleWrite(t *testing.T) {
 	in.StaleWrites = []string{"claim_partitions 1: next_offset 200 → 150, owner_epoch 3 → 3"}
 	expectOnly(t, Check(in), PropNoStaleWriter)
 }
+
+// TestCheckRefusedNamesNeedNoDecision: a name the API refuses itself (422
+// invalid, nothing published) agrees with the durable decisions, which
+// have nothing for it; an "invalid" answer for a name the policy accepts
+// does not.
+func TestCheckRefusedNamesNeedNoDecision(t *testing.T) {
+	in := world(t, collisions(t))
+	refused := Op{ID: 900, Kind: KindNew, RequestID: uuid.NewString(), UserID: u2, Username: "Iumen11", Result: ResultInvalid}
+	in.Ops = append(in.Ops, refused)
+	expectOnly(t, Check(in))
+	wrong := refused
+	wrong.ID, wrong.RequestID, wrong.Username = 901, uuid.NewString(), "lumen11"
+	in.Ops = append(in.Ops, wrong)
+	expectOnly(t, Check(in), PropAnswersAgree)
+}
