@@ -309,8 +309,14 @@ func (c *checker) answers() {
 
 // truth is the result the durable decisions give op's payload: the ledger
 // row for its request_id with the same user and username, else
-// request_conflict when the request_id is stored with another payload.
+// request_conflict when the request_id is stored with another payload; and
+// invalid, with no decision, for a name the policy refuses.
 func (c *checker) truth(op Op) (string, string) {
+	if _, err := username.Normalize(op.Username); err != nil {
+		// The API refuses such a name itself, before it looks at the
+		// ledger (even for a reused request_id), and publishes nothing.
+		return ResultInvalid, "the username policy refuses it: " + err.Error()
+	}
 	var other []string
 	for k, rows := range c.ledger {
 		if k.RequestID != op.RequestID {
@@ -329,10 +335,6 @@ func (c *checker) truth(op Op) (string, string) {
 	}
 	if len(other) > 0 {
 		return ResultRequestConflict, strings.Join(other, "; ")
-	}
-	if _, err := username.Normalize(op.Username); err != nil {
-		// The API refuses such a name itself and publishes nothing.
-		return ResultInvalid, "the username policy refuses it: " + err.Error()
 	}
 	return "(none)", "no ledger row for the request"
 }

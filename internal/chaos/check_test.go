@@ -281,6 +281,10 @@ func TestCheckRefusedNamesNeedNoDecision(t *testing.T) {
 	refused := Op{ID: 900, Kind: KindNew, RequestID: uuid.NewString(), UserID: u2, Username: "Iumen11", Result: ResultInvalid}
 	in.Ops = append(in.Ops, refused)
 	expectOnly(t, Check(in))
+	reused := refused // r1 is in the ledger with another name: the API still answers invalid first
+	reused.ID, reused.Kind, reused.RequestID = 902, KindReuse, r1
+	in.Ops = append(in.Ops, reused)
+	expectOnly(t, Check(in))
 	wrong := refused
 	wrong.ID, wrong.RequestID, wrong.Username = 901, uuid.NewString(), "lumen11"
 	in.Ops = append(in.Ops, wrong)
