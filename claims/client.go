@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,6 +51,10 @@ var (
 	// read to answer a retried request_id. Nothing was written; retry with
 	// the same request_id.
 	ErrLedgerUnavailable = errors.New("request ledger unavailable")
+	// ErrPolicyUnavailable: the username policy version the deployment
+	// decides under could not be read from the database. Nothing was
+	// written; retry.
+	ErrPolicyUnavailable = errors.New("username policy version unavailable")
 )
 
 // ClientConfig configures a Client.
@@ -62,9 +67,16 @@ type ClientConfig struct {
 	Decisions Decisions
 	// Policy is the username policy the deployment decides under, as
 	// recorded in its database (projector.PolicyVersion): claims are
-	// normalized and stamped with it, and lookups answer under it.
-	// Defaults to the latest version, username.Latest.
+	// normalized and stamped with it, and lookups answer under it. When
+	// nil, PolicyVersion reads it; when both are nil, it is the latest
+	// version, username.Latest.
 	Policy *username.Policy
+	// PolicyVersion, when Policy is nil, reads the version the deployment
+	// decides under the first time a claim or a lookup needs it, and again
+	// until a read succeeds: a database that is down when the client starts
+	// makes claims fail with ErrPolicyUnavailable (503) until it answers,
+	// not the client fail to start.
+	PolicyVersion func(ctx context.Context) (int, error)
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -85,7 +97,10 @@ type ClientConfig struct {
 }
 
 // Client claims usernames and awaits their decisions.
-type Client struct{ cfg ClientConfig }
+type Client struct {
+	cfg    ClientConfig
+	policy atomic.Pointer[username.Policy] // once known
+}
 
 // NewClient returns a Client.
 func NewClient(cfg ClientConfig) (*Client, error) {
@@ -99,8 +114,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	cfg.Policy = cmp.Or(cfg.Policy, username.MustVersion(username.Latest))
-	return &Client{cfg: cfg}, nil
+	c := &Client{cfg: cfg}
+	switch {
+	case cfg.Policy != nil:
+		c.policy.Store(cfg.Policy)
+	case cfg.PolicyVersion == nil:
+		c.policy.Store(username.MustVersion(username.Latest))
+	}
+	return c, nil
 }
 
 // Request is a claim as a signup service asks for it.
@@ -154,7 +175,7 @@ type Submission struct {
 // and the wait different deadlines. The subscription is released by Await
 // or Close.
 func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
-	claim, err := c.build(req)
+	claim, err := c.build(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -213,15 +234,35 @@ func (s *Submission) Await(ctx context.Context) Result {
 // Close releases the subscription without waiting.
 func (s *Submission) Close() { s.cancel() }
 
-func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+func (c *Client) build(ctx context.Context, req Request) (*events.ClaimSubmitted, error) {
 	if req.Caller == "" {
 		req.Caller = c.cfg.Caller
 	}
-	return CheckPolicy(c.cfg.Policy, req, c.cfg.Now())
+	policy, err := c.Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return CheckPolicy(policy, req, c.cfg.Now())
 }
 
-// Policy is the username policy the client claims under.
-func (c *Client) Policy() *username.Policy { return c.cfg.Policy }
+// Policy is the username policy the client claims under. It fails,
+// wrapping ErrPolicyUnavailable, only while the configured PolicyVersion
+// cannot be read.
+func (c *Client) Policy(ctx context.Context) (*username.Policy, error) {
+	if p := c.policy.Load(); p != nil {
+		return p, nil
+	}
+	v, err := c.cfg.PolicyVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPolicyUnavailable, err)
+	}
+	p, err := username.ForVersion(v)
+	if err != nil {
+		return nil, fmt.Errorf("the database's username policy: %w", err)
+	}
+	c.policy.Store(p)
+	return p, nil
+}
 
 // Check validates req (UUIDs, the latest username policy) and turns it
 // into the claim the API of a new registry would publish, stamped now. Its
@@ -298,7 +339,7 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 // sameKey reports whether d decides a name with claim's partition key,
 // so that the projector would answer claim from the same ledger.
 func (c *Client) sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	n, err := c.cfg.Policy.Normalize(d.Canonical)
+	n, err := c.policy.Load().Normalize(d.Canonical)
 	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 

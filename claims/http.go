@@ -264,6 +264,10 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
 		WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrPolicyUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
 	case errors.Is(err, ErrLedgerUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
@@ -361,14 +365,14 @@ func (a *api) describe(av *Availability, name username.Username) {
 // refused, and where the name still has a key, names the held name it
 // looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
 // and looks like a held "orchid5".
-func (a *api) invalidName(ctx context.Context, typed string, av Availability, refusal error) (int, Availability, error) {
+func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed string, av Availability, refusal error) (int, Availability, error) {
 	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
 	var keys []string
-	if name, ok := a.cfg.Client.Policy().Inspect(typed); ok {
+	if name, ok := policy.Inspect(typed); ok {
 		a.describe(&av, name)
 		keys = append(keys, name.Key)
 	}
-	if shown, ok := a.cfg.Client.Policy().ShownKey(typed); ok && shown != av.Key {
+	if shown, ok := policy.ShownKey(typed); ok && shown != av.Key {
 		keys = append(keys, shown)
 	}
 	for _, key := range keys {
@@ -398,8 +402,11 @@ const (
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 	typed, err := pathUsername(r)
 	if err != nil {
-		WriteJSON(w, http.StatusUnprocessableEntity, Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error(),
-			PolicyVersion: a.cfg.Client.Policy().Version()})
+		av := Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error()}
+		if p, err := a.cfg.Client.Policy(r.Context()); err == nil {
+			av.PolicyVersion = p.Version()
+		}
+		WriteJSON(w, http.StatusUnprocessableEntity, av)
 		return
 	}
 	status, av, err := a.availability(r.Context(), typed)
@@ -414,14 +421,17 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 // decide a claim by a new user: invalid, reserved, held, confusable, or
 // free.
 func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
-	policy := a.cfg.Client.Policy()
+	policy, err := a.cfg.Client.Policy(ctx)
+	if err != nil {
+		return 0, Availability{}, err
+	}
 	av := Availability{PolicyVersion: policy.Version()}
 	if utf8.ValidString(typed) {
 		av.Username = typed
 	}
 	name, err := policy.Normalize(typed)
 	if err != nil {
-		return a.invalidName(ctx, typed, av, err)
+		return a.invalidName(ctx, policy, typed, av, err)
 	}
 	a.describe(&av, name)
 	if policy.Reserved(name) {

@@ -416,6 +416,9 @@ func (s *Store) Holder(ctx context.Context, canonical string) (*claims.Registrat
 	return s.holder(ctx, sqlHolder, canonical)
 }
 
+// PolicyVersion is PolicyVersion on the store's database.
+func (s *Store) PolicyVersion(ctx context.Context) (int, error) { return PolicyVersion(ctx, s.pool) }
+
 // HolderOfKey returns who holds the name with the given key, or nil when
 // nobody does.
 func (s *Store) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {

@@ -113,27 +113,23 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	return a, nil
 }
 
-// deployment fills in the policy version and partition count the node
-// must agree on with the rest of the registry, from the database and the
-// broker (bounded: NewAPI takes no context).
+// deployment fills in the partition count lookups report, from the
+// broker (bounded: NewAPI takes no context). A broker that does not answer
+// in time leaves it out of lookups rather than stop the node. The policy
+// version is read from the database when first needed (ClientConfig's
+// PolicyVersion), so a database that is down at start gives 503s, not a
+// node that cannot start.
 func deployment(cfg *APIConfig, producer *kgo.Client) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if cfg.PolicyVersion == 0 {
-		v, err := projector.PolicyVersion(ctx, cfg.Pool)
-		if err != nil {
-			return err
-		}
-		cfg.PolicyVersion = v
+	if cfg.Partitions != 0 {
+		return nil
 	}
-	if cfg.Partitions == 0 {
-		topics, err := kadm.NewClient(producer).ListTopics(ctx, events.TopicClaims)
-		if err != nil {
-			return fmt.Errorf("reading the claims topic's partition count: %w", err)
-		}
-		if t, ok := topics[events.TopicClaims]; ok && t.Err == nil {
-			cfg.Partitions = int32(len(t.Partitions))
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(producer).ListTopics(ctx, events.TopicClaims)
+	if t, ok := topics[events.TopicClaims]; err == nil && ok && t.Err == nil {
+		cfg.Partitions = int32(len(t.Partitions))
+	} else if cfg.Logger != nil {
+		cfg.Logger.Warn("lookups will not report partitions: the claims topic's partition count is unknown", "error", err)
 	}
 	return nil
 }
@@ -169,13 +165,15 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}, func() float64 { return float64(reader.Waiting()) }))
 	}
 	store := projector.NewStore(cfg.Pool)
-	policy, err := username.ForVersion(cfg.PolicyVersion)
-	if err != nil {
-		return nil, fmt.Errorf("the database's username policy: %w", err)
-	}
 	dir := &deadlineDirectory{store: store, timeout: cmp.Or(cfg.DBTimeout, 10*time.Second)}
+	var policy *username.Policy
+	if cfg.PolicyVersion != 0 {
+		if policy, err = username.ForVersion(cfg.PolicyVersion); err != nil {
+			return nil, err
+		}
+	}
 	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: dir, Policy: policy,
-		Metrics: metrics, Logger: cfg.Logger})
+		PolicyVersion: dir.policyVersion, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -220,6 +218,14 @@ func (d *deadlineDirectory) Decision(ctx context.Context, requestID string) (*ev
 	ctx, cancel := context.WithTimeout(ctx, 2*d.timeout)
 	defer cancel()
 	return d.store.Decision(ctx, requestID)
+}
+
+// policyVersion reads (recording on a new database) the username policy
+// version the deployment decides under.
+func (d *deadlineDirectory) policyVersion(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.PolicyVersion(ctx)
 }
 
 func (d *deadlineDirectory) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
