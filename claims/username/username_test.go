@@ -120,6 +120,28 @@ var bugReportKinds = []outcome{
 	{"path", nil, "sitemap.xml", "reserved", ""},
 	{"path", nil, "R0B0TS.TXT", "reserved", ""},
 	{"path", nil, "a.b", "ok", ""},
+	// Escapes and URL delimiters: a site that decodes or cuts its paths
+	// would read these as the refused or reserved names.
+	{"path", nil, "%2e%2e", "invalid", "'%'"},
+	{"path", nil, "%2ewell-known", "invalid", "'%'"},
+	{"path", nil, "a%2Fb", "invalid", "'%'"},
+	{"path", nil, "robots%2etxt", "invalid", "'%'"},
+	{"path", nil, "%", "invalid", "'%'"},
+	{"path", nil, "robots.txt?", "invalid", "'?'"},
+	{"path", nil, "robots.txt#", "invalid", "'#'"},
+	{"path", nil, "x?y", "invalid", "'?'"},
+	{"path", nil, "x#y", "invalid", "'#'"},
+	{"path", nil, "a[0]", "invalid", "'['"},
+	{"path", nil, "a|b", "invalid", "'|'"},
+	{"path", nil, "a<b>", "invalid", "'<'"},
+	{"path", nil, "a\"b", "invalid", "'\"'"},
+	{"path", nil, "a^b", "invalid", "'^'"},
+	{"path", nil, "a`b", "invalid", "'`'"},
+	{"path", nil, "a{b}", "invalid", "'{'"},
+	{"path", nil, "a\uff05b", "invalid", "'%'"}, // fullwidth percent sign
+	{"path", nil, "a-b_c~d", "ok", ""},
+	{"path", nil, "a+b", "ok", ""},
+	{"path", nil, "a@b:c", "ok", ""},
 	{"path", nil, "alice.", "ok", ""},
 	// The Bidi rule only for right-to-left names.
 	{"bidi", nil, "jos\u00e9_", "ok", ""},

@@ -177,18 +177,45 @@ func checkLengthV2(canonical string) error {
 }
 
 // checkPath keeps names usable as one segment of a web address
-// (RFC 3986 §3.3): no separators, and no dot segments or hidden names.
+// (RFC 3986 §3.3): no dot segments or hidden names, and no ASCII character
+// that a segment cannot carry as it is. A segment's characters are pchar:
+// unreserved, sub-delims, ":" and "@", or a percent-encoded octet; so "/",
+// "?", "#" and "[" "]" end or break the segment, "%" starts an escape (a
+// site that decodes its paths would read "%2e%2e" as ".."), and the rest of
+// ASCII punctuation (space, `"`, "<", ">", "\", "^", "`", "{", "|", "}")
+// must always be escaped. A name that needs no escaping reads the same
+// wherever a site puts it into a URL, escaped or not.
 func checkPath(canonical string) error {
 	switch {
 	case strings.Trim(canonical, ".") == "":
 		return invalid("username is made only of dots, which web addresses read as a step up or a stay in place")
 	case canonical[0] == '.':
 		return invalid("username begins with a dot, which marks hidden files and web paths such as .well-known")
-	case strings.ContainsAny(canonical, `/\`):
-		r := canonical[strings.IndexAny(canonical, `/\`)]
-		return invalid("username contains %q, which separates the parts of a web address", r)
+	}
+	if i := strings.IndexFunc(canonical, notPathChar); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(canonical[i:])
+		switch r {
+		case '/', '\\':
+			return invalid("username contains %q, which separates the parts of a web address", r)
+		default:
+			return invalid("username contains %q, which a web address cannot carry unescaped (RFC 3986 §3.3); "+
+				"besides letters and digits a name may use - . _ ~ ! $ & ' ( ) * + , ; = : @", r)
+		}
 	}
 	return nil
+}
+
+// notPathChar reports an ASCII character outside RFC 3986's pchar (without
+// the percent-encoding it allows). Non-ASCII characters are the other
+// rules' business: IRIs (RFC 3987) carry them.
+func notPathChar(r rune) bool {
+	switch {
+	case r >= utf8.RuneSelf:
+		return false
+	case 'a' <= r && r <= 'z', 'A' <= r && r <= 'Z', '0' <= r && r <= '9':
+		return false
+	}
+	return !strings.ContainsRune("-._~!$&'()*+,;=:@", r)
 }
 
 // checkBidi applies RFC 5893's Bidi rule to names with right-to-left
