@@ -4,12 +4,17 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/httpwire"
 )
@@ -17,8 +22,9 @@ import (
 // Directory answers the API's read queries. *projector.Store implements it.
 type Directory interface {
 	Ledger
-	// Holder returns who holds canonical, or nil when nobody does.
-	Holder(ctx context.Context, canonical string) (*Registration, error)
+	// HolderOfKey returns who holds a name with the given key (the
+	// username policy's Key), or nil when nobody does.
+	HolderOfKey(ctx context.Context, key string) (*Registration, error)
 }
 
 // HandlerConfig configures the HTTP API.
@@ -35,6 +41,10 @@ type HandlerConfig struct {
 	DefaultWait time.Duration
 	// MaxWait caps ?wait=. Defaults to 30s.
 	MaxWait time.Duration
+	// Partitions is the claims topic's partition count, so that a lookup
+	// can say which partition a name's key belongs in. When 0, lookups
+	// leave the partition out.
+	Partitions int32
 	// Metrics records HTTP latency, 202s and 503s; use the Client's so
 	// one /metrics shows both. Defaults to unregistered metrics.
 	Metrics *Metrics
@@ -68,16 +78,53 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
-		"POST /v1/claims":              a.postClaim,
-		"GET /v1/claims/{request_id}":  a.getClaim,
-		"GET /v1/usernames/{username}": a.getUsername,
-		"GET /healthz":                 healthz,
-		"GET /readyz":                  a.readyz,
+		"POST /v1/claims":             a.postClaim,
+		"GET /v1/claims/{request_id}": a.getClaim,
+		"GET /healthz":                healthz,
+		"GET /readyz":                 a.readyz,
 	}
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
-	return mux, nil
+	return RawUsernamePaths(cfg.Metrics.InstrumentHTTP(lookupPattern, http.HandlerFunc(a.getUsername)), mux), nil
+}
+
+// UsernamesPrefix is the path under which GET looks a username up.
+const UsernamesPrefix = "/v1/usernames/"
+
+// lookupPattern labels the lookup in the HTTP metrics.
+const lookupPattern = "GET /v1/usernames/{username}"
+
+// RawUsernamePaths sends every request under /v1/usernames/ to lookup and
+// the rest to next. ServeMux cleans a path before it routes it, answering
+// a redirect for "/v1/usernames/.." or "/v1/usernames/a//b", which would
+// take the client away from the name it asked about: every path under the
+// prefix is a name (refused by the policy when it is not a valid one), so
+// lookup reads it from the raw path itself. Put it in front of any
+// ServeMux that serves the API.
+func RawUsernamePaths(lookup, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, UsernamesPrefix) && !strings.HasPrefix(r.URL.EscapedPath(), UsernamesPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		lookup.ServeHTTP(w, r)
+	})
+}
+
+// pathUsername is the name in a lookup's path, percent-decoded once.
+func pathUsername(r *http.Request) (string, error) {
+	raw := strings.TrimPrefix(r.URL.EscapedPath(), UsernamesPrefix)
+	name, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", errors.New("the username in the path is not validly percent-encoded")
+	}
+	return name, nil
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -130,6 +177,10 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
 		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrPolicyUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
 	case errors.Is(err, ErrLedgerUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
@@ -178,22 +229,129 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 	httpwire.WriteJSON(w, http.StatusOK, body)
 }
 
+// Availability is the answer of GET /v1/usernames/{name}: what a claim of
+// the name by a new user would get right now (docs/usernames.md, "The
+// lookup"). Nothing is written.
+type Availability struct {
+	// Username is, for a held name, the holder's name as typed in the
+	// winning claim; otherwise the name as asked.
+	Username      string     `json:"username,omitempty"`
+	Canonical     string     `json:"canonical,omitempty"`      // the canonical form; empty when invalid
+	Key           string     `json:"key,omitempty"`            // the key a claim record must carry; empty when invalid
+	Partition     *int32     `json:"partition,omitempty"`      // the claims partition of Key (murmur2); absent when invalid
+	PolicyVersion int        `json:"policy_version"`           // the username policy version that answered
+	Status        string     `json:"status"`                   // held, available, confusable, reserved or invalid
+	Available     bool       `json:"available"`                // whether a new user's claim would win the name
+	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, invalid)
+	ConflictsWith string     `json:"conflicts_with,omitempty"` // for held and confusable: the holder's canonical name
+	Detail        string     `json:"detail,omitempty"`         // for invalid: why, for a person
+	UserID        string     `json:"user_id,omitempty"`        // for held: the holder
+	RequestID     string     `json:"request_id,omitempty"`     // for held: the winning claim's request
+	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
+}
+
+// describe fills in the name's canonical form, key and partition.
+func (a *api) describe(av *Availability, name username.Username) {
+	av.Canonical, av.Key = name.Canonical, name.Key
+	if a.cfg.Partitions > 0 {
+		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
+		av.Partition = &p
+	}
+}
+
+// invalidName answers a name the policy refuses, as a claim would be
+// refused, and where the name still has a key, names the held name it
+// looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
+// and looks like a held "orchid5".
+func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed string, av Availability, refusal error) (int, Availability, error) {
+	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
+	var keys []string
+	if name, ok := policy.Inspect(typed); ok {
+		a.describe(&av, name)
+		keys = append(keys, name.Key)
+	}
+	if shown, ok := policy.ShownKey(typed); ok && shown != av.Key {
+		keys = append(keys, shown)
+	}
+	for _, key := range keys {
+		reg, err := a.cfg.Directory.HolderOfKey(ctx, key)
+		if err != nil {
+			return 0, av, err
+		}
+		if reg == nil {
+			continue
+		}
+		av.ConflictsWith = reg.Canonical
+		av.Detail += fmt.Sprintf("; it also looks like %q, which is held", reg.Canonical)
+		break
+	}
+	return http.StatusUnprocessableEntity, av, nil
+}
+
+// Lookup statuses, and the codes they are answered with.
+const (
+	StatusHeld       = "held"       // 200: the holder is in the body
+	StatusAvailable  = "available"  // 404: no holder; a claim would win it
+	StatusConfusable = "confusable" // 409: a name with the same key is held
+	StatusReserved   = "reserved"   // 409: on the reserved list
+	StatusInvalid    = "invalid"    // 422: the policy refuses the name
+)
+
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
-	name, err := Normalize(r.PathValue("username"))
+	typed, err := pathUsername(r)
 	if err != nil {
-		writeInvalid(w, events.ReasonInvalid, err.Error())
+		av := Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error()}
+		if p, err := a.cfg.Client.Policy(r.Context()); err == nil {
+			av.PolicyVersion = p.Version()
+		}
+		httpwire.WriteJSON(w, http.StatusUnprocessableEntity, av)
 		return
 	}
-	reg, err := a.cfg.Directory.Holder(r.Context(), name.Canonical)
+	status, av, err := a.availability(r.Context(), typed)
 	if err != nil {
 		a.lookupFailed(w, err)
 		return
 	}
-	if reg == nil {
-		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{Canonical: name.Canonical, Status: "unknown"})
-		return
+	httpwire.WriteJSON(w, status, av)
+}
+
+// availability decides a lookup as decideFresh in package projector would
+// decide a claim by a new user: invalid, reserved, held, confusable, or
+// free.
+func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
+	policy, err := a.cfg.Client.Policy(ctx)
+	if err != nil {
+		return 0, Availability{}, err
 	}
-	httpwire.WriteJSON(w, http.StatusOK, reg)
+	av := Availability{PolicyVersion: policy.Version()}
+	if utf8.ValidString(typed) {
+		av.Username = typed
+	}
+	name, err := policy.Normalize(typed)
+	if err != nil {
+		return a.invalidName(ctx, policy, typed, av, err)
+	}
+	a.describe(&av, name)
+	if policy.Reserved(name) {
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	}
+	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case reg == nil:
+		av.Status, av.Available = StatusAvailable, true
+		return http.StatusNotFound, av, nil
+	case reg.Canonical == name.Canonical:
+		at := reg.RegisteredAt
+		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
+		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		return http.StatusOK, av, nil
+	default:
+		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
+		return http.StatusConflict, av, nil
+	}
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {

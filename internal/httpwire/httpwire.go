@@ -8,15 +8,18 @@
 package httpwire
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/usernameregistry/registry/events"
 )
@@ -48,9 +51,12 @@ func ReadClaim(w http.ResponseWriter, r *http.Request) (Claim, int, error) {
 	return Claim{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
 }
 
-// readClaimBody decodes the body strictly: unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
-// refused before JSON decoding would quietly turn it into U+FFFD.
+// readClaimBody decodes the body strictly, with encoding/json/v2 semantics
+// (github.com/go-json-experiment/json): unknown fields are refused so a
+// misspelt "userid" is an error, not a missing user; field names must
+// match exactly ("USER_ID" is unknown, not user_id); a field given twice
+// is refused rather than the last one silently winning; invalid UTF-8 is
+// refused, not turned into U+FFFD; and nothing may follow the object.
 func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
 	var body claimBody
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
@@ -63,18 +69,29 @@ func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, erro
 	case !utf8.Valid(raw):
 		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&body)
+	err = jsonv2.Unmarshal(raw, &body, jsonv2.RejectUnknownMembers(true))
 	switch {
 	case err != nil:
-		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
-	case dec.More():
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
+		return body, http.StatusUnprocessableEntity, bodyError(err)
 	case body.Username == nil:
 		return body, http.StatusUnprocessableEntity, errors.New("username is required")
 	}
 	return body, 0, nil
+}
+
+// bodyError says what is wrong with a claim body in a person's words.
+func bodyError(err error) error {
+	var sem *jsonv2.SemanticError
+	var syn *jsontext.SyntacticError
+	switch {
+	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
+		return fmt.Errorf("request body is not a valid claim: unknown field %q (field names are matched exactly, case included)", sem.JSONPointer.LastToken())
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("request body is not a valid claim: duplicate field %q", syn.JSONPointer.LastToken())
+	case strings.Contains(err.Error(), "after top-level value"):
+		return errors.New("request body holds more than one JSON value")
+	}
+	return fmt.Errorf("request body is not a valid claim: %v", err)
 }
 
 // Answer is every claim response body; empty fields are left out.

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -27,13 +27,13 @@ import (
 //
 // A Redecider is not safe for concurrent use. Use one per partition.
 type Redecider struct {
-	partitions int
-	seed       maphash.Seed
-	requests   map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
-	holders    map[string]compactHolder // key -> holder
-	st         State                    // reused for each call: holds at most the entries one claim touches
-	entry      Entry                    // the materialised ledger entry for st
-	holder     Holder                   // the materialised holder for st
+	rules    Rules
+	seed     maphash.Seed
+	requests map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
+	holders  map[string]compactHolder // key -> holder
+	st       State                    // reused for each call: holds at most the entries one claim touches
+	entry    Entry                    // the materialised ledger entry for st
+	holder   Holder                   // the materialised holder for st
 }
 
 type compactHolder struct {
@@ -52,10 +52,20 @@ type Redecision struct {
 }
 
 // NewRedecider returns a Redecider for claims topics of the given partition
-// count, starting from an empty partition.
+// count, starting from an empty partition, deciding under the latest
+// username policy (that of a new registry).
 func NewRedecider(partitions int) *Redecider {
+	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false)
+}
+
+// NewPolicyRedecider is NewRedecider deciding under the given policy. With
+// translate, claims made under another policy version are decided as if
+// they had been made under this one, from the username as typed, without
+// the key and partition checks: what the replay's --policy-version shows.
+// Without it, such claims are invalid, as the projector decides them.
+func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool) *Redecider {
 	return &Redecider{
-		partitions: partitions, seed: maphash.MakeSeed(),
+		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
 		st: State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}},
 	}
@@ -66,14 +76,14 @@ func NewRedecider(partitions int) *Redecider {
 // for the records after it. For a copy, Decision and Value are nil (the
 // compact state does not keep the first decision's bytes).
 func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
-	in := Parse(rec, r.partitions)
+	in := Parse(rec, r.rules)
 	r.load(&in)
 	out, err := Decide(&r.st, &in)
 	if err != nil {
 		return Redecision{}, err
 	}
-	version := claims.PolicyVersion
-	if in.Invalid != "" { // rare: read the version the checks did not keep
+	version := r.rules.Policy.Version()
+	if in.Invalid != "" || r.rules.Translate { // read the version the checks did not keep
 		version = 0
 		if c, err := events.DecodeClaim(rec); err == nil {
 			version = c.PolicyVersion
@@ -132,12 +142,16 @@ func (r *Redecider) payloadHash(userID, username string) uint64 {
 // Len reports how many request_ids and held names the Redecider remembers.
 func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(r.holders) }
 
+// latestPolicy is the policy LedgerIdentity parses with; the request_id,
+// user_id and username it returns do not depend on the policy.
+var latestPolicy = username.MustVersion(username.Latest)
+
 // LedgerIdentity returns what the request ledger would record for a
 // claims record, as the projector parses it: the request_id (derived from
 // the position when the claim has no usable one), the user_id and the
 // username. A record whose three equal a ledger row of its partition is a
 // repeat, decided as a copy of that row's decision.
 func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
-	in := Parse(rec, partitions)
+	in := Parse(rec, Rules{Partitions: partitions, Policy: latestPolicy, Translate: true})
 	return in.RequestID, in.UserID, in.Username
 }
