@@ -65,6 +65,9 @@ type ClientConfig struct {
 	Producer *kgo.Client
 	// Decisions delivers decisions to waiting claims. Required.
 	Decisions Decisions
+	// Topics names the registry's topics; claims go to Topics.Claims.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Policy is the username policy the deployment decides under, as
 	// recorded in its database (projector.PolicyVersion): claims are
 	// normalized and stamped with it, and lookups answer under it. When
@@ -107,14 +110,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Producer == nil || cfg.Decisions == nil {
 		return nil, errors.New("claims: ClientConfig needs a Producer and Decisions")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg.WithDefaults()}
 	switch {
 	case cfg.Policy != nil:
 		c.policy.Store(cfg.Policy)
@@ -122,6 +118,20 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		c.policy.Store(username.MustVersion(username.Latest))
 	}
 	return c, nil
+}
+
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg ClientConfig) WithDefaults() ClientConfig {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Topics = cfg.Topics.WithDefaults()
+	return cfg
 }
 
 // Request is a claim as a signup service asks for it.
@@ -208,6 +218,7 @@ func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kg
 	if err != nil {
 		return nil, err
 	}
+	rec.Topic = c.cfg.Topics.Claims
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

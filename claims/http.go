@@ -1,25 +1,22 @@
 package claims
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
 // Directory answers the API's read queries. *projector.Store implements it.
@@ -55,12 +52,21 @@ type HandlerConfig struct {
 	Logger *slog.Logger
 }
 
-// MaxBodyBytes is the largest POST body the API reads; larger ones get 413.
-const MaxBodyBytes = 64 << 10
-
 type api struct {
 	cfg HandlerConfig
 	log *slog.Logger
+}
+
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg HandlerConfig) WithDefaults() HandlerConfig {
+	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
+	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
 }
 
 // NewHandler returns the registry's HTTP API.
@@ -68,14 +74,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Client == nil || cfg.Directory == nil || cfg.Ready == nil {
 		return nil, errors.New("claims: HandlerConfig needs Client, Directory and Ready")
 	}
-	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
-	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
+	cfg = cfg.WithDefaults()
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
@@ -129,7 +128,7 @@ func pathUsername(r *http.Request) (string, error) {
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -139,37 +138,18 @@ func cmpDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
-// claimBody is the POST /v1/claims request body.
-type claimBody struct {
-	Username  *string `json:"username"`
-	UserID    string  `json:"user_id"`
-	RequestID string  `json:"request_id"`
-}
-
-// Answer is every claim response body; empty fields are left out.
-type Answer struct {
-	RequestID     string `json:"request_id,omitempty"`
-	Username      string `json:"username,omitempty"`
-	Canonical     string `json:"canonical,omitempty"`
-	UserID        string `json:"user_id,omitempty"`
-	Status        string `json:"status"`
-	Reason        string `json:"reason,omitempty"`
-	ConflictsWith string `json:"conflicts_with,omitempty"`
-	Detail        string `json:"detail,omitempty"`
-}
-
 func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 	wait, err := a.waitParam(r)
 	if err != nil {
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 		return
 	}
-	req, status, err := ReadRequest(w, r)
+	body, status, err := httpwire.ReadClaim(w, r)
 	if err != nil {
-		WriteError(w, status, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
-	req.Caller = CallerFrom(r.Context())
+	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username, Caller: CallerFrom(r.Context())}
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
@@ -184,74 +164,7 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) waitParam(r *http.Request) (time.Duration, error) {
-	return ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
-}
-
-// ParseWait reads ?wait: def when absent, capped at max, an error when it
-// is not a non-negative duration.
-func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
-	s := r.URL.Query().Get("wait")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
-	}
-	return min(d, max), nil
-}
-
-// ReadRequest decodes a POST /v1/claims body as the API does, returning
-// the status code to answer with when it cannot.
-func ReadRequest(w http.ResponseWriter, r *http.Request) (Request, int, error) {
-	body, status, err := readClaimBody(w, r)
-	if err != nil {
-		return Request{}, status, err
-	}
-	return Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
-}
-
-// readClaimBody decodes the body strictly, with encoding/json/v2 semantics
-// (github.com/go-json-experiment/json): unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user; field names must
-// match exactly ("USER_ID" is unknown, not user_id); a field given twice
-// is refused rather than the last one silently winning; invalid UTF-8 is
-// refused, not turned into U+FFFD; and nothing may follow the object.
-func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
-	var body claimBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
-	case err != nil:
-		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
-	case !utf8.Valid(raw):
-		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
-	}
-	err = jsonv2.Unmarshal(raw, &body, jsonv2.RejectUnknownMembers(true))
-	switch {
-	case err != nil:
-		return body, http.StatusUnprocessableEntity, bodyError(err)
-	case body.Username == nil:
-		return body, http.StatusUnprocessableEntity, errors.New("username is required")
-	}
-	return body, 0, nil
-}
-
-// bodyError says what is wrong with a claim body in a person's words.
-func bodyError(err error) error {
-	var sem *jsonv2.SemanticError
-	var syn *jsontext.SyntacticError
-	switch {
-	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
-		return fmt.Errorf("request body is not a valid claim: unknown field %q (field names are matched exactly, case included)", sem.JSONPointer.LastToken())
-	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
-		return fmt.Errorf("request body is not a valid claim: duplicate field %q", syn.JSONPointer.LastToken())
-	case strings.Contains(err.Error(), "after top-level value"):
-		return errors.New("request body holds more than one JSON value")
-	}
-	return fmt.Errorf("request body is not a valid claim: %v", err)
+	return httpwire.ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
@@ -263,23 +176,23 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
 	case errors.Is(err, ErrPolicyUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
 	case errors.Is(err, ErrLedgerUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
 	case errors.Is(err, ErrUnavailable):
 		a.log.Error("claim failed: claims topic unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
 	}
 }
 
@@ -287,29 +200,14 @@ func (a *api) writeResult(w http.ResponseWriter, res Result) {
 	if res.Decision == nil {
 		a.cfg.Metrics.waitTimeouts.Inc()
 		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
-		WriteJSON(w, http.StatusAccepted, Answer{RequestID: res.RequestID, Status: "pending"})
+		httpwire.WriteJSON(w, http.StatusAccepted, httpwire.Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
-	status, body := AnswerFor(res.Decision)
+	status, body := httpwire.AnswerFor(res.Decision)
 	if status == http.StatusOK && res.Won {
 		status = http.StatusCreated
 	}
-	WriteJSON(w, status, body)
-}
-
-// AnswerFor maps a decision to its status code and body, as every endpoint
-// that shows a decision answers it.
-func AnswerFor(d *events.Decision) (int, Answer) {
-	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
-	switch d.Reason {
-	case "":
-		return http.StatusOK, body
-	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved:
-		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
-		return http.StatusConflict, body
-	default:
-		return http.StatusUnprocessableEntity, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
-	}
+	httpwire.WriteJSON(w, status, body)
 }
 
 func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
@@ -324,11 +222,11 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{RequestID: id.String(), Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{RequestID: id.String(), Status: "unknown"})
 		return
 	}
-	_, body := AnswerFor(d)
-	WriteJSON(w, http.StatusOK, body)
+	_, body := httpwire.AnswerFor(d)
+	httpwire.WriteJSON(w, http.StatusOK, body)
 }
 
 // Availability is the answer of GET /v1/usernames/{name}: what a claim of
@@ -406,7 +304,7 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 		if p, err := a.cfg.Client.Policy(r.Context()); err == nil {
 			av.PolicyVersion = p.Version()
 		}
-		WriteJSON(w, http.StatusUnprocessableEntity, av)
+		httpwire.WriteJSON(w, http.StatusUnprocessableEntity, av)
 		return
 	}
 	status, av, err := a.availability(r.Context(), typed)
@@ -414,7 +312,7 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 		a.lookupFailed(w, err)
 		return
 	}
-	WriteJSON(w, status, av)
+	httpwire.WriteJSON(w, status, av)
 }
 
 // availability decides a lookup as decideFresh in package projector would
@@ -459,7 +357,7 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
+	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
@@ -474,35 +372,12 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &re) {
 			detail = re.Detail
 		}
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
+		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func writeInvalid(w http.ResponseWriter, reason, detail string) {
-	WriteError(w, http.StatusUnprocessableEntity, reason, detail)
-}
-
-// WriteError writes a rejected request (4xx) or an error (5xx) with the
-// reason and a detail for a person.
-func WriteError(w http.ResponseWriter, status int, reason, detail string) {
-	s := "rejected"
-	if status >= 500 {
-		s = "error"
-	}
-	WriteJSON(w, status, Answer{Status: s, Reason: reason, Detail: detail})
-}
-
-// WriteJSON writes body as the API's JSON answer: one object and a newline.
-func WriteJSON(w http.ResponseWriter, status int, body any) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)
-	}
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b) //nolint:errcheck // the client went away; nothing to do
+	httpwire.WriteError(w, http.StatusUnprocessableEntity, reason, detail)
 }

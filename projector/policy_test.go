@@ -8,8 +8,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/usernameregistry/registry/claims/username"
-	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // TestPolicyVersionRecorded: a new database records the latest policy
@@ -39,7 +39,7 @@ func TestPolicyVersionRecorded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pg.Migrate(ctx, old, slog.Default()); err != nil {
+	if _, err := migrations.Migrate(ctx, old, slog.Default()); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := PolicyVersion(ctx, old); err != nil || v != 1 {

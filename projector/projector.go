@@ -18,6 +18,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // Config configures a Projector.
@@ -36,6 +37,10 @@ type Config struct {
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
 	Group string
+	// Topics names the registry's topics: claims are consumed from
+	// Topics.Claims and decisions published to Topics.Registrations.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Partitions is the partition count of the claims topic, as checked at
 	// start. Required.
 	Partitions int32
@@ -63,6 +68,11 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// Failpoint, when set, is called at each fault point of a round
+	// (FailBeforeCommit, FailAfterCommit, FailAfterPublish) with its name;
+	// an error it returns fails that step as a lost connection would. For
+	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
+	Failpoint func(name string) error
 	// AdminKeys verifies the proof an administrative command written to
 	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
 	// means every administrative command is decided invalid. Give every
@@ -74,6 +84,24 @@ type Config struct {
 	Metrics *Metrics
 	// Logger receives the projector's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// WithDefaults returns cfg with every unset field that has a default set
+// to it. It is the one place the defaults are written; the command's
+// flags show them from here.
+func (cfg Config) WithDefaults() Config {
+	cfg.Topics = cfg.Topics.WithDefaults()
+	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
+	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
+	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
+	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
+	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
 }
 
 // Projector is one member of the projector group: for each partition it is
@@ -88,7 +116,7 @@ type Projector struct {
 
 	halt context.CancelCauseFunc // stops Run with a fatal error
 
-	rules rules // the partition count and the username policy claims are checked against
+	rules projection.Rules // the partition count and the username policy claims are checked against
 
 	// pub publishes decisions and lists log ends. It is not a group member,
 	// so it lives for the whole Run while group members come and go.
@@ -114,20 +142,13 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	if len(cfg.Kafka) == 0 || cfg.Partitions <= 0 || pool == nil {
 		return nil, errors.New("projector: Kafka options, Partitions and a database pool are required")
 	}
-	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
-	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
-	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
-	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
-	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
-	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	cfg.Metrics = cmp.Or(cfg.Metrics, NewMetrics(nil))
+	cfg = cfg.WithDefaults()
 	policy, err := username.ForVersion(cmp.Or(cfg.PolicyVersion, username.Latest))
 	if err != nil {
 		return nil, fmt.Errorf("projector: %w", err)
 	}
 	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{},
-		rules: rules{partitions: int(cfg.Partitions), policy: policy}}, nil
+		rules: projection.Rules{Partitions: int(cfg.Partitions), Policy: policy}}, nil
 }
 
 // ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
@@ -148,7 +169,7 @@ var ErrPolicyVersion = errors.New("username policy version mismatch")
 // fatal condition halts it. A batch in flight when ctx ends is finished.
 // Run may be called once per Projector.
 func (p *Projector) Run(ctx context.Context) error {
-	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
+	stored, err := recordLayout(ctx, p.pool, p.cfg.Topics.Claims, p.cfg.Partitions)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: a clean stop
@@ -159,13 +180,13 @@ func (p *Projector) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: the database was built for %d partitions, the topic has %d; names would move between partitions",
 			ErrLayoutChanged, stored, p.cfg.Partitions)
 	}
-	if p.rules.policy, err = p.recordedPolicy(ctx); err != nil {
+	if p.rules.Policy, err = p.recordedPolicy(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	p.log.Info("deciding under username policy", "policy_version", p.rules.policy.Version())
+	p.log.Info("deciding under username policy", "policy_version", p.rules.Policy.Version())
 	runCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
 	p.halt = halt
@@ -253,7 +274,7 @@ func (p *Projector) publisherOptions() []kgo.Opt {
 func (p *Projector) memberOptions() []kgo.Opt {
 	return append(p.roleOptions("projector-consumer"),
 		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(events.TopicClaims),
+		kgo.ConsumeTopics(p.cfg.Topics.Claims),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
@@ -270,8 +291,8 @@ func (p *Projector) memberOptions() []kgo.Opt {
 // fetch: it bumps each partition's epoch in PostgreSQL, which fences the
 // previous owner, and starts consumption at the stored next offset.
 func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	parts := make([]int32, 0, len(offsets[events.TopicClaims]))
-	for part := range offsets[events.TopicClaims] {
+	parts := make([]int32, 0, len(offsets[p.cfg.Topics.Claims]))
+	for part := range offsets[p.cfg.Topics.Claims] {
 		if part >= p.cfg.Partitions {
 			err := fmt.Errorf("%w: assigned partition %d but the registry has %d", ErrLayoutChanged, part, p.cfg.Partitions)
 			p.halt(err)
@@ -322,18 +343,18 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 		out[a.partition] = resumeAt(a.nextOffset)
 		p.log.Info("partition assigned", "partition", a.partition, "next_offset", a.nextOffset, "epoch", a.epoch)
 	}
-	return map[string]map[int32]kgo.Offset{events.TopicClaims: out}
+	return map[string]map[int32]kgo.Offset{p.cfg.Topics.Claims: out}
 }
 
 // checkLogEnds halts when a stored offset is past the log end: the broker
 // lost claims that were decided.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, p.cfg.Topics.Claims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
 	for _, a := range as {
-		end, ok := ends.Lookup(events.TopicClaims, a.partition)
+		end, ok := ends.Lookup(p.cfg.Topics.Claims, a.partition)
 		if !ok || end.Err != nil {
 			return fmt.Errorf("listing end offset of claims partition %d: %v", a.partition, end.Err)
 		}
@@ -348,7 +369,7 @@ func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
 func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, part := range lost[events.TopicClaims] {
+	for _, part := range lost[p.cfg.Topics.Claims] {
 		delete(p.owned, part)
 		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
@@ -479,7 +500,7 @@ type batch struct {
 	st            *partitionState
 	recs          []*kgo.Record
 	highWatermark int64
-	ins           []claimInput // the undecided records, parsed
+	ins           []projection.Claim // the undecided records, parsed
 }
 
 // round decides one poll's records, of every partition this member owns,
@@ -548,9 +569,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 			}
 		}
 		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
-			b.ins = make([]claimInput, len(recs))
+			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = parseClaim(r, p.rules)
+				b.ins[i] = projection.Parse(r, p.rules)
 			}
 			live = append(live, b)
 		}
@@ -562,7 +583,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
-	if err := failpoint(FailAfterCommit); err != nil {
+	if err := p.failpoint(FailAfterCommit); err != nil {
 		return err
 	}
 	return p.publish(ctx, rows, false)
@@ -688,7 +709,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return failpoint(FailBeforeCommit)
+		return p.failpoint(FailBeforeCommit)
 	})
 	if err != nil {
 		return nil, err
@@ -698,7 +719,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 			p.fence(b.st)
 			continue
 		}
-		b.st.nextOffset = b.ins[len(b.ins)-1].offset + 1
+		b.st.nextOffset = b.ins[len(b.ins)-1].Offset + 1
 	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
@@ -714,7 +735,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 	parts, epochs, prevs, nexts := make([]int32, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, b := range bs {
 		parts[i], epochs[i], prevs[i] = b.st.partition, b.st.epoch, b.st.nextOffset
-		nexts[i] = b.ins[len(b.ins)-1].offset + 1
+		nexts[i] = b.ins[len(b.ins)-1].Offset + 1
 	}
 	rows, err := tx.Query(ctx, bugSQL(sqlAdvance), parts, epochs, prevs, nexts)
 	if err != nil {
@@ -750,13 +771,13 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 	for _, b := range bs {
 		s := states[b.st.partition]
 		for i := range b.ins {
-			out, err := decide(s, &b.ins[i])
+			out, err := projection.Decide(s, &b.ins[i])
 			if err != nil {
 				return nil, nil, err
 			}
 			w.add(&b.ins[i], out)
-			if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
-				decided = append(decided, out.decision)
+			if !out.Copy {
+				decided = append(decided, out.Decision)
 			}
 		}
 	}

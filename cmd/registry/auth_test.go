@@ -19,8 +19,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/auth"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
 )
 
 // runMain runs `registry args…` as a child process with env added.
