@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: help run test lint fuzz build chaos chaos-bugs
+.PHONY: help run test test-kafka lint fuzz build chaos chaos-bugs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -13,6 +13,13 @@ run: ## run the whole registry embedded: go run ./cmd/registry dev
 
 test: ## run every test with the race detector: go test -race ./...
 	$(GO) test -race ./...
+
+# The packages whose tests talk to Kafka (through internal/testenv), and the
+# launcher's own tests.
+KAFKA_PKGS = $$($(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '/internal\/testenv|stacktest/ {print $$1}') ./internal/kafkalaunch/
+
+test-kafka: ## the Kafka-dependent tests on Apache Kafka from jars, no Docker (TEST_KAFKA=apache; needs java 17+ and mvn)
+	TEST_KAFKA=apache $(GO) test -race $(KAFKA_PKGS)
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

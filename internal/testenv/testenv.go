@@ -27,6 +27,7 @@ func Main(m *testing.M) {
 	code := m.Run()
 	shared.stop()
 	sharedKafka.stop()
+	apacheKafka.stop()
 	os.Exit(code)
 }
 
