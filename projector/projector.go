@@ -116,6 +116,15 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 // projector halts rather than skip or re-decide anything.
 var ErrOffsetBeyondLogEnd = errors.New("stored offset is beyond the end of the claims log")
 
+// ErrDataLoss is wrapped when the claims log lost records the projector
+// had already read: the client reported data loss (a leader came back
+// with a shorter log, detected through its leader epoch: franz-go's
+// *kgo.ErrDataLoss), or a fetch returned a record below the partition's
+// stored next offset, so offsets already decided now hold other claims.
+// The projector halts rather than treat new claims as decided or decide
+// any claim twice.
+var ErrDataLoss = errors.New("the claims log lost records that were decided")
+
 // ErrLayoutChanged is wrapped when the claims topic's partition count
 // differs from the one recorded at first run.
 var ErrLayoutChanged = errors.New("claims partition count changed")
@@ -347,14 +356,28 @@ func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 			return err
 		}
 		var batches []*batch
+		var lost error
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
 			}
-			if st := p.state(fp.Partition); st != nil { // nil: revoked between fetch and now
-				batches = append(batches, &batch{st: st, recs: fp.Records, highWatermark: fp.HighWatermark})
+			st := p.state(fp.Partition)
+			if st == nil { // revoked between fetch and now
+				return
 			}
+			// The client fetches on from where the last round ended, which
+			// is the stored next offset; only a log that lost its tail
+			// and was written again hands back a lower offset.
+			if first := fp.Records[0].Offset; first < st.nextOffset && lost == nil {
+				lost = fmt.Errorf("%w: claims partition %d: fetched offset %d below the stored next offset %d; restore the broker's data or rebuild, never skip",
+					ErrDataLoss, fp.Partition, first, st.nextOffset)
+			}
+			batches = append(batches, &batch{st: st, recs: fp.Records, highWatermark: fp.HighWatermark})
 		})
+		if lost != nil {
+			cl.AllowRebalance()
+			return lost
+		}
 		if len(batches) > 0 {
 			p.round(ctx, cl, batches)
 		}
@@ -409,11 +432,15 @@ func (p *Projector) anyFenced() bool {
 }
 
 // fetchErrors returns a fatal fetch error. OffsetOutOfRange can only mean
-// the log no longer holds the stored position; everything else the client
-// retries by itself.
+// the log no longer holds the stored position, and data loss that the
+// log was cut below it; everything else the client retries by itself.
 func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
 	for _, fe := range fetches.Errors() {
+		var loss *kgo.ErrDataLoss
 		switch {
+		case errors.As(fe.Err, &loss):
+			return fmt.Errorf("%w: claims partition %d: the broker's log ends at %d, but offsets up to %d were read; restore the broker's data or rebuild, never skip: %v",
+				ErrDataLoss, fe.Partition, loss.ResetTo, loss.ConsumedTo, fe.Err)
 		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded), errors.Is(fe.Err, kgo.ErrClientClosed):
 		case errors.Is(fe.Err, kerr.OffsetOutOfRange):
 			return fmt.Errorf("%w: partition %d: %v", ErrOffsetBeyondLogEnd, fe.Partition, fe.Err)

@@ -104,9 +104,16 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 		fmt.Fprintln(w, "NOT every claim decided within 30s of healing")
 	}
 	out.Report.Print(w)
+	if len(out.NotInjected) > 0 {
+		fmt.Fprintf(w, "NOT every fault type injected (%s): the run was too short; use a longer --duration\n", strings.Join(out.NotInjected, ", "))
+	}
 	if n := out.Report.Anomalies(); n > 0 || out.SettledIn < 0 {
 		fmt.Fprintf(w, "FAIL: %d anomalies with seed %d; rerun with --seed %d. Data and logs in %s\n", n, seed, seed, out.Dir)
 		return exitAnomalies
+	}
+	if len(out.NotInjected) > 0 {
+		fmt.Fprintf(w, "FAIL: 0 anomalies with seed %d, but not every fault type was tried. Data and logs in %s\n", seed, out.Dir)
+		return 1
 	}
 	fmt.Fprintf(w, "OK: 0 anomalies with seed %d\n", seed)
 	if !keep {

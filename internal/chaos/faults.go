@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -51,17 +52,29 @@ func (f *faultCounter) snapshot() map[string]int {
 }
 
 // inject alternates fault-free periods with random subsets of faults,
-// each healed before the next quiet period, until ctx ends.
+// each healed before the next quiet period, until ctx ends. The faults
+// are dealt from a shuffled deck of every configured type, dealt again
+// once empty, so a run injects each type once before any repeats: a
+// short run still exercises all of them (with every type, about 45 s).
 func (r *run) inject(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0xfa17))
+	var deck []string
 	for {
 		if !sleep(ctx, time.Duration(1500+rng.IntN(3000))*time.Millisecond) {
 			return
 		}
 		n := 1 + rng.IntN(min(2, len(r.cfg.Faults)))
 		kinds := make([]string, 0, n)
-		for _, i := range rng.Perm(len(r.cfg.Faults))[:n] {
-			kinds = append(kinds, r.cfg.Faults[i])
+		for len(kinds) < n {
+			if len(deck) == 0 {
+				for _, i := range rng.Perm(len(r.cfg.Faults)) {
+					deck = append(deck, r.cfg.Faults[i])
+				}
+			}
+			if slices.Contains(kinds, deck[0]) { // the same fault twice at once: next round
+				break
+			}
+			kinds, deck = append(kinds, deck[0]), deck[1:]
 		}
 		var wg sync.WaitGroup
 		for _, k := range kinds {

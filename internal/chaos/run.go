@@ -88,6 +88,9 @@ func (c *Config) defaults() error {
 type Outcome struct {
 	Report *Report
 	Faults map[string]int // injected, by type
+	// NotInjected lists the configured fault types the run was too short
+	// to inject even once.
+	NotInjected []string
 	// SettledIn is how long after healing every claim was decided; -1
 	// when the settle time ran out.
 	SettledIn time.Duration
@@ -147,7 +150,13 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 	if err := writeHistory(filepath.Join(cfg.Dir, "history.jsonl"), in.Ops); err != nil {
 		return nil, err
 	}
-	return &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir}, nil
+	out := &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir}
+	for _, f := range cfg.Faults {
+		if out.Faults[f] == 0 {
+			out.NotInjected = append(out.NotInjected, f)
+		}
+	}
+	return out, nil
 }
 
 func (r *run) logf(format string, args ...any) {
