@@ -285,9 +285,14 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 }
 
 // checkLogEnds halts when a stored offset is past the log end: the broker
-// lost claims that were decided.
+// lost claims that were decided. A partition whose end offset is not
+// available yet (a leader election under way: OFFSET_NOT_AVAILABLE,
+// KIP-207) is asked again for up to AttemptTimeout, rather than failing
+// the whole assignment and forcing the group to rebalance.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
+	lctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	ends, err := listEndOffsets(lctx, kadm.NewClient(p.pub), events.TopicClaims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
@@ -746,4 +751,28 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 		return nil, nil, fmt.Errorf("writing decisions: %w", err)
 	}
 	return w.outbox, decided, nil
+}
+
+// listEndOffsets lists topic's end offsets, asking again while a partition
+// answers a retriable error, until ctx ends: after a leader election
+// Apache Kafka answers OFFSET_NOT_AVAILABLE until the new leader's high
+// watermark has caught up (KIP-207), and LEADER_NOT_AVAILABLE or
+// NOT_LEADER_FOR_PARTITION while the election runs. kfake never does.
+func listEndOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) {
+			return ends, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
