@@ -31,8 +31,9 @@ fuzz: ## fuzz the username policy for a fixed number of runs (FUZZRUNS=2000000x)
 build: ## build bin/registry
 	$(GO) build -o bin/registry ./cmd/registry
 
-chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8); see docs/guarantees.md
-	$(GO) run ./cmd/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8)
+chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8 KAFKA=kfake|apache); see docs/guarantees.md
+	$(GO) build -o bin/chaos ./cmd/chaos
+	./bin/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8) --kafka $(or $(KAFKA),kfake)
 
 chaos-bugs: ## build -tags chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one (exit status 3)
 	@# go run reports any failure of the program as exit status 1, so the

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -45,7 +46,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	seed := fs.Uint64("seed", envUint("SEED", 1), "seed for the workload and the fault injector (SEED)")
 	duration := fs.Duration("duration", envDuration("DURATION", 60*time.Second), "how long load and faults run (DURATION)")
 	clients := fs.Int("clients", int(envUint("CLIENTS", 8)), "concurrent clients (CLIENTS)")
-	faults := fs.String("faults", "", "comma-separated fault types to inject; empty means all: "+strings.Join(chaos.FaultTypes, ","))
+	kafka := fs.String("kafka", cmp.Or(os.Getenv("KAFKA"), chaos.KafkaEmbedded), "the broker: kfake (a process behind a proxy) or apache (a three-node Apache Kafka cluster from jars, with broker faults) (KAFKA)")
+	faults := fs.String("faults", "", "comma-separated fault types to inject; empty means all: on kfake "+strings.Join(chaos.FaultTypes, ",")+"; on apache "+strings.Join(chaos.ApacheFaultTypes, ","))
 	bug := fs.String("bug", "", "build the registry with -tags chaosbug and this deliberate bug: fence, ledger or offset")
 	dir := fs.String("dir", "", "directory for the run's data and logs; default a new temporary directory, removed after a clean run")
 	if err := fs.Parse(args); err != nil {
@@ -65,7 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 		}
 		*dir = d
 	}
-	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Dir: *dir, Log: stdout}
+	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Kafka: *kafka, Dir: *dir, Log: stdout}
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
 	}
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	if *bug != "" {
 		cfg.Env = []string{"REGISTRY_CHAOS_BUG=" + *bug}
 	}
-	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, bug %q, data in %s\n", *seed, *duration, *clients, *bug, *dir)
+	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, kafka %s, bug %q, data in %s\n", *seed, *duration, *clients, *kafka, *bug, *dir)
 	out, err := chaos.Run(ctx, cfg)
 	if err != nil {
 		return 1, fmt.Errorf("seed %d: %w (data and logs in %s)", *seed, err, *dir)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -27,10 +28,16 @@ const (
 	PropReplayEqual    = "g" // projection = reference model = rebuild from registrations
 	PropAllDecided     = "h" // no claim undecided after the final phase
 	PropNoStaleWriter  = "i" // a partition's stored position only moves forward: no zombie wrote
+	PropAnsweredInTime = "j" // every request answered within its ?wait plus the write bound, brokers down or not
 )
 
+// AnswerBound is how long after its ?wait a request may take to be
+// answered: the API's 10 s write bound, plus 5 s for the rest (the ledger
+// lookup of a retry, a busy machine).
+const AnswerBound = 15 * time.Second
+
 // Properties lists every property, in report order.
-var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter}
+var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter, PropAnsweredInTime}
 
 // PropertyNames describes each property in one line.
 var PropertyNames = map[string]string{
@@ -43,6 +50,7 @@ var PropertyNames = map[string]string{
 	PropReplayEqual:    "projection = model = rebuild",
 	PropAllDecided:     "every claim decided",
 	PropNoStaleWriter:  "no stale writer moved a partition's position",
+	PropAnsweredInTime: "every request answered within its bound",
 }
 
 // LedgerRow is a row of the requests table.
@@ -174,6 +182,7 @@ func Check(in *Input) *Report {
 	c.logOrder()
 	c.replayEqual()
 	c.allDecided()
+	c.answeredInTime()
 	for _, w := range c.in.StaleWrites {
 		c.r.add(PropNoStaleWriter, "%s", w)
 	}
@@ -560,4 +569,18 @@ func keyOf(canonical string) string {
 		return canonical
 	}
 	return n.Key
+}
+
+// answeredInTime finds requests that took longer than their ?wait plus
+// AnswerBound: a node that holds a caller past the write bound (a broker
+// down, a produce whose outcome is unknown) instead of answering 503.
+func (c *checker) answeredInTime() {
+	for _, op := range c.in.Ops {
+		if op.Kind == KindPoison || op.Invoke.IsZero() || op.Complete.IsZero() {
+			continue
+		}
+		if took := op.Complete.Sub(op.Invoke); took > op.Wait+AnswerBound {
+			c.r.add(PropAnsweredInTime, "op %d (%s %s, wait %s) took %s: %d %s %s", op.ID, op.Kind, op.RequestID, op.Wait, took.Round(time.Millisecond), op.Code, op.Result, op.Error)
+		}
+	}
 }

@@ -271,3 +271,19 @@ func TestCheckStaleWrite(t *testing.T) {
 	in.StaleWrites = []string{"claim_partitions 1: next_offset 200 → 150, owner_epoch 3 → 3"}
 	expectOnly(t, Check(in), PropNoStaleWriter)
 }
+
+func TestCheckAnswerPastItsBound(t *testing.T) {
+	in := world(t, collisions(t))
+	start := time.Now()
+	slow := in.Ops[0]
+	slow.ID, slow.Kind, slow.Result = 96, KindRetry, ResultUnknown
+	slow.Wait, slow.Invoke, slow.Complete = 2*time.Second, start, start.Add(2*time.Second+AnswerBound+time.Second)
+	in.Ops = append(in.Ops, slow)
+	expectOnly(t, Check(in), PropAnsweredInTime)
+
+	in = world(t, collisions(t))
+	onTime := slow
+	onTime.Complete = start.Add(2*time.Second + AnswerBound - time.Second) // a 503 just inside the bound
+	in.Ops = append(in.Ops, onTime)
+	expectOnly(t, Check(in))
+}

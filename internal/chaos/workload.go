@@ -118,7 +118,7 @@ type answer struct {
 // send posts op to url and fills in its result.
 func send(ctx context.Context, client *http.Client, url string, op *Op, wait time.Duration) {
 	body, _ := json.Marshal(map[string]string{"request_id": op.RequestID, "user_id": op.UserID, "username": op.Username})
-	op.Invoke = time.Now()
+	op.Invoke, op.Wait = time.Now(), wait
 	defer func() { op.Complete = time.Now() }()
 	op.Result = ResultUnknown
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/claims?wait="+wait.String(), bytes.NewReader(body))
