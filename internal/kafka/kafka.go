@@ -23,16 +23,28 @@ import (
 )
 
 // ClientOptions are the options every registry client starts from: the seed
-// brokers, logging through slog, and acks from all in-sync replicas with
+// brokers, logging through slog, acks from all in-sync replicas with
 // idempotent writes (franz-go's defaults, stated so nobody loosens them by
-// accident).
+// accident), and gzip compression.
+//
+// The codec is part of what consumers of the topics must read
+// (docs/events.md). franz-go's default is Snappy, which KafkaJS cannot
+// read without an extra codec package: a plain KafkaJS consumer crashed on
+// the registry's own records. Gzip is the one codec every mainstream
+// client reads out of the box (the Java client, librdkafka and the
+// clients built on it, KafkaJS, franz-go, kcat).
 func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
 	return []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.WithLogger(kslog.New(slog.New(quieter{log.Handler().WithAttrs([]slog.Attr{slog.String("component", "kafka")})}))),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(Compression),
 	}
 }
+
+// Compression is the codec the registry writes its records with: gzip,
+// readable by every mainstream client without extra packages.
+var Compression = kgo.GzipCompression()
 
 // quieter passes on franz-go's warnings and errors only: its info lines
 // (every rebalance step, every metadata refresh) drown the registry's own.

@@ -3,8 +3,10 @@ package kafka
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -190,4 +192,39 @@ func splitHostPort(t *testing.T, addr string) (string, int32) {
 		t.Fatal(err)
 	}
 	return host, int32(p)
+}
+
+// TestRecordsAreGzip: the registry's clients write gzip batches, the codec
+// every mainstream client (KafkaJS included) reads without extra packages.
+func TestRecordsAreGzip(t *testing.T) {
+	t.Parallel()
+	c, err := Embedded("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(append(ClientOptions(c.ListenAddrs(), slog.New(slog.DiscardHandler)),
+		kgo.DefaultProduceTopic(events.TopicClaims), kgo.ConsumeTopics(events.TopicClaims))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if _, err := EnsureTopics(ctx(t), kadm.NewClient(cl), 1, -1); err != nil {
+		t.Fatal(err)
+	}
+	value := []byte(strings.Repeat(`{"username":"alice"}`, 20)) // compressible: Kafka clients skip compressing what does not shrink
+	if err := cl.ProduceSync(ctx(t), &kgo.Record{Value: value}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	fs := cl.PollFetches(ctx(t))
+	if err := fs.Err0(); err != nil {
+		t.Fatal(err)
+	}
+	recs := fs.Records()
+	if len(recs) != 1 {
+		t.Fatalf("fetched %d records, want 1", len(recs))
+	}
+	if got := recs[0].Attrs.CompressionType(); got != 1 {
+		t.Fatalf("batch compression type %d, want 1 (gzip)", got)
+	}
 }
