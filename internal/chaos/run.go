@@ -241,7 +241,7 @@ func (r *run) startKafka(ctx context.Context, brokerPort, proxyPort int, procLog
 	if r.cfg.Kafka == KafkaApache {
 		var err error
 		r.cluster, err = kafkalaunch.Start(ctx, kafkalaunch.Config{
-			Dir: filepath.Join(r.cfg.Dir, "kafka"), Nodes: 3, HeapMB: 512,
+			Dir: filepath.Join(r.cfg.Dir, "kafka"), Nodes: 3, HeapMB: 512, QuickStart: true,
 			Logger: slog.New(slog.NewTextHandler(procLog, nil)),
 		})
 		if err != nil {

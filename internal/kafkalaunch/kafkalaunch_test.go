@@ -49,7 +49,7 @@ func launch(t *testing.T, n int, props map[string]string) *Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := Start(ctx, Config{Dir: t.TempDir(), Nodes: n, HeapMB: 384, Props: props, Logger: slog.New(slog.DiscardHandler)})
+	c, err := Start(ctx, Config{Dir: t.TempDir(), Nodes: n, HeapMB: 384, QuickStart: true, Props: props, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("starting %d Kafka nodes: %v", n, err)
 	}

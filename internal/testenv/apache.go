@@ -34,7 +34,7 @@ func (b *apacheBroker) start() {
 	defer cancel()
 	b.cluster, b.err = kafkalaunch.Start(ctx, kafkalaunch.Config{
 		Dir:    b.dir,
-		HeapMB: 384,
+		HeapMB: 384, QuickStart: true,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 }
