@@ -263,6 +263,13 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	if err != nil || d == nil {
 		return nil, err
 	}
+	if d.Outcome == events.OutcomeRejected && d.Reason == events.ReasonInvalid {
+		// The stored decision is for a record the registry could not
+		// take (another producer's, in the wrong partition, say). This
+		// claim passed the policy and goes to its key's partition, whose
+		// own decision is the answer (docs/design.md): produce and wait.
+		return nil, nil
+	}
 	if samePayload(d, claim) {
 		return d, nil
 	}

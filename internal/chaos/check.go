@@ -319,8 +319,14 @@ func (c *checker) answers() {
 // truth is the result the durable decisions give op's payload: the ledger
 // row for its request_id with the same user and username, else
 // request_conflict when the request_id is stored with another payload.
+//
+// A payload decided in several partitions (a foreign producer's claim in
+// the wrong partition, rejected invalid, then the same request through the
+// API in the right one) is answered by the decision that is not invalid:
+// an invalid decision decides no name (docs/design.md).
 func (c *checker) truth(op Op) (string, string) {
 	var other []string
+	var invalid *Verdict
 	for k, rows := range c.ledger {
 		if k.RequestID != op.RequestID {
 			continue
@@ -331,10 +337,17 @@ func (c *checker) truth(op Op) (string, string) {
 				continue
 			}
 			if v.UserID == op.UserID && v.Username == op.Username {
-				return resultOf(v), "ledger " + v.String()
+				if resultOf(v) != ResultInvalid {
+					return resultOf(v), "ledger " + v.String()
+				}
+				invalid = &v
+				continue
 			}
 			other = append(other, "ledger "+v.String())
 		}
+	}
+	if invalid != nil {
+		return ResultInvalid, "ledger " + invalid.String()
 	}
 	if len(other) > 0 {
 		return ResultRequestConflict, strings.Join(other, "; ")

@@ -327,13 +327,18 @@ func (r *run) client(ctx context.Context, id int) {
 		op := r.work.next()
 		op.Client = id
 		if op.Kind == KindPoison {
-			rec := poison(r.work.intn(1<<20), r.cfg.Partitions, r.work)
+			n := r.work.intn(1 << 20)
+			rec := poison(n, r.cfg.Partitions, r.work)
 			op.Invoke = time.Now()
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := prod.ProduceSync(pctx, rec).FirstErr(); err != nil {
+			err := prod.ProduceSync(pctx, rec).FirstErr()
+			if err != nil {
 				op.Error = err.Error()
 			}
 			cancel()
+			if c, derr := events.DecodeClaim(rec); derr == nil && err == nil && n%6 == wrongPartition {
+				r.work.retryable(Op{Kind: KindNew, RequestID: c.RequestID, UserID: c.UserID, Username: c.Username, API: op.API})
+			}
 			op.Complete, op.Result = time.Now(), ResultUnknown
 			r.hist.Add(op)
 			continue

@@ -150,6 +150,20 @@ func send(ctx context.Context, client *http.Client, url string, op *Op, wait tim
 	}
 }
 
+// retryable records a poison claim whose payload is valid (it was only
+// written to the wrong partition) as a request a client may retry through
+// the API, which writes it to the right partition: its request_id then
+// has decisions in two partitions (docs/design.md).
+func (w *workload) retryable(op Op) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.remember(op)
+}
+
+// wrongPartition is the poison kind whose claim is valid but written to
+// the wrong partition.
+const wrongPartition = 2
+
 // poison builds a bad claims record of kind n (mod 6), each a way a
 // foreign producer can get the wire contract wrong.
 func poison(n int, partitions int, w *workload) *kgo.Record {
@@ -169,7 +183,7 @@ func poison(n int, partitions int, w *workload) *kgo.Record {
 		c := *good
 		c.RequestID = "not-a-uuid"
 		return rec(&c, part)
-	case 2:
+	case wrongPartition:
 		return rec(good, (part+1)%int32(partitions)) // murmur2 not used
 	case 3:
 		c := *good
