@@ -3,6 +3,7 @@ package claims_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +36,9 @@ func TestSubmitBoundedWhenBrokerHangs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(prod.Close)
+	var closeOnce sync.Once
+	closeProd := func() { closeOnce.Do(prod.Close) }
+	t.Cleanup(closeProd)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), 1, -1); err != nil {
@@ -101,5 +104,14 @@ func TestSubmitBoundedWhenBrokerHangs(t *testing.T) {
 	}
 	if n := reader.Waiting(); n != 0 {
 		t.Fatalf("the caller that left kept %d waiter slots", n)
+	}
+	// Stopping: the producer still holds records whose outcome is
+	// unknown; closing it must not wait for the broker.
+	closed := make(chan struct{})
+	go func() { closeProd(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the producer with unanswered records took over 5s")
 	}
 }
