@@ -38,13 +38,23 @@ func ClientOptions(brokers []string, log *slog.Logger) []kgo.Opt {
 		kgo.SeedBrokers(brokers...),
 		kgo.WithLogger(kslog.New(slog.New(quieter{log.Handler().WithAttrs([]slog.Attr{slog.String("component", "kafka")})}))),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(Compression),
+		kgo.WithCompressor(compressor),
 	}
 }
 
-// Compression is the codec the registry writes its records with: gzip,
-// readable by every mainstream client without extra packages.
-var Compression = kgo.GzipCompression()
+// compressor writes gzip, readable by every mainstream client without
+// extra packages. It is built once and shared, as franz-go shares one
+// compressor between a client's batches: kgo.ProducerBatchCompression
+// would not do, because franz-go rewrites the option's codec slice in
+// place in every NewClient, a data race when one option list builds
+// clients concurrently (the API's producer and reader do).
+var compressor = func() kgo.Compressor {
+	c, err := kgo.DefaultCompressor(kgo.GzipCompression())
+	if err != nil {
+		panic(fmt.Sprintf("kafka: gzip compressor: %v", err))
+	}
+	return c
+}()
 
 // quieter passes on franz-go's warnings and errors only: its info lines
 // (every rebalance step, every metadata refresh) drown the registry's own.
