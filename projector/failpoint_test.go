@@ -351,6 +351,55 @@ func TestHaltsOnDataLossWhileRunning(t *testing.T) {
 	}
 }
 
+// TestHaltsOnReusedOffsetsAtAssignment: the broker lost decided claims
+// while no projector ran, and new claims refilled the log past the stored
+// offsets, so the log-end check passes. On assignment the projector finds
+// that the record below its stored offset was never decided, and halts
+// instead of resuming above claims nobody decided.
+func TestHaltsOnReusedOffsetsAtAssignment(t *testing.T) {
+	t.Parallel()
+	dir, snap := t.TempDir(), t.TempDir()
+	pool, url := testenv.Database(t)
+	c, err := kafka.Embedded(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.ListenAddrs()[0]
+	var port int
+	fmt.Sscan(addr[strings.LastIndex(addr, ":")+1:], &port)
+	w := &crashWorld{brokers: []string{addr}, pool: pool, url: url}
+	produce(t, addr, 0, 6, true)
+	c.Close()
+	if err := os.CopyFS(snap, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = kafka.Embedded(dir, port); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, addr, 6, 15, false)
+	stop, _ := w.start(t)
+	w.settle(t)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if c, err = kafka.Embedded(snap, port); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	produce(t, addr, 15, 60, false) // past every stored offset
+	_, done := w.start(t)
+	select {
+	case err := <-done:
+		if !errors.Is(err, projector.ErrDataLoss) {
+			t.Fatalf("projector stopped with %v, want ErrDataLoss", err)
+		}
+		t.Log(err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("projector did not halt on offsets that were decided, lost and written again")
+	}
+}
+
 // produce writes claims i in [from, to) to the broker at addr, creating
 // the topics first when create is set, and returns each partition's end
 // offset afterwards.

@@ -248,6 +248,12 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 		}
 		return nil, err // otherwise transient: kgo rejoins and we try again
 	}
+	if err := p.checkLastDecided(ctx, as); err != nil {
+		if errors.Is(err, ErrDataLoss) {
+			p.halt(err)
+		}
+		return nil, err
+	}
 	offsets = p.own(as)
 	p.relayAssigned(ctx, as)
 	return offsets, nil
