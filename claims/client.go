@@ -38,6 +38,10 @@ var (
 	// ErrUnavailable: the claim could not be written to Kafka. It may
 	// still have been written; retry with the same request_id.
 	ErrUnavailable = errors.New("claims topic unavailable")
+	// ErrLedgerUnavailable: the request ledger (the database) could not be
+	// read to answer a retried request_id. Nothing was written; retry with
+	// the same request_id.
+	ErrLedgerUnavailable = errors.New("request ledger unavailable")
 )
 
 // ClientConfig configures a Client.
@@ -54,6 +58,13 @@ type ClientConfig struct {
 	// WriteTimeout bounds the write of a claim: past it Submit fails with
 	// ErrUnavailable whatever the producer is doing. Defaults to 10 s.
 	WriteTimeout time.Duration
+	// Caller names the service this client writes claims for; it is
+	// recorded in every claim (events.ClaimSubmitted.Caller) and shown with
+	// its decision. A Request's own Caller wins. The embedded client writes
+	// straight to Kafka: what authenticates it is its Kafka credential,
+	// and write access to claims is as powerful as the API's claim scope
+	// (docs/deployment.md). Optional.
+	Caller string
 	// Now stamps SubmittedAt. Defaults to time.Now.
 	Now func() time.Time
 	// Metrics records claims written and time to decision. Defaults to
@@ -87,6 +98,9 @@ type Request struct {
 	RequestID string // optional UUID; one is generated when empty. Reuse it to retry.
 	UserID    string // UUID of the user; required
 	Username  string // as typed
+	// Caller names the service asking, recorded in the claim; empty uses
+	// ClientConfig.Caller. The HTTP API sets it to the authenticated caller.
+	Caller string
 }
 
 // Result is how a claim ended.
@@ -140,7 +154,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 		// decision lands just after this lookup, producing again makes the
 		// projector re-emit it, so the waiter below still gets it.
 		if s.res.Decision, err = c.stored(ctx, claim); err != nil {
-			return nil, fmt.Errorf("%w: looking up the request ledger: %w", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: looking up request_id %s: %w", ErrLedgerUnavailable, claim.RequestID, err)
 		}
 		if s.res.Decision != nil {
 			return s, nil
@@ -211,6 +225,9 @@ func (s *Submission) Await(ctx context.Context) Result {
 func (s *Submission) Close() { s.cancel() }
 
 func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+	if req.Caller == "" {
+		req.Caller = c.cfg.Caller
+	}
 	return Check(req, c.cfg.Now())
 }
 
@@ -231,7 +248,7 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	}
 	return &events.ClaimSubmitted{
 		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(),
+		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(), Caller: req.Caller,
 	}, nil
 }
 

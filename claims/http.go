@@ -77,7 +77,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		"GET /readyz":                  a.readyz,
 	}
 	for pattern, h := range routes {
-		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
+		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
 	return mux, nil
 }
@@ -123,6 +123,7 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
+	req.Caller = CallerFrom(r.Context())
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
@@ -194,16 +195,23 @@ func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, erro
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
+	// Only ErrInvalid's text reaches the caller: the others wrap driver and
+	// broker errors, which name hosts, users and ports. Those go to the log.
 	switch {
 	case errors.Is(err, ErrInvalid):
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
-	case errors.Is(err, ErrUnavailable):
+		WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrLedgerUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
+	case errors.Is(err, ErrUnavailable):
+		a.log.Error("claim failed: claims topic unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
@@ -280,14 +288,22 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
+	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.cfg.Ready(ctx); err != nil {
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
+		// The error names hosts and users: the log has it, the body says
+		// which part is down in words (see ReadyError).
+		a.log.Warn("not ready", "error", err)
+		detail := "not ready"
+		var re *ReadyError
+		if errors.As(err, &re) {
+			detail = re.Detail
+		}
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})

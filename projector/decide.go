@@ -28,6 +28,7 @@ type claimInput struct {
 	requestID string // a UUID in canonical form: the claim's, or derived from the position
 	userID    string
 	username  string
+	caller    string          // the service that wrote the claim, as recorded in it
 	name      claims.Username // valid only when invalid == ""
 	invalid   string          // why the claim is invalid; empty when it is valid
 }
@@ -44,7 +45,7 @@ func parseClaim(r *kgo.Record, partitions int) claimInput {
 		in.invalid = fmt.Sprintf("claim record could not be read: %v", err)
 		return in
 	}
-	in.userID, in.username = storable(c.UserID), storable(c.Username)
+	in.userID, in.username, in.caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
 		in.requestID = positionID(r.Partition, r.Offset)
@@ -187,7 +188,7 @@ func decideFresh(st *state, in *claimInput) (*events.Decision, *holder) {
 
 func (in *claimInput) base(outcome string) *events.Decision {
 	return &events.Decision{
-		RequestID: in.requestID, UserID: in.userID, Username: in.username, Canonical: in.name.Canonical,
+		RequestID: in.requestID, UserID: in.userID, Username: in.username, Canonical: in.name.Canonical, Caller: in.caller,
 		Outcome: outcome, ClaimPartition: in.partition, ClaimOffset: in.offset, PolicyVersion: claims.PolicyVersion,
 	}
 }

@@ -57,6 +57,12 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// AdminKeys verifies the proof an administrative command written to
+	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
+	// means every administrative command is decided invalid. Give every
+	// projector and every API node the same key file (and the replay audit,
+	// once it decides administrative commands).
+	AdminKeys *events.AdminKeys
 	// Metrics receives the projector's metrics. Defaults to unregistered
 	// metrics.
 	Metrics *Metrics

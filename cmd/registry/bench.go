@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/usernameregistry/registry/internal/bench"
@@ -33,6 +34,8 @@ type benchFlags struct {
 
 func declareBench(fs *flag.FlagSet, cfg *bench.Config, f *benchFlags) {
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "base `URL` of the claim API")
+	// The token is read from the environment only: a flag would show it in ps.
+	cfg.Token = os.Getenv("REGISTRY_BENCH_TOKEN")
 	fs.IntVar(&cfg.Clients, "clients", 16, "closed loop: concurrent clients, each waiting for its answer before the next claim")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: claims per second, sent on schedule whatever the answers (0: closed loop)")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "measured part of the run")

@@ -73,6 +73,7 @@ type config struct {
 	dataDir     string            // dev only
 	pprofAddr   string            // REGISTRY_PPROF_ADDR
 	postgres    pglaunch.Binaries // REGISTRY_POSTGRES*, dev and baseline only
+	auth        authConfig        // tokens, TLS, the operator listener, admin keys
 
 	envErrs []error // malformed environment variables
 }
@@ -153,6 +154,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			// have no flag: see projector.SetFailpoints.
 			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
+		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve") },
+		"listeners": func() { c.auth.listenerFlags(fs) },
+		"admin-key": func() { c.auth.adminKeyFlag(fs) },
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
 				"address serving the projector's GET /metrics; empty serves none (REGISTRY_METRICS_ADDR)")
@@ -177,6 +181,7 @@ func parse(fs *flag.FlagSet, args []string, c *config) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	c.auth.noteExplicit(fs)
 	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
 		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 
+	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
@@ -26,7 +27,7 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key")
 	kafkaAddr := fs.String("kafka-addr", envOr("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
 		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
 	if err := parse(fs, args, &c); err != nil {
@@ -35,6 +36,22 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	kafkaPort, err := loopbackPort(*kafkaAddr)
 	if err != nil {
 		return fmt.Errorf("--kafka-addr: %w", err)
+	}
+	if err := c.auth.checkTLS(); err != nil {
+		return err
+	}
+	tokens, err := c.auth.loadTokens()
+	if err != nil {
+		return err
+	}
+	if _, err := c.auth.loadAdminKeys(); err != nil {
+		return err
+	}
+	reloadOnHUP(ctx, tokens, log)
+	if tokens == nil {
+		log.Warn("the API is open: no tokens file, so every request is served as caller \"anonymous\"; pass --tokens FILE to require bearer tokens")
+	} else {
+		log.Info("the API requires bearer tokens", "file", tokens.Path(), "callers", tokens.Callers().Len())
 	}
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
@@ -68,7 +85,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.brokers)
 	fmt.Fprintf(stdout, "connection settings for a shell: . %s\n", envFile)
-	return runDevProcesses(ctx, &c, cluster, stdout, log)
+	return runDevProcesses(ctx, &c, tokens, cluster, stdout, log)
 }
 
 // loopbackPort reads a --kafka-addr: host:port with a loopback host (the
@@ -109,7 +126,7 @@ func writeEnvFile(dir string, c *config) (string, error) {
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
+func runDevProcesses(ctx context.Context, c *config, tokens *auth.Store, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
 	opts, pool, partitions, err := connect(ctx, c, log)
 	if err != nil {
 		return err
@@ -118,7 +135,7 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 	reg := newRegistry() // one process: the API's /metrics shows the projector's too
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, reg, log) })
-	g.Go(func() error { return serveAPI(gctx, c, opts, pool, reg, stdout, log) })
+	g.Go(func() error { return serveAPI(gctx, c, tokens, opts, pool, reg, stdout, log) })
 	g.Go(func() error {
 		if cluster == nil {
 			return nil // an external database: its health is its operator's

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/internal/testenv"
@@ -33,7 +34,11 @@ type Options struct {
 	// SessionTimeout for projectors; short, so tests that stop one see
 	// its partitions move quickly. Defaults to 6s (kfake's minimum).
 	SessionTimeout time.Duration
-	Logger         *slog.Logger
+	// Tokens authenticates the API nodes' callers; nil runs them open.
+	Tokens *auth.Store
+	// MaxPageSubscribers bounds each node's live-page streams (0: default).
+	MaxPageSubscribers int
+	Logger             *slog.Logger
 }
 
 // Registry is a running registry.
@@ -56,8 +61,9 @@ type Registry struct {
 // APINode is a running API node.
 type APINode struct {
 	*stack.API
-	URL  string // http://127.0.0.1:port
-	stop func()
+	URL    string // http://127.0.0.1:port, the public API
+	OpsURL string // http://127.0.0.1:port, the operator pages (/ui, /metrics)
+	stop   func()
 }
 
 // Stop shuts the node down and waits for it.
@@ -167,7 +173,7 @@ func (r *Registry) StartAPI() *APINode {
 	r.mu.Unlock()
 	a, err := stack.NewAPI(stack.APIConfig{
 		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger,
-		Metrics: reg, Gatherer: r.Metrics,
+		Metrics: reg, Gatherer: r.Metrics, Tokens: r.opts.Tokens, MaxPageSubscribers: r.opts.MaxPageSubscribers,
 	})
 	if err != nil {
 		r.t.Fatalf("api: %v", err)
@@ -176,11 +182,15 @@ func (r *Registry) StartAPI() *APINode {
 	if err != nil {
 		r.t.Fatalf("listen: %v", err)
 	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatalf("listen: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- stack.RunAPI(ctx, a, ln) }()
+	go func() { done <- stack.RunAPI(ctx, a, stack.Listeners{API: ln, Ops: opsLn}) }()
 	var once sync.Once
-	n := &APINode{API: a, URL: "http://" + ln.Addr().String(), stop: func() {
+	n := &APINode{API: a, URL: "http://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(), stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
