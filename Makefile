@@ -21,12 +21,14 @@ KAFKA_PKGS = $$($(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join 
 test-kafka: ## the Kafka-dependent tests on Apache Kafka from jars, no Docker (TEST_KAFKA=apache; needs java 17+ and mvn)
 	TEST_KAFKA=apache $(GO) test -race $(KAFKA_PKGS)
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go mod tidy leaving nothing to change
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags failpoints,chaosbug ./cmd/registry ./projector
+	$(GO) mod tidy -diff
 
-fuzz: ## fuzz the username policy for a fixed number of runs (FUZZRUNS=2000000x)
-	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=$(or $(FUZZRUNS),2000000x) ./claims/
+fuzz: ## fuzz the username policy (version 2) for a fixed number of runs (FUZZRUNS=2000000x)
+	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=$(or $(FUZZRUNS),2000000x) ./claims/username/
 
 build: ## build bin/registry
 	$(GO) build -o bin/registry ./cmd/registry
@@ -35,7 +37,7 @@ chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIEN
 	$(GO) build -o bin/chaos ./cmd/chaos
 	./bin/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8) --kafka $(or $(KAFKA),kfake)
 
-chaos-bugs: ## build -tags chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one (exit status 3)
+chaos-bugs: ## build -tags failpoints,chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one (exit status 3)
 	@# go run reports any failure of the program as exit status 1, so the
 	@# harness is built and run directly: 3 (anomalies) must reach the test.
 	$(GO) build -o bin/chaos ./cmd/chaos

@@ -5,6 +5,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
 // withBodyType applies requireJSON to every route that takes a body (POST,
@@ -32,7 +34,7 @@ func requireJSON(next http.HandlerFunc) http.HandlerFunc {
 			if ct != "" {
 				got = fmt.Sprintf("%.100q", ct)
 			}
-			WriteError(w, http.StatusUnsupportedMediaType, "invalid", "the request body must be JSON sent with Content-Type: application/json (got "+got+")")
+			httpwire.WriteError(w, http.StatusUnsupportedMediaType, "invalid", "the request body must be JSON sent with Content-Type: application/json (got "+got+")")
 			return
 		}
 		next(w, r)

@@ -1,28 +1,30 @@
 package claims
 
 import (
-	"bytes"
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
+	"net/url"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
 // Directory answers the API's read queries. *projector.Store implements it.
 type Directory interface {
 	Ledger
-	// Holder returns who holds canonical, or nil when nobody does.
-	Holder(ctx context.Context, canonical string) (*Registration, error)
+	// HolderOfKey returns who holds a name with the given key (the
+	// username policy's Key), or nil when nobody does.
+	HolderOfKey(ctx context.Context, key string) (*Registration, error)
 }
 
 // HandlerConfig configures the HTTP API.
@@ -39,6 +41,10 @@ type HandlerConfig struct {
 	DefaultWait time.Duration
 	// MaxWait caps ?wait=. Defaults to 30s.
 	MaxWait time.Duration
+	// Partitions is the claims topic's partition count, so that a lookup
+	// can say which partition a name's key belongs in. When 0, lookups
+	// leave the partition out.
+	Partitions int32
 	// Metrics records HTTP latency, 202s and 503s; use the Client's so
 	// one /metrics shows both. Defaults to unregistered metrics.
 	Metrics *Metrics
@@ -46,12 +52,21 @@ type HandlerConfig struct {
 	Logger *slog.Logger
 }
 
-// MaxBodyBytes is the largest POST body the API reads; larger ones get 413.
-const MaxBodyBytes = 64 << 10
-
 type api struct {
 	cfg HandlerConfig
 	log *slog.Logger
+}
+
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg HandlerConfig) WithDefaults() HandlerConfig {
+	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
+	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
 }
 
 // NewHandler returns the registry's HTTP API.
@@ -59,31 +74,61 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Client == nil || cfg.Directory == nil || cfg.Ready == nil {
 		return nil, errors.New("claims: HandlerConfig needs Client, Directory and Ready")
 	}
-	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
-	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
+	cfg = cfg.WithDefaults()
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
-		"POST /v1/claims":              a.postClaim,
-		"GET /v1/claims/{request_id}":  a.getClaim,
-		"GET /v1/usernames/{username}": a.getUsername,
-		"GET /healthz":                 healthz,
-		"GET /readyz":                  a.readyz,
+		"POST /v1/claims":             a.postClaim,
+		"GET /v1/claims/{request_id}": a.getClaim,
+		"GET /healthz":                healthz,
+		"GET /readyz":                 a.readyz,
 	}
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
-	return mux, nil
+	return RawUsernamePaths(cfg.Metrics.InstrumentHTTP(lookupPattern, http.HandlerFunc(a.getUsername)), mux), nil
+}
+
+// UsernamesPrefix is the path under which GET looks a username up.
+const UsernamesPrefix = "/v1/usernames/"
+
+// lookupPattern labels the lookup in the HTTP metrics.
+const lookupPattern = "GET /v1/usernames/{username}"
+
+// RawUsernamePaths sends every request under /v1/usernames/ to lookup and
+// the rest to next. ServeMux cleans a path before it routes it, answering
+// a redirect for "/v1/usernames/.." or "/v1/usernames/a//b", which would
+// take the client away from the name it asked about: every path under the
+// prefix is a name (refused by the policy when it is not a valid one), so
+// lookup reads it from the raw path itself. Put it in front of any
+// ServeMux that serves the API.
+func RawUsernamePaths(lookup, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, UsernamesPrefix) && !strings.HasPrefix(r.URL.EscapedPath(), UsernamesPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		lookup.ServeHTTP(w, r)
+	})
+}
+
+// pathUsername is the name in a lookup's path, percent-decoded once.
+func pathUsername(r *http.Request) (string, error) {
+	raw := strings.TrimPrefix(r.URL.EscapedPath(), UsernamesPrefix)
+	name, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", errors.New("the username in the path is not validly percent-encoded")
+	}
+	return name, nil
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -93,37 +138,18 @@ func cmpDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
-// claimBody is the POST /v1/claims request body.
-type claimBody struct {
-	Username  *string `json:"username"`
-	UserID    string  `json:"user_id"`
-	RequestID string  `json:"request_id"`
-}
-
-// Answer is every claim response body; empty fields are left out.
-type Answer struct {
-	RequestID     string `json:"request_id,omitempty"`
-	Username      string `json:"username,omitempty"`
-	Canonical     string `json:"canonical,omitempty"`
-	UserID        string `json:"user_id,omitempty"`
-	Status        string `json:"status"`
-	Reason        string `json:"reason,omitempty"`
-	ConflictsWith string `json:"conflicts_with,omitempty"`
-	Detail        string `json:"detail,omitempty"`
-}
-
 func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 	wait, err := a.waitParam(r)
 	if err != nil {
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 		return
 	}
-	req, status, err := ReadRequest(w, r)
+	body, status, err := httpwire.ReadClaim(w, r)
 	if err != nil {
-		WriteError(w, status, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
-	req.Caller = CallerFrom(r.Context())
+	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username, Caller: CallerFrom(r.Context())}
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
@@ -138,60 +164,7 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) waitParam(r *http.Request) (time.Duration, error) {
-	return ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
-}
-
-// ParseWait reads ?wait: def when absent, capped at max, an error when it
-// is not a non-negative duration.
-func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
-	s := r.URL.Query().Get("wait")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
-	}
-	return min(d, max), nil
-}
-
-// ReadRequest decodes a POST /v1/claims body as the API does, returning
-// the status code to answer with when it cannot.
-func ReadRequest(w http.ResponseWriter, r *http.Request) (Request, int, error) {
-	body, status, err := readClaimBody(w, r)
-	if err != nil {
-		return Request{}, status, err
-	}
-	return Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
-}
-
-// readClaimBody decodes the body strictly: unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
-// refused before JSON decoding would quietly turn it into U+FFFD.
-func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
-	var body claimBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
-	case err != nil:
-		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
-	case !utf8.Valid(raw):
-		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&body)
-	switch {
-	case err != nil:
-		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
-	case dec.More():
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
-	case body.Username == nil:
-		return body, http.StatusUnprocessableEntity, errors.New("username is required")
-	}
-	return body, 0, nil
+	return httpwire.ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
@@ -203,19 +176,23 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrPolicyUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
 	case errors.Is(err, ErrLedgerUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
 	case errors.Is(err, ErrUnavailable):
 		a.log.Error("claim failed: claims topic unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
 	}
 }
 
@@ -223,29 +200,14 @@ func (a *api) writeResult(w http.ResponseWriter, res Result) {
 	if res.Decision == nil {
 		a.cfg.Metrics.waitTimeouts.Inc()
 		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
-		WriteJSON(w, http.StatusAccepted, Answer{RequestID: res.RequestID, Status: "pending"})
+		httpwire.WriteJSON(w, http.StatusAccepted, httpwire.Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
-	status, body := AnswerFor(res.Decision)
+	status, body := httpwire.AnswerFor(res.Decision)
 	if status == http.StatusOK && res.Won {
 		status = http.StatusCreated
 	}
-	WriteJSON(w, status, body)
-}
-
-// AnswerFor maps a decision to its status code and body, as every endpoint
-// that shows a decision answers it.
-func AnswerFor(d *events.Decision) (int, Answer) {
-	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
-	switch d.Reason {
-	case "":
-		return http.StatusOK, body
-	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved:
-		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
-		return http.StatusConflict, body
-	default:
-		return http.StatusUnprocessableEntity, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
-	}
+	httpwire.WriteJSON(w, status, body)
 }
 
 func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
@@ -260,35 +222,142 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{RequestID: id.String(), Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{RequestID: id.String(), Status: "unknown"})
 		return
 	}
-	_, body := AnswerFor(d)
-	WriteJSON(w, http.StatusOK, body)
+	_, body := httpwire.AnswerFor(d)
+	httpwire.WriteJSON(w, http.StatusOK, body)
 }
 
+// Availability is the answer of GET /v1/usernames/{name}: what a claim of
+// the name by a new user would get right now (docs/usernames.md, "The
+// lookup"). Nothing is written.
+type Availability struct {
+	// Username is, for a held name, the holder's name as typed in the
+	// winning claim; otherwise the name as asked.
+	Username      string     `json:"username,omitempty"`
+	Canonical     string     `json:"canonical,omitempty"`      // the canonical form; empty when invalid
+	Key           string     `json:"key,omitempty"`            // the key a claim record must carry; empty when invalid
+	Partition     *int32     `json:"partition,omitempty"`      // the claims partition of Key (murmur2); absent when invalid
+	PolicyVersion int        `json:"policy_version"`           // the username policy version that answered
+	Status        string     `json:"status"`                   // held, available, confusable, reserved or invalid
+	Available     bool       `json:"available"`                // whether a new user's claim would win the name
+	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, invalid)
+	ConflictsWith string     `json:"conflicts_with,omitempty"` // for held and confusable: the holder's canonical name
+	Detail        string     `json:"detail,omitempty"`         // for invalid: why, for a person
+	UserID        string     `json:"user_id,omitempty"`        // for held: the holder
+	RequestID     string     `json:"request_id,omitempty"`     // for held: the winning claim's request
+	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
+}
+
+// describe fills in the name's canonical form, key and partition.
+func (a *api) describe(av *Availability, name username.Username) {
+	av.Canonical, av.Key = name.Canonical, name.Key
+	if a.cfg.Partitions > 0 {
+		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
+		av.Partition = &p
+	}
+}
+
+// invalidName answers a name the policy refuses, as a claim would be
+// refused, and where the name still has a key, names the held name it
+// looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
+// and looks like a held "orchid5".
+func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed string, av Availability, refusal error) (int, Availability, error) {
+	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
+	var keys []string
+	if name, ok := policy.Inspect(typed); ok {
+		a.describe(&av, name)
+		keys = append(keys, name.Key)
+	}
+	if shown, ok := policy.ShownKey(typed); ok && shown != av.Key {
+		keys = append(keys, shown)
+	}
+	for _, key := range keys {
+		reg, err := a.cfg.Directory.HolderOfKey(ctx, key)
+		if err != nil {
+			return 0, av, err
+		}
+		if reg == nil {
+			continue
+		}
+		av.ConflictsWith = reg.Canonical
+		av.Detail += fmt.Sprintf("; it also looks like %q, which is held", reg.Canonical)
+		break
+	}
+	return http.StatusUnprocessableEntity, av, nil
+}
+
+// Lookup statuses, and the codes they are answered with.
+const (
+	StatusHeld       = "held"       // 200: the holder is in the body
+	StatusAvailable  = "available"  // 404: no holder; a claim would win it
+	StatusConfusable = "confusable" // 409: a name with the same key is held
+	StatusReserved   = "reserved"   // 409: on the reserved list
+	StatusInvalid    = "invalid"    // 422: the policy refuses the name
+)
+
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
-	name, err := Normalize(r.PathValue("username"))
+	typed, err := pathUsername(r)
 	if err != nil {
-		writeInvalid(w, events.ReasonInvalid, err.Error())
+		av := Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error()}
+		if p, err := a.cfg.Client.Policy(r.Context()); err == nil {
+			av.PolicyVersion = p.Version()
+		}
+		httpwire.WriteJSON(w, http.StatusUnprocessableEntity, av)
 		return
 	}
-	reg, err := a.cfg.Directory.Holder(r.Context(), name.Canonical)
+	status, av, err := a.availability(r.Context(), typed)
 	if err != nil {
 		a.lookupFailed(w, err)
 		return
 	}
-	if reg == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
-		return
+	httpwire.WriteJSON(w, status, av)
+}
+
+// availability decides a lookup as decideFresh in package projector would
+// decide a claim by a new user: invalid, reserved, held, confusable, or
+// free.
+func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
+	policy, err := a.cfg.Client.Policy(ctx)
+	if err != nil {
+		return 0, Availability{}, err
 	}
-	WriteJSON(w, http.StatusOK, reg)
+	av := Availability{PolicyVersion: policy.Version()}
+	if utf8.ValidString(typed) {
+		av.Username = typed
+	}
+	name, err := policy.Normalize(typed)
+	if err != nil {
+		return a.invalidName(ctx, policy, typed, av, err)
+	}
+	a.describe(&av, name)
+	if policy.Reserved(name) {
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	}
+	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case reg == nil:
+		av.Status, av.Available = StatusAvailable, true
+		return http.StatusNotFound, av, nil
+	case reg.Canonical == name.Canonical:
+		at := reg.RegisteredAt
+		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
+		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		return http.StatusOK, av, nil
+	default:
+		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
+		return http.StatusConflict, av, nil
+	}
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
+	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
@@ -303,35 +372,12 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &re) {
 			detail = re.Detail
 		}
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
+		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func writeInvalid(w http.ResponseWriter, reason, detail string) {
-	WriteError(w, http.StatusUnprocessableEntity, reason, detail)
-}
-
-// WriteError writes a rejected request (4xx) or an error (5xx) with the
-// reason and a detail for a person.
-func WriteError(w http.ResponseWriter, status int, reason, detail string) {
-	s := "rejected"
-	if status >= 500 {
-		s = "error"
-	}
-	WriteJSON(w, status, Answer{Status: s, Reason: reason, Detail: detail})
-}
-
-// WriteJSON writes body as the API's JSON answer: one object and a newline.
-func WriteJSON(w http.ResponseWriter, status int, body any) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)
-	}
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b) //nolint:errcheck // the client went away; nothing to do
+	httpwire.WriteError(w, http.StatusUnprocessableEntity, reason, detail)
 }

@@ -11,12 +11,33 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Topic names. Both topics have the same partition count, keep data
-// forever and are never compacted: they are the registry's record.
+// Topic names: the defaults of Topics. Both topics have the same
+// partition count, keep data forever and are never compacted: they are the
+// registry's record.
 const (
 	TopicClaims        = "claims"
 	TopicRegistrations = "registrations"
 )
+
+// Topics names one registry's two topics. A broker can hold several
+// registries, each with its own pair (and its own database). Nothing a
+// replay must reproduce depends on the names: a decision's bytes, its
+// derived request_id and its partition are the same under any names.
+type Topics struct {
+	Claims        string // defaults to TopicClaims
+	Registrations string // defaults to TopicRegistrations
+}
+
+// WithDefaults returns t with the default name for each name left empty.
+func (t Topics) WithDefaults() Topics {
+	if t.Claims == "" {
+		t.Claims = TopicClaims
+	}
+	if t.Registrations == "" {
+		t.Registrations = TopicRegistrations
+	}
+	return t
+}
 
 // Header keys set on every record. The value of HeaderType is one of the
 // Type constants; HeaderSchema is the decimal schema version of the body.
@@ -35,15 +56,6 @@ const (
 // SchemaVersion is the version of the JSON bodies this package writes. A
 // reader accepts records without the header as version 1.
 const SchemaVersion = 1
-
-// Reasons a claim is rejected, the values of Decision.Reason.
-const (
-	ReasonTaken           = "taken"            // another user holds the same canonical name
-	ReasonConfusable      = "confusable"       // another user holds a name with the same skeleton
-	ReasonReserved        = "reserved"         // the name is on the policy's reserved list
-	ReasonInvalid         = "invalid"          // the claim or its username breaks the policy
-	ReasonRequestConflict = "request_conflict" // the request_id was already used with another payload
-)
 
 // Outcomes, the values of Decision.Outcome.
 const (

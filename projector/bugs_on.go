@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // This file exists only in the chaosbug build, a deliberately broken
@@ -29,7 +31,7 @@ func bugSQL(sql string) string {
 		return strings.Replace(sql, " AND c.owner_epoch = v.epoch AND c.next_offset = v.prev", "", 1)
 	case chaosBug == "ledger" && sql == sqlLoadRequests:
 		return strings.Replace(sql, "WHERE", "WHERE false AND", 1)
-	case chaosBug == "ledger" && sql == sqlInsertRequests:
+	case chaosBug == "ledger" && sql == projection.SQLInsertRequests:
 		return sql + ` ON CONFLICT DO NOTHING`
 	}
 	return sql

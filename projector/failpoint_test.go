@@ -15,11 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/chaos"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/internal/tools/chaos"
 	"github.com/usernameregistry/registry/projector"
 )
 
@@ -32,6 +32,8 @@ type crashWorld struct {
 	pool    *pgxpool.Pool
 	url     string
 	claims  int
+	// failpoint is the hook the projectors started by start get.
+	failpoint func(name string) error
 }
 
 func newCrashWorld(t *testing.T) *crashWorld {
@@ -40,12 +42,12 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	pool, url := testenv.Database(t)
 	u1, u2, r1 := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	var recs []*kgo.Record
-	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "grаce"}, {uuid.NewString(), u2, "heidi"}} {
-		name, err := claims.Normalize(c[2])
+	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "gr\u0251ce"}, {uuid.NewString(), u2, "heidi"}} {
+		name, err := username.Normalize(c[2])
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +154,7 @@ func (w *crashWorld) start(t *testing.T) (stop func() error, done <-chan error) 
 	t.Helper()
 	log := testenv.Logger(t)
 	p, err := projector.New(projector.Config{Kafka: kafka.ClientOptions(w.brokers, log), Partitions: crashPartitions,
-		SessionTimeout: 6 * time.Second, RetryBackoff: 20 * time.Millisecond, Logger: log}, w.pool)
+		SessionTimeout: 6 * time.Second, RetryBackoff: 20 * time.Millisecond, Failpoint: w.failpoint, Logger: log}, w.pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newCrashWorld(t)
 			fired := make(chan int, 1)
-			projector.SetFailpointHook(func(name string) error {
+			w.failpoint = func(name string) error {
 				if name != tc.at {
 					return nil
 				}
@@ -224,8 +226,7 @@ WHERE datname = current_database() AND state = 'idle in transaction' AND pid <> 
 					t.Errorf("terminating the committing backend: %v, %d backends", err, n)
 				}
 				return nil
-			})
-			t.Cleanup(func() { projector.SetFailpointHook(nil) })
+			}
 			w.run(t)
 			w.settle(t)
 			if len(fired) != 1 {
@@ -419,7 +420,7 @@ func produce(t *testing.T, addr string, from, to int, create bool) map[int32]int
 	for i := from; i < to; i++ {
 		name := fmt.Sprintf("ivan%d", i)
 		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: uuid.NewString(), Username: name,
-			Canonical: name, Key: name, PolicyVersion: claims.PolicyVersion})
+			Canonical: name, Key: name, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}

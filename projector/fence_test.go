@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 func TestMain(m *testing.M) {
@@ -96,7 +97,7 @@ func TestRoundFencesOnlyStalePartitions(t *testing.T) {
 
 // batchOf makes a one-record batch for st, parsed as a round would.
 func (p *Projector) batchOf(st *partitionState, rec *kgo.Record) *batch {
-	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []claimInput{parseClaim(rec, int(p.cfg.Partitions))}}
+	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []projection.Claim{projection.Parse(rec, projection.Rules{Partitions: int(p.cfg.Partitions), Policy: latestPolicy})}}
 }
 
 // TestFenceWaitsForBatchInFlight: the compare-and-set locks the partition
@@ -225,7 +226,7 @@ func TestFenceTwoSessionsStaleEpochLoses(t *testing.T) {
 // partition's, stays one transaction.
 func TestSplitRound(t *testing.T) {
 	mk := func(part int32, n int) *batch {
-		return &batch{st: &partitionState{partition: part}, ins: make([]claimInput, n)}
+		return &batch{st: &partitionState{partition: part}, ins: make([]projection.Claim, n)}
 	}
 	small := []*batch{mk(0, 100), mk(1, 100)}
 	if g := splitRound(small); len(g) != 1 {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // sqlDecidedAt reports whether the ledger holds a decision for a request in
@@ -34,7 +34,7 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 		return nil
 	}
 	cl, err := kgo.NewClient(append(p.roleOptions("projector-check"),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{events.TopicClaims: want}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.cfg.Topics.Claims: want}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	if err != nil {
 		return fmt.Errorf("creating identity check client: %w", err)
@@ -69,14 +69,14 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 				seen[r.Partition] = true
 				continue
 			}
-			in := parseClaim(r, int(p.cfg.Partitions))
+			in := projection.Parse(r, p.rules)
 			var ok bool
-			if err := p.pool.QueryRow(ctx, sqlDecidedAt, in.requestID, r.Partition, r.Offset).Scan(&ok); err != nil {
+			if err := p.pool.QueryRow(ctx, sqlDecidedAt, in.RequestID, r.Partition, r.Offset).Scan(&ok); err != nil {
 				return fmt.Errorf("checking the last decided claim of partition %d: %w", r.Partition, err)
 			}
 			if !ok {
 				return fmt.Errorf("%w: claims partition %d: the record at offset %d (request %s) below the stored next offset was never decided: the broker lost decided claims and the offsets were written again; restore the broker's data or rebuild, never skip",
-					ErrDataLoss, r.Partition, r.Offset, in.requestID)
+					ErrDataLoss, r.Partition, r.Offset, in.RequestID)
 			}
 			seen[r.Partition] = true
 		}

@@ -16,7 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // Config configures a Projector.
@@ -35,9 +37,18 @@ type Config struct {
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
 	Group string
+	// Topics names the registry's topics: claims are consumed from
+	// Topics.Claims and decisions published to Topics.Registrations.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Partitions is the partition count of the claims topic, as checked at
 	// start. Required.
 	Partitions int32
+	// PolicyVersion, when not 0, is the username policy version this
+	// projector must decide under; Run refuses a database recorded under
+	// another. When 0, Run decides under the recorded version, recording
+	// username.Latest in a new database (see PolicyVersion).
+	PolicyVersion int
 	// SessionTimeout is how long the group waits for a silent member before
 	// giving its partitions to another. Defaults to 45s.
 	SessionTimeout time.Duration
@@ -57,6 +68,11 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// Failpoint, when set, is called at each fault point of a round
+	// (FailBeforeCommit, FailAfterCommit, FailAfterPublish) with its name;
+	// an error it returns fails that step as a lost connection would. For
+	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
+	Failpoint func(name string) error
 	// AdminKeys verifies the proof an administrative command written to
 	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
 	// means every administrative command is decided invalid. Give every
@@ -70,6 +86,24 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it. It is the one place the defaults are written; the command's
+// flags show them from here.
+func (cfg Config) WithDefaults() Config {
+	cfg.Topics = cfg.Topics.WithDefaults()
+	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
+	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
+	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
+	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
+	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
+}
+
 // Projector is one member of the projector group: for each partition it is
 // assigned, it is the only writer, deciding claims in log order.
 type Projector struct {
@@ -81,6 +115,8 @@ type Projector struct {
 	owned map[int32]*partitionState // partitions this member holds, by number
 
 	halt context.CancelCauseFunc // stops Run with a fatal error
+
+	rules projection.Rules // the partition count and the username policy claims are checked against
 
 	// pub publishes decisions and lists log ends. It is not a group member,
 	// so it lives for the whole Run while group members come and go.
@@ -106,15 +142,13 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	if len(cfg.Kafka) == 0 || cfg.Partitions <= 0 || pool == nil {
 		return nil, errors.New("projector: Kafka options, Partitions and a database pool are required")
 	}
-	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
-	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
-	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
-	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
-	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
-	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	cfg.Metrics = cmp.Or(cfg.Metrics, NewMetrics(nil))
-	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
+	cfg = cfg.WithDefaults()
+	policy, err := username.ForVersion(cmp.Or(cfg.PolicyVersion, username.Latest))
+	if err != nil {
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{},
+		rules: projection.Rules{Partitions: int(cfg.Partitions), Policy: policy}}, nil
 }
 
 // ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
@@ -135,11 +169,16 @@ var ErrDataLoss = errors.New("the claims log lost records that were decided")
 // differs from the one recorded at first run.
 var ErrLayoutChanged = errors.New("claims partition count changed")
 
+// ErrPolicyVersion is wrapped when the username policy version recorded
+// in the database is not one this projector can or may decide under: a
+// registry never mixes versions (docs/design.md, "Policy version pinning").
+var ErrPolicyVersion = errors.New("username policy version mismatch")
+
 // Run consumes claims until ctx ends (a clean stop, returning nil) or a
 // fatal condition halts it. A batch in flight when ctx ends is finished.
 // Run may be called once per Projector.
 func (p *Projector) Run(ctx context.Context) error {
-	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
+	stored, err := recordLayout(ctx, p.pool, p.cfg.Topics.Claims, p.cfg.Partitions)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: a clean stop
@@ -150,6 +189,13 @@ func (p *Projector) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: the database was built for %d partitions, the topic has %d; names would move between partitions",
 			ErrLayoutChanged, stored, p.cfg.Partitions)
 	}
+	if p.rules.Policy, err = p.recordedPolicy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	p.log.Info("deciding under username policy", "policy_version", p.rules.Policy.Version())
 	runCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
 	p.halt = halt
@@ -168,6 +214,25 @@ func (p *Projector) Run(ctx context.Context) error {
 		return cause
 	}
 	return err
+}
+
+// recordedPolicy returns the policy recorded in the database, recording
+// the configured (or latest) version in a new one.
+func (p *Projector) recordedPolicy(ctx context.Context) (*username.Policy, error) {
+	want := cmp.Or(p.cfg.PolicyVersion, username.Latest)
+	stored, err := recordPolicy(ctx, p.pool, want)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.PolicyVersion != 0 && stored != p.cfg.PolicyVersion {
+		return nil, fmt.Errorf("%w: the database decides under version %d, this projector was told to decide under %d",
+			ErrPolicyVersion, stored, p.cfg.PolicyVersion)
+	}
+	policy, err := username.ForVersion(stored)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the database decides under version %d: %w", ErrPolicyVersion, stored, err)
+	}
+	return policy, nil
 }
 
 // errRejoin asks member to leave the group and join again: a partition was
@@ -218,7 +283,7 @@ func (p *Projector) publisherOptions() []kgo.Opt {
 func (p *Projector) memberOptions() []kgo.Opt {
 	return append(p.roleOptions("projector-consumer"),
 		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(events.TopicClaims),
+		kgo.ConsumeTopics(p.cfg.Topics.Claims),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
@@ -235,8 +300,8 @@ func (p *Projector) memberOptions() []kgo.Opt {
 // fetch: it bumps each partition's epoch in PostgreSQL, which fences the
 // previous owner, and starts consumption at the stored next offset.
 func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	parts := make([]int32, 0, len(offsets[events.TopicClaims]))
-	for part := range offsets[events.TopicClaims] {
+	parts := make([]int32, 0, len(offsets[p.cfg.Topics.Claims]))
+	for part := range offsets[p.cfg.Topics.Claims] {
 		if part >= p.cfg.Partitions {
 			err := fmt.Errorf("%w: assigned partition %d but the registry has %d", ErrLayoutChanged, part, p.cfg.Partitions)
 			p.halt(err)
@@ -293,7 +358,7 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 		out[a.partition] = resumeAt(a.nextOffset)
 		p.log.Info("partition assigned", "partition", a.partition, "next_offset", a.nextOffset, "epoch", a.epoch)
 	}
-	return map[string]map[int32]kgo.Offset{events.TopicClaims: out}
+	return map[string]map[int32]kgo.Offset{p.cfg.Topics.Claims: out}
 }
 
 // checkLogEnds halts when a stored offset is past the log end: the broker
@@ -304,12 +369,12 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
 	lctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
-	ends, err := listEndOffsets(lctx, kadm.NewClient(p.pub), events.TopicClaims)
+	ends, err := listEndOffsets(lctx, kadm.NewClient(p.pub), p.cfg.Topics.Claims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
 	for _, a := range as {
-		end, ok := ends.Lookup(events.TopicClaims, a.partition)
+		end, ok := ends.Lookup(p.cfg.Topics.Claims, a.partition)
 		if !ok || end.Err != nil {
 			return fmt.Errorf("listing end offset of claims partition %d: %v", a.partition, end.Err)
 		}
@@ -324,7 +389,7 @@ func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
 func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, part := range lost[events.TopicClaims] {
+	for _, part := range lost[p.cfg.Topics.Claims] {
 		delete(p.owned, part)
 		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
@@ -473,7 +538,7 @@ type batch struct {
 	st            *partitionState
 	recs          []*kgo.Record
 	highWatermark int64
-	ins           []claimInput // the undecided records, parsed
+	ins           []projection.Claim // the undecided records, parsed
 }
 
 // round decides one poll's records, of every partition this member owns,
@@ -542,9 +607,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 			}
 		}
 		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
-			b.ins = make([]claimInput, len(recs))
+			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = parseClaim(r, int(p.cfg.Partitions))
+				b.ins[i] = projection.Parse(r, p.rules)
 			}
 			live = append(live, b)
 		}
@@ -556,7 +621,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
-	if err := failpoint(FailAfterCommit); err != nil {
+	if err := p.failpoint(FailAfterCommit); err != nil {
 		return err
 	}
 	return p.publish(ctx, rows, false)
@@ -682,7 +747,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return failpoint(FailBeforeCommit)
+		return p.failpoint(FailBeforeCommit)
 	})
 	if err != nil {
 		return nil, err
@@ -692,7 +757,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 			p.fence(b.st)
 			continue
 		}
-		b.st.nextOffset = b.ins[len(b.ins)-1].offset + 1
+		b.st.nextOffset = b.ins[len(b.ins)-1].Offset + 1
 	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
@@ -708,7 +773,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 	parts, epochs, prevs, nexts := make([]int32, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, b := range bs {
 		parts[i], epochs[i], prevs[i] = b.st.partition, b.st.epoch, b.st.nextOffset
-		nexts[i] = b.ins[len(b.ins)-1].offset + 1
+		nexts[i] = b.ins[len(b.ins)-1].Offset + 1
 	}
 	rows, err := tx.Query(ctx, bugSQL(sqlAdvance), parts, epochs, prevs, nexts)
 	if err != nil {
@@ -744,13 +809,13 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 	for _, b := range bs {
 		s := states[b.st.partition]
 		for i := range b.ins {
-			out, err := decide(s, &b.ins[i])
+			out, err := projection.Decide(s, &b.ins[i])
 			if err != nil {
 				return nil, nil, err
 			}
 			w.add(&b.ins[i], out)
-			if out.entry != nil || out.decision.Reason == events.ReasonRequestConflict {
-				decided = append(decided, out.decision)
+			if !out.Copy {
+				decided = append(decided, out.Decision)
 			}
 		}
 	}

@@ -13,21 +13,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/fence"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // The SQL the projector runs. Every statement works on a whole batch (or
 // a whole assignment) through arrays, never one row per round trip.
 const (
-	// claimPartitions bumps the epoch of every newly assigned partition,
-	// creating its row on first sight, and returns where to resume.
-	sqlAssign = `
-INSERT INTO claim_partitions (partition, next_offset, owner_epoch)
-SELECT p, 0, 1 FROM unnest($1::int[]) AS p
-ON CONFLICT (partition) DO UPDATE
-SET owner_epoch = claim_partitions.owner_epoch + 1, updated_at = now()
-RETURNING partition, next_offset, owner_epoch`
-
 	// sqlAdvance is the compare-and-set that fences zombies: it matches only
 	// while this owner's epoch is current and nobody else advanced the
 	// partition. It also locks the row for the rest of the transaction, so
@@ -59,14 +53,6 @@ WHERE request_id = ANY($1::uuid[])`
 SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at
 FROM usernames WHERE key = ANY($1::text[])`
 
-	sqlInsertRequests = `
-INSERT INTO requests (request_id, user_id, username, canonical, outcome, reason, claim_partition, claim_offset, decision)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bytea[])`
-
-	sqlInsertHolders = `
-INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[])`
-
 	sqlInsertOutbox = `
 INSERT INTO outbox (claim_partition, key, event_type, value)
 SELECT p, k, t, v FROM unnest($1::int[], $2::bytea[], $3::text[], $4::bytea[]) WITH ORDINALITY AS o(p, k, t, v, n)
@@ -92,6 +78,14 @@ ORDER BY request_id, reason IS NOT DISTINCT FROM 'invalid', claim_partition, cla
 	sqlHolder = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`
 
+	sqlHolderOfKey = `
+SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE key = $1`
+
+	sqlPolicy = `
+INSERT INTO username_policy (version) VALUES ($1)
+ON CONFLICT (singleton) DO UPDATE SET version = username_policy.version
+RETURNING version`
+
 	sqlLayout = `
 INSERT INTO topic_layout (topic, partitions) VALUES ($1, $2)
 ON CONFLICT (topic) DO UPDATE SET partitions = topic_layout.partitions
@@ -109,17 +103,17 @@ type assignment struct {
 	epoch      int64
 }
 
+// assign bumps the epoch of every newly assigned partition (creating its
+// row on first sight), which fences the previous owner, and returns where
+// each resumes. The bump is fence.Bump, the one rebuild's swap also uses.
 func assign(ctx context.Context, pool *pgxpool.Pool, partitions []int32) ([]assignment, error) {
-	rows, err := pool.Query(ctx, sqlAssign, partitions)
+	ps, err := fence.Bump(ctx, pool, partitions, nil)
 	if err != nil {
-		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+		return nil, err
 	}
-	as, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (assignment, error) {
-		var a assignment
-		return a, r.Scan(&a.partition, &a.nextOffset, &a.epoch)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bumping owner epochs: %w", err)
+	as := make([]assignment, len(ps))
+	for i, p := range ps {
+		as[i] = assignment{partition: p.Partition, nextOffset: p.NextOffset, epoch: p.Epoch}
 	}
 	return as, nil
 }
@@ -136,26 +130,45 @@ func position(ctx context.Context, pool *pgxpool.Pool, partition int32) (nextOff
 
 // recordLayout stores the partition count on first run and returns the
 // stored one, so a changed topic is noticed by every later start.
-func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (int32, error) {
+func recordLayout(ctx context.Context, pool *pgxpool.Pool, claimsTopic string, partitions int32) (int32, error) {
 	var stored int32
-	err := pool.QueryRow(ctx, sqlLayout, events.TopicClaims, partitions).Scan(&stored)
+	err := pool.QueryRow(ctx, sqlLayout, claimsTopic, partitions).Scan(&stored)
 	if err != nil {
 		return 0, fmt.Errorf("recording topic layout: %w", err)
 	}
 	return stored, nil
 }
 
+// recordPolicy stores the username policy version on a database's first
+// run and returns the stored one (migration 002 records version 1 for a
+// database that already held version-1 data).
+func recordPolicy(ctx context.Context, pool *pgxpool.Pool, version int) (int, error) {
+	var stored int
+	if err := pool.QueryRow(ctx, sqlPolicy, version).Scan(&stored); err != nil {
+		return 0, fmt.Errorf("recording the username policy version: %w", err)
+	}
+	return stored, nil
+}
+
+// PolicyVersion returns the username policy version the deployment decides
+// under, as recorded in its database, recording username.Latest when none
+// is yet (a new registry). The API and the projector both use it, so they
+// never decide and claim under different versions.
+func PolicyVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	return recordPolicy(ctx, pool, username.Latest)
+}
+
 // loadStates reads the ledger entries and holders that a round's claims
 // can depend on, in one round trip, into one state per partition.
-func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*state, error) {
-	states := make(map[int32]*state, len(bs))
+func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*projection.State, error) {
+	states := make(map[int32]*projection.State, len(bs))
 	var ids, keys []string
 	for _, b := range bs {
-		states[b.st.partition] = newState()
+		states[b.st.partition] = projection.NewState()
 		for i := range b.ins {
-			ids = append(ids, b.ins[i].requestID)
-			if b.ins[i].invalid == "" {
-				keys = append(keys, b.ins[i].name.Key)
+			ids = append(ids, b.ins[i].RequestID)
+			if b.ins[i].Invalid == "" {
+				keys = append(keys, b.ins[i].Name.Key)
 			}
 		}
 	}
@@ -170,37 +183,37 @@ func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*state, 
 
 // scanRequests puts ledger entries into their partition's state, and
 // skips those of partitions outside the round.
-func scanRequests(rows pgx.Rows, states map[int32]*state) error {
+func scanRequests(rows pgx.Rows, states map[int32]*projection.State) error {
 	for rows.Next() {
-		e := &ledgerEntry{}
+		e := &projection.Entry{}
 		var part int32
-		if err := rows.Scan(&e.requestID, &part, &e.userID, &e.username, &e.value); err != nil {
+		if err := rows.Scan(&e.RequestID, &part, &e.UserID, &e.Username, &e.Value); err != nil {
 			return err
 		}
 		st := states[part]
 		if st == nil {
 			continue
 		}
-		e.decision = &events.Decision{}
-		if err := json.Unmarshal(e.value, e.decision); err != nil {
-			return fmt.Errorf("stored decision for %s: %w", e.requestID, err)
+		e.Decision = &events.Decision{}
+		if err := json.Unmarshal(e.Value, e.Decision); err != nil {
+			return fmt.Errorf("stored decision for %s: %w", e.RequestID, err)
 		}
-		st.requests[e.requestID] = e
+		st.Requests[e.RequestID] = e
 	}
 	return rows.Err()
 }
 
 // scanHolders puts holders into the state of their name's partition (a
 // key belongs to exactly one partition).
-func scanHolders(rows pgx.Rows, states map[int32]*state) error {
+func scanHolders(rows pgx.Rows, states map[int32]*projection.State) error {
 	for rows.Next() {
-		h := &holder{}
-		if err := rows.Scan(&h.canonical, &h.key, &h.username, &h.userID, &h.requestID, &h.partition, &h.offset, &h.registeredAt); err != nil {
+		h := &projection.Holder{}
+		if err := rows.Scan(&h.Canonical, &h.Key, &h.Username, &h.UserID, &h.RequestID, &h.Partition, &h.Offset, &h.RegisteredAt); err != nil {
 			return err
 		}
-		h.registeredAt = h.registeredAt.UTC()
-		if st := states[h.partition]; st != nil {
-			st.holders[h.key] = h
+		h.RegisteredAt = h.RegisteredAt.UTC()
+		if st := states[h.Partition]; st != nil {
+			st.Holders[h.Key] = h
 		}
 	}
 	return rows.Err()
@@ -208,18 +221,20 @@ func scanHolders(rows pgx.Rows, states map[int32]*state) error {
 
 // writes gathers a batch's changes, in decision order.
 type writes struct {
-	entries []*ledgerEntry // new ledger rows
-	holders []*holder      // new holders
-	outbox  []outboxRow    // every decision, to publish; ids are filled in by the insert
+	entries []*projection.Entry  // new ledger rows
+	holders []*projection.Holder // new holders
+	outbox  []outboxRow          // every decision, to publish; ids are filled in by the insert
 }
 
-func (w *writes) add(in *claimInput, out outcome) {
-	w.outbox = append(w.outbox, outboxRow{partition: in.partition, key: in.key, eventType: out.decision.Type(), value: out.value})
-	if out.entry != nil {
-		w.entries = append(w.entries, out.entry)
+// add records what deciding in gave: the decision to publish and the
+// rows of the change it folded into the projection.
+func (w *writes) add(in *projection.Claim, out projection.Outcome) {
+	w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: in.Key, eventType: out.Decision.Type(), value: out.Value})
+	if e := out.Change.Entry; e != nil {
+		w.entries = append(w.entries, e)
 	}
-	if out.newHolder != nil {
-		w.holders = append(w.holders, out.newHolder)
+	if h := out.Change.Holder; h != nil {
+		w.holders = append(w.holders, h)
 	}
 }
 
@@ -227,10 +242,10 @@ func (w *writes) add(in *claimInput, out outcome) {
 // arrays; the outbox ids come back into w.outbox.
 func (w *writes) queue(b *pgx.Batch) {
 	if len(w.entries) > 0 {
-		b.Queue(bugSQL(sqlInsertRequests), requestColumns(w.entries)...)
+		b.Queue(bugSQL(projection.SQLInsertRequests), projection.RequestArrays(w.entries)...)
 	}
 	if len(w.holders) > 0 {
-		b.Queue(sqlInsertHolders, holderColumns(w.holders)...)
+		b.Queue(projection.SQLInsertHolders, projection.HolderArrays(w.holders)...)
 	}
 	n := len(w.outbox)
 	parts, keys, types, values := make([]int32, n), make([][]byte, n), make([]string, n), make([][]byte, n)
@@ -247,40 +262,6 @@ func (w *writes) queue(b *pgx.Batch) {
 		}
 		return err
 	})
-}
-
-// requestColumns are sqlInsertRequests' arguments: one array per column.
-func requestColumns(es []*ledgerEntry) []any {
-	n := len(es)
-	ids, users, names, outcomes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	canon, reasons := make([]*string, n), make([]*string, n)
-	parts, offsets, values := make([]int32, n), make([]int64, n), make([][]byte, n)
-	for i, e := range es {
-		d := e.decision
-		ids[i], users[i], names[i], outcomes[i] = e.requestID, e.userID, e.username, d.Outcome
-		canon[i], reasons[i] = nullable(d.Canonical), nullable(d.Reason)
-		parts[i], offsets[i], values[i] = d.ClaimPartition, d.ClaimOffset, e.value
-	}
-	return []any{ids, users, names, canon, outcomes, reasons, parts, offsets, values}
-}
-
-// holderColumns are sqlInsertHolders' arguments: one array per column.
-func holderColumns(hs []*holder) []any {
-	n := len(hs)
-	canon, keys, names, users, reqs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	parts, offsets, ats := make([]int32, n), make([]int64, n), make([]time.Time, n)
-	for i, h := range hs {
-		canon[i], keys[i], names[i], users[i], reqs[i] = h.canonical, h.key, h.username, h.userID, h.requestID
-		parts[i], offsets[i], ats[i] = h.partition, h.offset, h.registeredAt
-	}
-	return []any{canon, keys, names, users, reqs, parts, offsets, ats}
-}
-
-func nullable(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }
 
 // Store answers the API's read queries from the projection.
@@ -389,13 +370,26 @@ func (s *Store) query(ctx context.Context, batch []*lookup) {
 
 // Holder returns who holds canonical, or nil when nobody does.
 func (s *Store) Holder(ctx context.Context, canonical string) (*claims.Registration, error) {
+	return s.holder(ctx, sqlHolder, canonical)
+}
+
+// PolicyVersion is PolicyVersion on the store's database.
+func (s *Store) PolicyVersion(ctx context.Context) (int, error) { return PolicyVersion(ctx, s.pool) }
+
+// HolderOfKey returns who holds the name with the given key, or nil when
+// nobody does.
+func (s *Store) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
+	return s.holder(ctx, sqlHolderOfKey, key)
+}
+
+func (s *Store) holder(ctx context.Context, query, arg string) (*claims.Registration, error) {
 	r := &claims.Registration{}
-	err := s.pool.QueryRow(ctx, sqlHolder, canonical).Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt)
+	err := s.pool.QueryRow(ctx, query, arg).Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking up username %q: %w", canonical, err)
+		return nil, fmt.Errorf("looking up the holder of %q: %w", arg, err)
 	}
 	r.RegisteredAt = r.RegisteredAt.UTC()
 	return r, nil

@@ -1,6 +1,7 @@
 package registrations
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ type ReaderConfig struct {
 	// MaxWaiters bounds the subscriptions open at once; past it Subscribe
 	// fails with ErrTooManyWaiters. Defaults to 10000.
 	MaxWaiters int
+	// Topics names the registry's topics; decisions are read from
+	// Topics.Registrations. Defaults to events' default names.
+	Topics events.Topics
 	// Observe, when set, is called with every decision read, before it is
 	// routed, on the reader's goroutine: it must not block. The live page
 	// (/ui) counts rejections through it.
@@ -61,17 +65,23 @@ type Reader struct {
 	once       sync.Once
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg ReaderConfig) WithDefaults() ReaderConfig {
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Topics = cfg.Topics.WithDefaults()
+	return cfg
+}
+
 // NewReader returns a Reader; Run starts it.
 func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if len(cfg.Kafka) == 0 {
 		return nil, errors.New("registrations: ReaderConfig needs Kafka options")
 	}
-	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = 10000
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.WithDefaults()
 	return &Reader{cfg: cfg, log: cfg.Logger.With("component", "registrations-reader"), subs: map[string][]chan *events.Decision{}, positioned: make(chan struct{})}, nil
 }
 
@@ -98,7 +108,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	r.client.Store(cl)
 	defer r.client.Store(nil)
 	r.once.Do(func() { close(r.positioned) })
-	r.log.Info("positioned at the end of registrations", "partitions", len(ends[events.TopicRegistrations]))
+	r.log.Info("positioned at the end of registrations", "partitions", len(ends[r.cfg.Topics.Registrations]))
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -117,13 +127,13 @@ func (r *Reader) endOffsets(ctx context.Context) (map[string]map[int32]kgo.Offse
 		return nil, fmt.Errorf("creating registrations admin client: %w", err)
 	}
 	defer cl.Close()
-	ends, err := listEndOffsets(ctx, kadm.NewClient(cl), events.TopicRegistrations)
+	ends, err := listEndOffsets(ctx, kadm.NewClient(cl), r.cfg.Topics.Registrations)
 	if err != nil {
 		return nil, fmt.Errorf("listing registrations end offsets: %w", err)
 	}
 	out := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	return map[string]map[int32]kgo.Offset{events.TopicRegistrations: out}, nil
+	return map[string]map[int32]kgo.Offset{r.cfg.Topics.Registrations: out}, nil
 }
 
 func (r *Reader) route(rec *kgo.Record) {

@@ -59,14 +59,14 @@ function producer (k) {
   })
 }
 
-function claimValue ({ requestId, userId, username, canonical, key }) {
+function claimValue ({ requestId, userId, username, canonical, key, policyVersion }) {
   return JSON.stringify({
     request_id: requestId,
     user_id: userId,
     username,
     canonical,
     key,
-    policy_version: 1,
+    policy_version: policyVersion || 1,
     submitted_at: new Date().toISOString()
   })
 }

@@ -12,7 +12,8 @@ const crypto = require('node:crypto')
 const { Partitioners } = require('kafkajs')
 const rc = require('./client')
 
-const vectors = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'testvectors.json'), 'utf8')).vectors
+const vectorFile = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'testvectors.json'), 'utf8'))
+const vectors = vectorFile.vectors
 
 function kafkajsPartition (createPartitioner, key, n) {
   const partitionMetadata = Array.from({ length: n }, (_, i) => ({ partitionId: i, leader: 0 }))
@@ -68,7 +69,7 @@ test('claims are decided in their partition, and the registry\'s records are rea
       }
     })
     for (const v of vectors.slice(8, 14)) {
-      const claim = { userId: crypto.randomUUID(), username: v.typed, canonical: v.canonical, key: v.key }
+      const claim = { userId: crypto.randomUUID(), username: v.typed, canonical: v.canonical, key: v.key, policyVersion: vectorFile.policy_version }
       claim.requestId = crypto.randomUUID()
       sent.set(claim.requestId, claim)
       await rc.produceClaim(p, claim)

@@ -76,12 +76,12 @@ def claim_value(request_id: str, user_id: str, username: str, canonical: str, ke
     }, ensure_ascii=False).encode("utf-8")
 
 
-def produce_claim(p: Producer, user_id: str, username: str, canonical: str, key: str, request_id: str = "") -> str:
+def produce_claim(p: Producer, user_id: str, username: str, canonical: str, key: str, request_id: str = "", policy_version: int = 1) -> str:
     """Produces a ClaimSubmitted keyed by `key`, letting the murmur2
     partitioner choose the partition; returns the request_id."""
     request_id = request_id or str(uuid.uuid4())
     errors = []
-    p.produce(CLAIMS, key=key.encode("utf-8"), value=claim_value(request_id, user_id, username, canonical, key),
+    p.produce(CLAIMS, key=key.encode("utf-8"), value=claim_value(request_id, user_id, username, canonical, key, policy_version),
               headers=[("event-type", b"ClaimSubmitted"), ("schema-version", b"1")],
               on_delivery=lambda err, msg: errors.append(err) if err else None)
     if p.flush(30) != 0 or errors:

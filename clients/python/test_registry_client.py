@@ -42,13 +42,13 @@ def test_claims_are_decided_in_their_partition():
         # never invalid, which is what a wrong partition would get.
         for v in VECTORS["vectors"][:8]:
             user = str(uuid.uuid4())
-            rid = rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"])
+            rid = rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], policy_version=VECTORS["policy_version"])
             d = rc.await_decision(consumer, rid, user, v["typed"])
             assert d["outcome"] in ("registered", "rejected"), d
             assert d.get("reason") != "invalid", d
             assert d["canonical"] == v["canonical"], d
             # A retry with the same request_id gets the same decision.
-            rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], request_id=rid)
+            rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], request_id=rid, policy_version=VECTORS["policy_version"])
             again = rc.await_decision(consumer, rid, user, v["typed"])
             assert (again["outcome"], again.get("reason")) == (d["outcome"], d.get("reason"))
     finally:

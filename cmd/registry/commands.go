@@ -16,11 +16,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/usernameregistry/registry/internal/app/stack"
 	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
@@ -34,7 +35,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 		return err
 	}
 	defer pool.Close()
-	applied, err := pg.Migrate(ctx, pool, log)
+	applied, err := migrations.Migrate(ctx, pool, log)
 	if err != nil {
 		return err
 	}
@@ -61,6 +62,8 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	if _, err := c.auth.loadAdminKeys(); err != nil {
 		return err
 	}
+	ctx, stopHUP := context.WithCancel(ctx)
+	defer stopHUP() // the reload goroutine ends with the command, even when it fails (goleak found it left running)
 	reloadOnHUP(ctx, tokens, log)
 	if tokens == nil {
 		log.Warn("serving the API WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach it can claim any name for any user")
@@ -85,9 +88,11 @@ func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	if _, err := c.auth.loadAdminKeys(); err != nil {
 		return err
 	}
-	if err := projector.SetFailpoints(c.failpoints); err != nil {
-		return fmt.Errorf("REGISTRY_FAILPOINTS: %w", err)
+	hook, err := failpointHook()
+	if err != nil {
+		return err
 	}
+	c.failpoint = hook
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
 	}
@@ -137,7 +142,7 @@ func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxp
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	if _, err := pg.Migrate(ctx, pool, log); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, log); err != nil {
 		pool.Close()
 		return nil, nil, 0, err
 	}
@@ -208,8 +213,8 @@ func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.
 	p, err := projector.New(projector.Config{
 		AdminKeys: keys,
 		Kafka:     opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
-		SessionTimeout: c.session,
-		Metrics:        projector.NewMetrics(reg), Logger: log,
+		SessionTimeout: c.session, Failpoint: c.failpoint,
+		Metrics: projector.NewMetrics(reg), Logger: log,
 	}, pool)
 	if err != nil {
 		return err

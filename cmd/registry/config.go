@@ -14,6 +14,8 @@ import (
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
+	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/registrations"
 )
 
 // Environment variables are read in cmd only. Each setting has a flag
@@ -41,6 +43,23 @@ func (c *config) envInt(key string, def int) int {
 	return v
 }
 
+// envBool reads a true/false variable the way strconv.ParseBool does (1, t,
+// true, TRUE, 0, f, false, …), recording any other value in *errs: a
+// REGISTRY_KAFKA_TLS=yes that silently meant "no" would send the SASL
+// password in cleartext.
+func envBool(key string, errs *[]error) bool {
+	s := os.Getenv(key)
+	if s == "" {
+		return false
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q is neither true nor false", key, s))
+		return false
+	}
+	return v
+}
+
 // envDuration reads a duration variable, recording a malformed one in
 // c.envErrs like envInt.
 func (c *config) envDuration(key string, def time.Duration) time.Duration {
@@ -58,22 +77,22 @@ func (c *config) envDuration(key string, def time.Duration) time.Duration {
 
 // config is every setting a subcommand may use.
 type config struct {
-	brokers     string            // REGISTRY_KAFKA_BROKERS
-	databaseURL string            // DATABASE_URL; empty means the PG* variables
-	httpAddr    string            // REGISTRY_HTTP_ADDR
-	partitions  int               // REGISTRY_PARTITIONS
-	replication int               // REGISTRY_REPLICATION_FACTOR
-	group       string            // REGISTRY_PROJECTOR_GROUP
-	maxWaiters  int               // REGISTRY_MAX_WAITERS
-	dbConns     int               // REGISTRY_DB_MAX_CONNS
-	metricsAddr string            // REGISTRY_METRICS_ADDR, project only
-	session     time.Duration     // REGISTRY_SESSION_TIMEOUT, project only
-	failpoints  string            // REGISTRY_FAILPOINTS, project only: test fault injection
-	security    kafka.Security    // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
-	dataDir     string            // dev only
-	pprofAddr   string            // REGISTRY_PPROF_ADDR
-	postgres    pglaunch.Binaries // REGISTRY_POSTGRES*, dev and baseline only
-	auth        authConfig        // tokens, TLS, the operator listener, admin keys
+	brokers     string             // REGISTRY_KAFKA_BROKERS
+	databaseURL string             // DATABASE_URL; empty means the PG* variables
+	httpAddr    string             // REGISTRY_HTTP_ADDR
+	partitions  int                // REGISTRY_PARTITIONS
+	replication int                // REGISTRY_REPLICATION_FACTOR
+	group       string             // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int                // REGISTRY_MAX_WAITERS
+	dbConns     int                // REGISTRY_DB_MAX_CONNS
+	metricsAddr string             // REGISTRY_METRICS_ADDR, project only
+	session     time.Duration      // REGISTRY_SESSION_TIMEOUT, project only
+	failpoint   func(string) error // project only, in a failpoints build: see failpointHook
+	security    kafka.Security     // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
+	dataDir     string             // dev only
+	pprofAddr   string             // REGISTRY_PPROF_ADDR
+	postgres    pglaunch.Binaries  // REGISTRY_POSTGRES*, dev only
+	auth        authConfig         // tokens, TLS, the operator listener, admin keys
 
 	envErrs []error // malformed environment variables
 }
@@ -81,7 +100,7 @@ type config struct {
 // securityFlags declares how to reach a secured Kafka cluster. The SASL
 // password is read only from the environment: a flag would show it in ps.
 func (c *config) securityFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&c.security.TLS, "kafka-tls", envOr("REGISTRY_KAFKA_TLS", "") == "true", "connect to the brokers over TLS (REGISTRY_KAFKA_TLS=true)")
+	fs.BoolVar(&c.security.TLS, "kafka-tls", envBool("REGISTRY_KAFKA_TLS", &c.envErrs), "connect to the brokers over TLS (REGISTRY_KAFKA_TLS=true)")
 	fs.StringVar(&c.security.CAFile, "kafka-ca", os.Getenv("REGISTRY_KAFKA_TLS_CA"), "PEM file of CAs to trust for the brokers' certificates; implies TLS (REGISTRY_KAFKA_TLS_CA)")
 	fs.StringVar(&c.security.ServerName, "kafka-tls-server-name", os.Getenv("REGISTRY_KAFKA_TLS_SERVER_NAME"), "name to verify in the brokers' certificates (REGISTRY_KAFKA_TLS_SERVER_NAME)")
 	fs.StringVar(&c.security.SASLMechanism, "kafka-sasl", os.Getenv("REGISTRY_KAFKA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (REGISTRY_KAFKA_SASL_MECHANISM)")
@@ -123,10 +142,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.IntVar(&c.replication, "replication", c.envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
 		},
 		"group": func() {
-			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
+			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", projector.Config{}.WithDefaults().Group), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
 		},
 		"max-waiters": func() {
-			fs.IntVar(&c.maxWaiters, "max-waiters", c.envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
+			fs.IntVar(&c.maxWaiters, "max-waiters", c.envInt("REGISTRY_MAX_WAITERS", registrations.ReaderConfig{}.WithDefaults().MaxWaiters), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
 		},
 		"db-conns": func() {
 			fs.IntVar(&c.dbConns, "db-conns", c.envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
@@ -148,13 +167,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
 		},
 		"session-timeout": func() {
-			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", 45*time.Second),
+			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", projector.Config{}.WithDefaults().SessionTimeout),
 				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
-			// Failpoints are for tests and the chaos harness only, so they
-			// have no flag: see projector.SetFailpoints.
-			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
-		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve") },
+		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve", &c.envErrs) },
 		"listeners": func() { c.auth.listenerFlags(fs) },
 		"admin-key": func() { c.auth.adminKeyFlag(fs) },
 		"metrics": func() {

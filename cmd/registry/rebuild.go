@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
@@ -101,7 +102,7 @@ func rebuildConfig(ctx context.Context, c *config, samples int, log *slog.Logger
 	if err != nil {
 		return rebuild.Config{}, nil, err
 	}
-	if _, err := pg.Migrate(ctx, pool, log); err != nil {
+	if _, err := migrations.Migrate(ctx, pool, log); err != nil {
 		pool.Close()
 		return rebuild.Config{}, nil, err
 	}

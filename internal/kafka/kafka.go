@@ -113,7 +113,14 @@ const settleTimeout = 30 * time.Second
 // returns the partition count the topics actually have, which may differ
 // from partitions when they already existed.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, replication int16) (int32, error) {
-	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	return EnsureTopicsNamed(ctx, adm, events.Topics{}, partitions, replication)
+}
+
+// EnsureTopicsNamed is EnsureTopics for the topics names names (empty
+// names are the defaults).
+func EnsureTopicsNamed(ctx context.Context, adm *kadm.Client, names events.Topics, partitions int32, replication int16) (int32, error) {
+	names = names.WithDefaults()
+	topics := []string{names.Claims, names.Registrations}
 	configs := map[string]*string{}
 	for k, v := range requiredConfigs {
 		configs[k] = &v
@@ -129,7 +136,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 	}
 	deadline := time.Now().Add(settleTimeout)
 	for {
-		n, err := checkTopics(ctx, adm, replication)
+		n, err := checkTopics(ctx, adm, names, replication)
 		if !errors.Is(err, errNotSettled) || time.Now().After(deadline) {
 			return n, err
 		}
@@ -147,11 +154,17 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 // replicas can meet (otherwise every write with acks=all fails with
 // NOT_ENOUGH_REPLICAS). Errors wrap ErrTopicLayout.
 func CheckTopics(ctx context.Context, adm *kadm.Client) (int32, error) {
-	return checkTopics(ctx, adm, -1)
+	return CheckTopicsNamed(ctx, adm, events.Topics{})
 }
 
-func checkTopics(ctx context.Context, adm *kadm.Client, replication int16) (int32, error) {
-	topics := []string{events.TopicClaims, events.TopicRegistrations}
+// CheckTopicsNamed is CheckTopics for the topics names names.
+func CheckTopicsNamed(ctx context.Context, adm *kadm.Client, names events.Topics) (int32, error) {
+	return checkTopics(ctx, adm, names, -1)
+}
+
+func checkTopics(ctx context.Context, adm *kadm.Client, names events.Topics, replication int16) (int32, error) {
+	names = names.WithDefaults()
+	topics := []string{names.Claims, names.Registrations}
 	md, err := adm.ListTopics(ctx, topics...)
 	if err != nil {
 		return 0, fmt.Errorf("describing topics: %w", err)
@@ -170,14 +183,14 @@ func checkTopics(ctx context.Context, adm *kadm.Client, replication int16) (int3
 				ErrTopicLayout, t, replicas[t], replication)
 		}
 	}
-	if counts[events.TopicClaims] != counts[events.TopicRegistrations] {
+	if counts[names.Claims] != counts[names.Registrations] {
 		return 0, fmt.Errorf("%w: %s has %d partitions but %s has %d; they must be equal",
-			ErrTopicLayout, events.TopicClaims, counts[events.TopicClaims], events.TopicRegistrations, counts[events.TopicRegistrations])
+			ErrTopicLayout, names.Claims, counts[names.Claims], names.Registrations, counts[names.Registrations])
 	}
 	if err := checkConfigs(ctx, adm, topics, replicas); err != nil {
 		return 0, err
 	}
-	return counts[events.TopicClaims], nil
+	return counts[names.Claims], nil
 }
 
 // notSettled returns errNotSettled for the errors a topic shows while

@@ -2,7 +2,6 @@ package pg
 
 import (
 	"context"
-	"embed"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -15,9 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-//go:embed migrations/*.up.sql
-var migrationFiles embed.FS
-
 // migrationLock is the advisory lock key that serialises concurrent
 // migrators (several processes starting at once against one database).
 const migrationLock = 0x72656769 // "regi"
@@ -29,47 +25,52 @@ type Migration struct {
 	SQL     string
 }
 
-// Migrations lists the embedded migrations in version order.
-func Migrations() ([]Migration, error) {
-	names, err := fs.Glob(migrationFiles, "migrations/*.up.sql")
+// ReadMigrations reads the files named NNN_name.up.sql at the root of fsys
+// (an embed.FS, in practice, owned by the package whose tables they
+// create) and returns them in version order. Two files with one version,
+// or a file named otherwise, are an error.
+func ReadMigrations(fsys fs.FS) ([]Migration, error) {
+	names, err := fs.Glob(fsys, "*.up.sql")
 	if err != nil {
 		return nil, err
 	}
 	var ms []Migration
 	for _, n := range names {
-		m, err := readMigration(n)
+		m, err := readMigration(fsys, n)
 		if err != nil {
 			return nil, err
 		}
 		ms = append(ms, m)
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].Version == ms[i-1].Version {
+			return nil, fmt.Errorf("migrations %03d_%s and %03d_%s share a version", ms[i-1].Version, ms[i-1].Name, ms[i].Version, ms[i].Name)
+		}
+	}
 	return ms, nil
 }
 
-func readMigration(name string) (Migration, error) {
+func readMigration(fsys fs.FS, name string) (Migration, error) {
 	base := strings.TrimSuffix(path.Base(name), ".up.sql")
 	num, label, ok := strings.Cut(base, "_")
 	v, err := strconv.Atoi(num)
 	if !ok || err != nil {
 		return Migration{}, fmt.Errorf("migration file %s is not named NNN_name.up.sql", name)
 	}
-	body, err := migrationFiles.ReadFile(name)
+	body, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		return Migration{}, err
 	}
 	return Migration{Version: v, Name: label, SQL: string(body)}, nil
 }
 
-// Migrate applies every embedded migration not yet recorded in
+// Migrate applies every migration of ms not yet recorded in
 // schema_migrations, each in its own transaction, and returns the versions
 // it applied. Concurrent callers wait on an advisory lock, so exactly one
-// applies each migration.
-func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]int, error) {
-	ms, err := Migrations()
-	if err != nil {
-		return nil, fmt.Errorf("reading embedded migrations: %w", err)
-	}
+// applies each migration. Migrations are recorded by version only: a
+// recorded one is never run again, whatever its text says now.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, ms []Migration, log *slog.Logger) ([]int, error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring a connection to migrate: %w", err)
@@ -80,6 +81,26 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]int, 
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrationLock) //nolint:errcheck // the lock also ends with the session
 	return applyPending(ctx, conn.Conn(), ms, log)
+}
+
+// MigrateInto runs every migration of ms, in order and in one transaction,
+// inside schema, which must exist and be empty: the tables they create are
+// created there (search_path names schema alone), and nothing is recorded
+// in schema_migrations. It builds a copy of the schema beside the live one,
+// such as the shadow a rebuild fills, from the very statements that built
+// the live tables. Migrations must therefore not qualify table names.
+func MigrateInto(ctx context.Context, pool *pgxpool.Pool, schema string, ms []Migration) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1, true)`, pgx.Identifier{schema}.Sanitize()); err != nil {
+			return fmt.Errorf("setting search_path to %s: %w", schema, err)
+		}
+		for _, m := range ms {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("applying migration %03d_%s in schema %s: %w", m.Version, m.Name, schema, err)
+			}
+		}
+		return nil
+	})
 }
 
 func applyPending(ctx context.Context, conn *pgx.Conn, ms []Migration, log *slog.Logger) ([]int, error) {

@@ -1,6 +1,8 @@
 // Package pg holds the registry's PostgreSQL plumbing: opening a pool and
-// applying the embedded, numbered schema migrations. It knows no domain
-// rules; the packages that own tables keep their queries next to them.
+// running numbered schema migrations (version table, advisory lock). It
+// knows no domain rules and no tables: the package that owns the tables
+// embeds their migrations (projector/migrations) and keeps its queries
+// next to them.
 package pg
 
 import (

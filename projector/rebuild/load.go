@@ -12,6 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrInvariant is wrapped when a built projection breaks a rule the live
@@ -33,8 +37,8 @@ type loader struct {
 func startLoader(ctx context.Context, pool *pgxpool.Pool, schema string) *loader {
 	return &loader{
 		pool: pool, schema: schema,
-		requests:  startCopy(ctx, pool, ident(schema, "requests"), requestCols),
-		usernames: startCopy(ctx, pool, ident(schema, "usernames"), usernameCols),
+		requests:  startCopy(ctx, pool, ident(schema, "requests"), projection.RequestColumns),
+		usernames: startCopy(ctx, pool, ident(schema, "usernames"), projection.HolderColumns),
 		conflicts: startCopy(ctx, pool, ident(schema, "conflicts"), conflictCols),
 		copies:    startCopy(ctx, pool, ident(schema, "copies"), copyCols),
 	}
@@ -45,33 +49,37 @@ type rowSet struct {
 	request, username, conflict [][]any
 }
 
-// decisionRows returns the rows of a decision seen for the first time:
-// a ledger row (or, for request_conflict, a conflicts row), and a
-// usernames row when the decision is a win.
-func decisionRows(d *decision) (rowSet, error) {
+// changeRows returns the rows of decision d (with its exact bytes, value),
+// first at its position, whose fold gave c: its change's ledger row and
+// holder, or, for request_conflict (which changes nothing), a conflicts
+// row.
+func changeRows(d *events.Decision, value []byte, c projection.Change) (rowSet, error) {
 	var rs rowSet
-	id, err := uuid.Parse(d.RequestID)
-	if err != nil {
-		return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
-	}
-	if !d.stored() {
-		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), d.value}}
+	if c.Entry == nil {
+		id, err := uuid.Parse(d.RequestID)
+		if err != nil {
+			return rs, fmt.Errorf("request_id %q: %w", d.RequestID, err)
+		}
+		rs.conflict = [][]any{{d.ClaimPartition, d.ClaimOffset, [16]byte(id), value}}
 		return rs, nil
 	}
-	rs.request = [][]any{{[16]byte(id), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), d.value}}
-	if d.win() {
-		uid, err := uuid.Parse(d.UserID)
-		if err != nil {
-			return rs, fmt.Errorf("holder's user_id %q: %w", d.UserID, err)
+	row, err := c.Entry.Row()
+	if err != nil {
+		return rs, err
+	}
+	rs.request = [][]any{row}
+	if c.Holder != nil {
+		if row, err = c.Holder.Row(); err != nil {
+			return rs, err
 		}
-		rs.username = [][]any{{d.Canonical, string(d.key), d.Username, [16]byte(uid), [16]byte(id), d.ClaimPartition, d.ClaimOffset, d.RegisteredAt.UTC()}}
+		rs.username = [][]any{row}
 	}
 	return rs, nil
 }
 
 // decision queues the rows of a decision seen for the first time.
 func (l *loader) decision(ctx context.Context, d *decision) error {
-	rs, err := decisionRows(d)
+	rs, err := changeRows(d.Decision, d.value, d.change)
 	if err != nil {
 		return err
 	}
@@ -120,10 +128,11 @@ func (l *loader) streams() []*copyStream {
 	return []*copyStream{l.requests, l.usernames, l.conflicts, l.copies}
 }
 
-// finish writes the rebuilt positions, builds the indexes and constraints
-// (two groups at once), and checks the copies. It returns the positions of
-// copies that contradict the first decision at their place, and how many.
-func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int32]int64, partitions int32, samples int) ([]string, int, error) {
+// finish writes the rebuilt positions, builds the deferred indexes and
+// constraints (one table's at a time on each of two connections), and
+// checks the copies. It returns the positions of copies that contradict the
+// first decision at their place, and how many.
+func finish(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferredIndex, next map[int32]int64, partitions int32, samples int) ([]string, int, error) {
 	parts, offs := make([]int32, 0, partitions), make([]int64, 0, partitions)
 	for p := range partitions {
 		parts, offs = append(parts, p), append(offs, next[p])
@@ -131,8 +140,28 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int
 	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs); err != nil {
 		return nil, 0, fmt.Errorf("writing rebuilt positions: %w", err)
 	}
+	if err := buildIndexes(ctx, pool, schema, ixs, samples); err != nil {
+		return nil, 0, err
+	}
+	tables := []string{q(schema) + `.conflicts`, q(schema) + `.copies`}
+	for _, t := range migrations.Projection {
+		tables = append(tables, ident(schema, t).Sanitize())
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE `+strings.Join(tables, ", ")); err != nil {
+		return nil, 0, fmt.Errorf("analyzing the rebuilt tables: %w", err)
+	}
+	return contradictingCopies(ctx, pool, schema, samples)
+}
+
+// buildIndexes builds ixs, each table's in turn, two tables at once.
+func buildIndexes(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferredIndex, samples int) error {
+	byTable := map[string][]deferredIndex{}
+	for _, d := range ixs {
+		byTable[d.table] = append(byTable[d.table], d)
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	for _, group := range indexSQL(schema) {
+	g.SetLimit(2)
+	for _, group := range byTable {
 		g.Go(func() error {
 			conn, err := pool.Acquire(gctx)
 			if err != nil {
@@ -144,32 +173,26 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, next map[int
 				return err
 			}
 			defer conn.Exec(context.WithoutCancel(gctx), `RESET maintenance_work_mem`) //nolint:errcheck // the connection goes back to the pool either way
-			for _, stmt := range group {
-				if _, err := conn.Exec(gctx, stmt); err != nil {
-					return explainIndexFailure(gctx, pool, schema, err, samples)
+			for _, d := range group {
+				if _, err := conn.Exec(gctx, d.build(schema)); err != nil {
+					return explainIndexFailure(gctx, pool, schema, d, err, samples)
 				}
 			}
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, 0, err
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE `+q(schema)+`.usernames, `+q(schema)+`.requests, `+q(schema)+`.conflicts, `+q(schema)+`.copies`); err != nil {
-		return nil, 0, fmt.Errorf("analyzing the rebuilt tables: %w", err)
-	}
-	return contradictingCopies(ctx, pool, schema, samples)
+	return g.Wait()
 }
 
-// explainIndexFailure turns a unique violation while building an index
-// into ErrInvariant with the first duplicated values.
-func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string, err error, samples int) error {
+// explainIndexFailure turns a unique violation while building d into
+// ErrInvariant with the first duplicated values.
+func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string, d deferredIndex, err error, samples int) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "23505" {
-		return fmt.Errorf("building indexes: %w", err)
+		return fmt.Errorf("building index %s: %w", d.name, err)
 	}
-	query, ok := duplicatesSQL(schema)[pgErr.ConstraintName]
-	if !ok {
+	query := d.duplicatesSQL(schema)
+	if query == "" {
 		return fmt.Errorf("%w: %s", ErrInvariant, pgErr.Message)
 	}
 	rows, qerr := pool.Query(context.WithoutCancel(ctx), query, samples)
@@ -185,7 +208,7 @@ func explainIndexFailure(ctx context.Context, pool *pgxpool.Pool, schema string,
 	if qerr != nil {
 		return fmt.Errorf("%w: %s (listing them: %v)", ErrInvariant, pgErr.Message, qerr)
 	}
-	return fmt.Errorf("%w: %s is not unique: %s", ErrInvariant, pgErr.ConstraintName, strings.Join(dups, ", "))
+	return fmt.Errorf("%w: %s is not unique: %s", ErrInvariant, d.name, strings.Join(dups, ", "))
 }
 
 func contradictingCopies(ctx context.Context, pool *pgxpool.Pool, schema string, samples int) ([]string, int, error) {
@@ -218,14 +241,3 @@ func sortedPartitions[V any](m map[int32]V) []int32 {
 	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	return ps
 }
-
-func nullable(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-// mustUUID parses an id the projector's own code produced, which is always
-// a UUID in canonical form.
-func mustUUID(s string) [16]byte { return uuid.MustParse(s) }

@@ -2,6 +2,7 @@ package rebuild
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,9 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // ErrPolicyVersion is wrapped when the claims were made under a username
@@ -25,11 +27,15 @@ var ErrPolicyVersion = errors.New("claims were made under another username polic
 // ReplayConfig configures Replay.
 type ReplayConfig struct {
 	Config
-	// PolicyVersion, when not 0, allows replaying claims made under other
-	// policy versions; it must be this build's version (claims.PolicyVersion),
-	// the only one its decision code can apply. The report then lists the
-	// names whose holder would change.
+	// PolicyVersion, when not 0, replays every claim under that username
+	// policy version (one this build has), deciding claims made under
+	// another version as if they had been made under it, from the name as
+	// typed: the report then lists the names whose holder would change.
+	// When 0, the claims are replayed under the version recorded in the
+	// database, and a claim made under another version stops the replay.
 	PolicyVersion int
+	// policy is the policy the replay decides under.
+	policy *username.Policy
 	// Workers is how many partitions are replayed at once. Defaults to 2.
 	Workers int
 }
@@ -74,7 +80,7 @@ func (r *ReplayReport) Diverged() bool { return r.Divergent.Count > 0 || r.Missi
 
 // Replay decides every claim in the claims topic again, partition by
 // partition in log order, with the projector's decision code
-// (projector.Redecider) under this build's pinned policy version. It
+// (projection.Redecider) under this build's pinned policy version. It
 // writes the resulting projection to ReplaySchema (bulk-loaded, then
 // indexed and checked like a rebuild) and compares every decision with the
 // ones recorded in registrations.
@@ -82,8 +88,12 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if cfg.PolicyVersion != 0 && cfg.PolicyVersion != claims.PolicyVersion {
-		return nil, fmt.Errorf("this build decides under username policy version %d only; --policy-version %d cannot be applied", claims.PolicyVersion, cfg.PolicyVersion)
+	recorded, err := projector.PolicyVersion(ctx, cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.policy, err = username.ForVersion(cmp.Or(cfg.PolicyVersion, recorded)); err != nil {
+		return nil, fmt.Errorf("--policy-version: %w", err)
 	}
 	cfg.Workers = max(cfg.Workers, 2)
 	start := time.Now()
@@ -93,28 +103,29 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	}
 	defer sess.close()
 	adm, partitions := sess.adm, sess.partitions
-	claimEnds, err := Ends(ctx, adm, events.TopicClaims)
+	claimEnds, err := Ends(ctx, adm, cfg.Topics.Claims)
 	if err != nil {
 		return nil, err
 	}
-	regEnds, err := Ends(ctx, adm, events.TopicRegistrations)
+	regEnds, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkFirstVersions(ctx, cfg, claimEnds); err != nil {
 		return nil, err
 	}
-	if err := prepare(ctx, cfg.Pool, ReplaySchema, claimEnds); err != nil {
+	ixs, err := prepare(ctx, cfg.Config, ReplaySchema, claimEnds)
+	if err != nil {
 		return nil, err
 	}
-	rep := &ReplayReport{Partitions: partitions, PolicyVersion: claims.PolicyVersion, ClaimVersions: map[int]int64{},
+	rep := &ReplayReport{Partitions: partitions, PolicyVersion: cfg.policy.Version(), ClaimVersions: map[int]int64{},
 		Divergent: Diff{Kind: "divergent"}, Missing: Diff{Kind: "missing from registrations"},
 		Unreadable: Diff{Kind: "unreadable"}, NamesChanged: Diff{Kind: "names whose holder would change"}}
 	next, err := replayAll(ctx, cfg, partitions, claimEnds, regEnds, rep)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := finish(ctx, cfg.Pool, ReplaySchema, next, partitions, cfg.Samples); err != nil {
+	if _, _, err := finish(ctx, cfg.Pool, ReplaySchema, ixs, next, partitions, cfg.Samples); err != nil {
 		return nil, err
 	}
 	if _, err := cfg.Pool.Exec(ctx, `INSERT INTO `+q(ReplaySchema)+`.complete DEFAULT VALUES`); err != nil {
@@ -135,21 +146,21 @@ func checkFirstVersions(ctx context.Context, cfg ReplayConfig, ends Offsets) err
 	for p, end := range ends {
 		first[p] = min(end, 1)
 	}
-	return read(ctx, cfg.Kafka, events.TopicClaims, Offsets{}, first, func(_ int32, recs []*kgo.Record) error {
+	return read(ctx, cfg.Kafka, cfg.Topics.Claims, Offsets{}, first, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
-			if c, err := events.DecodeClaim(r); err == nil && c.PolicyVersion != claims.PolicyVersion {
-				return versionError(r, c.PolicyVersion)
+			if c, err := events.DecodeClaim(r); err == nil && c.PolicyVersion != cfg.policy.Version() {
+				return versionError(r, c.PolicyVersion, cfg.policy.Version())
 			}
 		}
 		return nil
 	})
 }
 
-func versionError(r *kgo.Record, v int) error {
-	return fmt.Errorf("%w: claims %d/%d was made under version %d, and this build decides under version %d. "+
+func versionError(r *kgo.Record, v, deciding int) error {
+	return fmt.Errorf("%w: claims %d/%d was made under version %d, and this registry decides under version %d. "+
 		"Its decisions would change (the projector rejects such claims as invalid). "+
 		"Pass --policy-version %d to replay under version %d anyway and see which names would change",
-		ErrPolicyVersion, r.Partition, r.Offset, v, claims.PolicyVersion, claims.PolicyVersion, claims.PolicyVersion)
+		ErrPolicyVersion, r.Partition, r.Offset, v, deciding, deciding, deciding)
 }
 
 // replayAll replays the partitions, cfg.Workers at a time, into one
@@ -252,17 +263,17 @@ type partitionReplay struct {
 
 func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) error {
 	pr.seed = maphash.MakeSeed()
-	claimsIn, err := openStream(pr.cfg.Kafka, events.TopicClaims, pr.p, claimEnd)
+	claimsIn, err := openStream(pr.cfg.Kafka, pr.cfg.Topics.Claims, pr.p, claimEnd)
 	if err != nil {
 		return err
 	}
 	defer claimsIn.close()
-	if pr.reg, err = openStream(pr.cfg.Kafka, events.TopicRegistrations, pr.p, regEnd); err != nil {
+	if pr.reg, err = openStream(pr.cfg.Kafka, pr.cfg.Topics.Registrations, pr.p, regEnd); err != nil {
 		return err
 	}
 	defer pr.reg.close()
 	pr.hashes = make([]uint64, 0, min(claimEnd, 1<<20))
-	rd := projector.NewRedecider(int(pr.partitions))
+	rd := projection.NewPolicyRedecider(int(pr.partitions), pr.cfg.policy, pr.cfg.PolicyVersion != 0)
 	n := 0
 	for {
 		rec, err := claimsIn.next(ctx)
@@ -285,7 +296,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	return pr.drain(ctx, claimEnd)
 }
 
-func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, rec *kgo.Record) error {
+func (pr *partitionReplay) claim(ctx context.Context, rd *projection.Redecider, rec *kgo.Record) error {
 	pr.rep.Claims++
 	res, err := rd.Redecide(rec)
 	if err != nil {
@@ -293,8 +304,8 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, r
 	}
 	if res.PolicyVersion != 0 {
 		pr.rep.ClaimVersions[res.PolicyVersion]++
-		if res.PolicyVersion != claims.PolicyVersion && pr.cfg.PolicyVersion == 0 {
-			return versionError(rec, res.PolicyVersion)
+		if res.PolicyVersion != pr.cfg.policy.Version() && pr.cfg.PolicyVersion == 0 {
+			return versionError(rec, res.PolicyVersion, pr.cfg.policy.Version())
 		}
 	}
 	for int64(len(pr.hashes)) <= rec.Offset {
@@ -306,7 +317,11 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, r
 	}
 	pr.rep.Decided++
 	pr.hashes[rec.Offset] = maphash.Bytes(pr.seed, res.Value) | 1 // never 0
-	if err := pr.sink.add(ctx, replayRows(res)); err != nil {
+	rows, err := changeRows(res.Decision, res.Value, res.Change)
+	if err != nil {
+		return err
+	}
+	if err := pr.sink.add(ctx, rows); err != nil {
 		return err
 	}
 	return pr.compare(ctx, rec.Offset, res)
@@ -314,7 +329,7 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projector.Redecider, r
 
 // compare reads registrations up to the first recorded decision at or
 // past position o, and compares the one at o with the replayed res.
-func (pr *partitionReplay) compare(ctx context.Context, o int64, res projector.Redecision) error {
+func (pr *partitionReplay) compare(ctx context.Context, o int64, res projection.Redecision) error {
 	for {
 		r, err := pr.reg.peek(ctx)
 		if err != nil {
@@ -346,8 +361,8 @@ func (pr *partitionReplay) compare(ctx context.Context, o int64, res projector.R
 			return nil
 		default: // the recorded log skips o
 			pr.rep.Missing.add(pr.cfg.Samples, "claims %d/%d: replayed %s", pr.p, o, res.Value)
-			if res.Holding != nil {
-				pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", res.Holding.Canonical, res.Holding.UserID)
+			if h := res.Change.Holder; h != nil {
+				pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", h.Canonical, h.UserID)
 			}
 			return nil
 		}
@@ -406,26 +421,14 @@ func (pr *partitionReplay) drain(ctx context.Context, claimEnd int64) error {
 	}
 }
 
-func (pr *partitionReplay) nameChanges(d *decision, res projector.Redecision) {
+func (pr *partitionReplay) nameChanges(d *decision, res projection.Redecision) {
+	recorded, replayed := d.change.Holder, res.Change.Holder
 	switch {
-	case d.win() && res.Holding == nil:
+	case recorded != nil && replayed == nil:
 		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives it to nobody (%s)", d.Canonical, d.UserID, res.Decision.Reason)
-	case !d.win() && res.Holding != nil:
-		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", res.Holding.Canonical, res.Holding.UserID)
-	case d.win() && res.Holding != nil && (d.Canonical != res.Holding.Canonical || d.UserID != res.Holding.UserID):
-		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives %s to %s", d.Canonical, d.UserID, res.Holding.Canonical, res.Holding.UserID)
+	case recorded == nil && replayed != nil:
+		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: no recorded holder, replay gives it to %s", replayed.Canonical, replayed.UserID)
+	case recorded != nil && replayed != nil && (recorded.Canonical != replayed.Canonical || recorded.UserID != replayed.UserID):
+		pr.rep.NamesChanged.add(pr.cfg.Samples, "%s: recorded holder %s, replay gives %s to %s", recorded.Canonical, recorded.UserID, replayed.Canonical, replayed.UserID)
 	}
-}
-
-// replayRows are the projection rows of a replayed decision.
-func replayRows(res projector.Redecision) rowSet {
-	d := res.Decision
-	if !res.Stored {
-		return rowSet{conflict: [][]any{{d.ClaimPartition, d.ClaimOffset, mustUUID(d.RequestID), res.Value}}}
-	}
-	rs := rowSet{request: [][]any{{mustUUID(d.RequestID), d.ClaimPartition, d.ClaimOffset, d.UserID, d.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), res.Value}}}
-	if h := res.Holding; h != nil {
-		rs.username = [][]any{{h.Canonical, h.Key, h.Username, mustUUID(h.UserID), mustUUID(h.RequestID), h.Partition, h.Offset, h.RegisteredAt}}
-	}
-	return rs
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/internal/pg"
+	"github.com/usernameregistry/registry/projector/internal/projection"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrBusy is returned when another rebuild, replay or swap holds the
@@ -48,21 +50,40 @@ type Config struct {
 	// Samples is how many examples of each kind of problem or difference
 	// are reported. Defaults to 10.
 	Samples int
+	// Topics names the registry's topics. Defaults to events' default
+	// names.
+	Topics events.Topics
+	// Migrations build the shadow's tables, as they built the live ones.
+	// Defaults to the projection's (projector/migrations); a test that
+	// migrated its live database further passes the same longer list.
+	Migrations []pg.Migration
 	// Progress receives progress. Defaults to none.
 	Progress Progress
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-func (c *Config) fill() error {
-	if len(c.Kafka) == 0 || c.Pool == nil {
-		return errors.New("rebuild: Kafka options and a database pool are required")
-	}
+// WithDefaults returns c with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (c Config) WithDefaults() Config {
 	c.Samples = cmp.Or(c.Samples, 10)
+	c.Topics = c.Topics.WithDefaults()
+	if c.Migrations == nil {
+		c.Migrations = migrations.All()
+	}
 	if c.Progress == nil {
 		c.Progress = noProgress{}
 	}
 	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+// fill sets the defaults and checks the required fields.
+func (c *Config) fill() error {
+	if len(c.Kafka) == 0 || c.Pool == nil {
+		return errors.New("rebuild: Kafka options and a database pool are required")
+	}
+	*c = c.WithDefaults()
 	return nil
 }
 
@@ -106,11 +127,12 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	}
 	defer sess.close()
 	adm, partitions := sess.adm, sess.partitions
-	ends, err := Ends(ctx, adm, events.TopicRegistrations)
+	ends, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
-	if err := prepare(ctx, cfg.Pool, ShadowSchema, ends); err != nil {
+	ixs, err := prepare(ctx, cfg, ShadowSchema, ends)
+	if err != nil {
 		return nil, err
 	}
 	rep := &BuildReport{Partitions: partitions, Ends: ends, Next: map[int32]int64{}}
@@ -118,7 +140,7 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 		return nil, err
 	}
 	cfg.Logger.Info("shadow loaded; building indexes and checking invariants", "decisions", rep.Decisions, "took", time.Since(start).Round(time.Millisecond))
-	rep.ContradictingSamples, rep.Contradicting, err = finish(ctx, cfg.Pool, ShadowSchema, rep.Next, partitions, cfg.Samples)
+	rep.ContradictingSamples, rep.Contradicting, err = finish(ctx, cfg.Pool, ShadowSchema, ixs, rep.Next, partitions, cfg.Samples)
 	if err != nil {
 		return nil, err
 	}
@@ -132,23 +154,25 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	return rep, nil
 }
 
-// prepare creates schema afresh and records the end offsets it is built
-// up to.
-func prepare(ctx context.Context, pool *pgxpool.Pool, schema string, ends Offsets) error {
-	for _, stmt := range createSchema(schema) {
-		if _, err := pool.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("creating schema %s: %w", schema, err)
-		}
+// prepare creates schema afresh, with its indexes deferred until the
+// load is done, and records the end offsets it is built up to.
+func prepare(ctx context.Context, cfg Config, schema string, ends Offsets) ([]deferredIndex, error) {
+	if err := createSchema(ctx, cfg.Pool, schema, cfg.Migrations); err != nil {
+		return nil, fmt.Errorf("creating schema %s: %w", schema, err)
+	}
+	ixs, err := deferIndexes(ctx, cfg.Pool, schema)
+	if err != nil {
+		return nil, err
 	}
 	parts, offs := []int32{}, []int64{}
 	for _, p := range sortedPartitions(ends) {
 		parts, offs = append(parts, p), append(offs, ends[p])
 	}
-	_, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.source_ends SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs)
+	_, err = cfg.Pool.Exec(ctx, `INSERT INTO `+q(schema)+`.source_ends SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs)
 	if err != nil {
-		return fmt.Errorf("recording end offsets: %w", err)
+		return nil, fmt.Errorf("recording end offsets: %w", err)
 	}
-	return nil
+	return ixs, nil
 }
 
 // load streams registrations [0, ends) into the shadow's tables.
@@ -158,7 +182,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	l := startLoader(ctx, cfg.Pool, ShadowSchema)
 	ap := &applier{l: l, rep: rep, samples: cfg.Samples}
 	cfg.Progress.Start("reading registrations", ends.Total())
-	err := read(ctx, cfg.Kafka, events.TopicRegistrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
+	err := read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := ap.apply(ctx, r); err != nil {
 				return err
@@ -242,7 +266,7 @@ func open(ctx context.Context, cfg Config) (*session, error) {
 		return nil, err
 	}
 	s := &session{cl: cl, adm: kadm.NewClient(cl), unlock: unlock}
-	if s.partitions, err = CheckLog(ctx, s.adm); err != nil {
+	if s.partitions, err = CheckLog(ctx, s.adm, cfg.Topics); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -285,7 +309,7 @@ func lock(ctx context.Context, pool *pgxpool.Pool) (func(), error) {
 // that is not a repeat ends the walk: it was not decided yet, or its
 // decision is still in the outbox (see Swap).
 func advanceOverCopies(ctx context.Context, cfg Config, adm *kadm.Client, partitions int32, next map[int32]int64) error {
-	ends, err := Ends(ctx, adm, events.TopicClaims)
+	ends, err := Ends(ctx, adm, cfg.Topics.Claims)
 	if err != nil {
 		return err
 	}
@@ -311,9 +335,9 @@ func advanceOverCopies(ctx context.Context, cfg Config, adm *kadm.Client, partit
 func walkCopies(ctx context.Context, cfg Config, p int32, from, end int64, partitions int32) (int64, error) {
 	var n = from
 	stop := errors.New("stop")
-	err := read(ctx, cfg.Kafka, events.TopicClaims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
+	err := read(ctx, cfg.Kafka, cfg.Topics.Claims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
-			id, user, name := projector.LedgerIdentity(r, int(partitions))
+			id, user, name := projection.LedgerIdentity(r, int(partitions))
 			var repeat bool
 			err := cfg.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+q(ShadowSchema)+`.requests
 				WHERE request_id = $1 AND claim_partition = $2 AND user_id = $3 AND username = $4)`, id, p, user, name).Scan(&repeat)

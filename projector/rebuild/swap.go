@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,6 +13,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/fence"
+	"github.com/usernameregistry/registry/projector/internal/projection"
+	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // ErrUnaccounted is wrapped when the live projection holds decisions that
@@ -86,7 +90,7 @@ func Swap(ctx context.Context, cfg Config) (*SwapReport, error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if _, err := CheckLog(ctx, adm); err != nil {
+	if _, err := CheckLog(ctx, adm, cfg.Topics); err != nil {
 		return nil, err
 	}
 	rep := &SwapReport{OldSchema: OldSchemaPrefix + strconv.FormatInt(time.Now().Unix(), 10)}
@@ -152,13 +156,13 @@ func catchUp(ctx context.Context, cfg Config, tx pgx.Tx, adm *kadm.Client, rep *
 	if err != nil {
 		return nil, err
 	}
-	ends, err := Ends(ctx, adm, events.TopicRegistrations)
+	ends, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
 	c := &collector{}
 	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples}
-	err = read(ctx, cfg.Kafka, events.TopicRegistrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
+	err = read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := c.apply(ap, r); err != nil {
 				return err
@@ -237,7 +241,7 @@ func (c *collector) apply(ap *applier, r *kgo.Record) error {
 	}
 	ap.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	ap.rep.Decisions++
-	rs, err := decisionRows(d)
+	rs, err := changeRows(d.Decision, d.value, d.change)
 	if err != nil {
 		return err
 	}
@@ -253,7 +257,7 @@ func (c *collector) write(ctx context.Context, tx pgx.Tx) error {
 		cols  []string
 		rows  [][]any
 	}{
-		{"requests", requestCols, c.requests}, {"usernames", usernameCols, c.usernames}, {"conflicts", conflictCols, c.conflicts},
+		{"requests", projection.RequestColumns, c.requests}, {"usernames", projection.HolderColumns, c.usernames}, {"conflicts", conflictCols, c.conflicts},
 	} {
 		if len(t.rows) == 0 {
 			continue
@@ -304,15 +308,18 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 		return err
 	}
 	old, shadow, cur := q(rep.OldSchema), q(ShadowSchema), q(live)
-	stmts := []string{
-		`LOCK TABLE usernames, requests IN ACCESS EXCLUSIVE MODE`,
-		`CREATE SCHEMA ` + old,
-		`ALTER TABLE ` + cur + `.usernames SET SCHEMA ` + old,
-		`ALTER TABLE ` + cur + `.requests SET SCHEMA ` + old,
-		`ALTER TABLE ` + shadow + `.usernames SET SCHEMA ` + cur,
-		`ALTER TABLE ` + shadow + `.requests SET SCHEMA ` + cur,
-		`DROP SCHEMA ` + shadow + ` CASCADE`,
+	tables := make([]string, len(migrations.Projection))
+	for i, t := range migrations.Projection {
+		tables[i] = pgx.Identifier{t}.Sanitize()
 	}
+	stmts := []string{`LOCK TABLE ` + strings.Join(tables, ", ") + ` IN ACCESS EXCLUSIVE MODE`, `CREATE SCHEMA ` + old}
+	for _, t := range tables {
+		stmts = append(stmts, `ALTER TABLE `+cur+`.`+t+` SET SCHEMA `+old)
+	}
+	for _, t := range tables {
+		stmts = append(stmts, `ALTER TABLE `+shadow+`.`+t+` SET SCHEMA `+cur)
+	}
+	stmts = append(stmts, `DROP SCHEMA `+shadow+` CASCADE`)
 	for _, stmt := range stmts {
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("swapping tables (%s): %w", stmt, err)
@@ -322,20 +329,13 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 	for i, p := range rep.Partitions {
 		parts[i], offs[i] = p.Partition, p.Final
 	}
-	rows, err := tx.Query(ctx, `
-INSERT INTO claim_partitions (partition, next_offset, owner_epoch)
-SELECT p, n, 1 FROM unnest($1::int[], $2::bigint[]) AS u(p, n)
-ON CONFLICT (partition) DO UPDATE
-SET next_offset = EXCLUDED.next_offset, owner_epoch = claim_partitions.owner_epoch + 1, updated_at = now()
-RETURNING partition, owner_epoch`, parts, offs)
+	bumped, err := fence.Bump(ctx, tx, parts, offs)
 	if err != nil {
 		return fmt.Errorf("setting the rebuilt positions: %w", err)
 	}
 	epochs := map[int32]int64{}
-	var p int32
-	var e int64
-	if _, err := pgx.ForEachRow(rows, []any{&p, &e}, func() error { epochs[p] = e; return nil }); err != nil {
-		return fmt.Errorf("setting the rebuilt positions: %w", err)
+	for _, b := range bumped {
+		epochs[b.Partition] = b.Epoch
 	}
 	for i := range rep.Partitions {
 		rep.Partitions[i].Epoch = epochs[rep.Partitions[i].Partition]

@@ -65,14 +65,14 @@ public final class RegistryClient implements AutoCloseable {
   }
 
   /** Produces a ClaimSubmitted keyed by key; returns its partition. */
-  public int produceClaim(String requestId, String userId, String username, String canonical, String key) throws Exception {
+  public int produceClaim(String requestId, String userId, String username, String canonical, String key, int policyVersion) throws Exception {
     Map<String, Object> v = new LinkedHashMap<>();
     v.put("request_id", requestId);
     v.put("user_id", userId);
     v.put("username", username);
     v.put("canonical", canonical);
     v.put("key", key);
-    v.put("policy_version", 1);
+    v.put("policy_version", policyVersion);
     v.put("submitted_at", Instant.now().toString());
     ProducerRecord<byte[], byte[]> r = new ProducerRecord<>(CLAIMS, key.getBytes(StandardCharsets.UTF_8), JSON.writeValueAsBytes(v));
     r.headers().add("event-type", "ClaimSubmitted".getBytes(StandardCharsets.US_ASCII));

@@ -57,7 +57,8 @@ class RegistryClientTest {
         String id = RegistryClient.newRequestId();
         String user = UUID.randomUUID().toString();
         String typed = v.get("typed").asText();
-        int part = c.produceClaim(id, user, typed, v.get("canonical").asText(), v.get("key").asText());
+        int part = c.produceClaim(id, user, typed, v.get("canonical").asText(), v.get("key").asText(),
+            new ObjectMapper().readTree(Path.of("..", "testvectors.json").toFile()).get("policy_version").asInt());
         Map<String, Object> d = c.awaitDecision(id, user, typed, Duration.ofSeconds(60));
         assertNotEquals("invalid", d.get("reason"), d.toString());
         assertEquals(v.get("canonical").asText(), d.get("canonical"), d.toString());

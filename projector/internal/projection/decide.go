@@ -1,0 +1,212 @@
+package projection
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/claims/username"
+	"github.com/usernameregistry/registry/events"
+)
+
+// positionNamespace derives a request_id for a claim record that carries no
+// usable one, from its place in the log, so that the decision (and its
+// ledger row) is the same live and on replay.
+var positionNamespace = uuid.MustParse("5b1f4a36-2f0e-4c0a-9d55-8a2b2f6f7c11")
+
+// positionTopic is the topic name hashed into a derived request_id. It is
+// the default claims topic's name, fixed here rather than read from the
+// configuration: a registry whose claims topic has another name derives
+// the same ids, so a log copied between topics of different names
+// replays to the same decisions, byte for byte (TestPositionIDIgnoresTopic).
+const positionTopic = "claims"
+
+// Claim is one claims record, parsed and checked against the policy.
+type Claim struct {
+	Partition int32
+	Offset    int64
+	Timestamp time.Time
+	Key       []byte
+
+	RequestID string // a UUID in canonical form: the claim's, or derived from the position
+	UserID    string
+	Username  string
+	Caller    string            // the service that wrote the claim, as recorded in it
+	Name      username.Username // valid only when Invalid == ""
+	Invalid   string            // why the claim is invalid; empty when it is valid
+	Policy    *username.Policy  // the policy that decides the claim
+}
+
+// Rules are what a claims record is checked against: the partition count
+// and the username policy in force.
+type Rules struct {
+	Partitions int
+	Policy     *username.Policy
+	// Translate decides a claim made under another policy version as if
+	// it had been made under this one, from the username as typed: the
+	// what-if replay (registry replay --policy-version). The name's key
+	// and partition may differ under this version, so they are not
+	// checked. The projector never translates.
+	Translate bool
+}
+
+// Parse turns a record into a Claim. It never fails: whatever is wrong
+// with the record becomes the reason it is invalid. The checks depend only
+// on the record, the partition count and the pinned policy, so a replay
+// reaches the same verdict.
+func Parse(r *kgo.Record, ru Rules) Claim {
+	in := Claim{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UTC(), Key: r.Key, Policy: ru.Policy}
+	c, err := events.DecodeClaim(r)
+	if err != nil {
+		in.RequestID = positionID(r.Partition, r.Offset)
+		in.Invalid = fmt.Sprintf("claim record could not be read: %v", err)
+		return in
+	}
+	in.UserID, in.Username, in.Caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
+	id, err := uuid.Parse(c.RequestID)
+	if err != nil {
+		in.RequestID = positionID(r.Partition, r.Offset)
+		in.Invalid = fmt.Sprintf("request_id %q is not a UUID", c.RequestID)
+		return in
+	}
+	in.RequestID = id.String()
+	in.Invalid = checkClaim(&in, c, r, ru)
+	return in
+}
+
+// checkClaim validates a decoded claim and fills in.Name; it returns why the
+// claim is invalid, or "".
+func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) string {
+	uid, err := uuid.Parse(c.UserID)
+	if err != nil {
+		return fmt.Sprintf("user_id %q is not a UUID", c.UserID)
+	}
+	in.UserID = uid.String()
+	name, err := ru.Policy.Normalize(c.Username)
+	if err != nil {
+		return err.Error()
+	}
+	in.Name = name
+	partitions := ru.Partitions
+	switch {
+	case ru.Translate && c.PolicyVersion != ru.Policy.Version():
+		return ""
+	case c.PolicyVersion != ru.Policy.Version():
+		return fmt.Sprintf("claim was made under username policy version %d; this registry decides under version %d", c.PolicyVersion, ru.Policy.Version())
+	case c.Canonical != name.Canonical || c.Key != name.Key || string(r.Key) != name.Key:
+		return "claim's canonical form or key does not match the username policy"
+	case events.Partition(r.Key, partitions) != r.Partition:
+		return fmt.Sprintf("claim is in partition %d but its key belongs in partition %d: produce with the murmur2 partitioner", r.Partition, events.Partition(r.Key, partitions))
+	}
+	return ""
+}
+
+// storable replaces NUL, which PostgreSQL text cannot hold, so a claim
+// carrying one is decided invalid instead of failing its batch forever.
+// The same input always maps to the same string, so replay agrees.
+func storable(s string) string {
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+func positionID(partition int32, offset int64) string {
+	return uuid.NewSHA1(positionNamespace, fmt.Appendf(nil, "%s/%d/%d", positionTopic, partition, offset)).String()
+}
+
+// Outcome is what deciding one claim produced.
+type Outcome struct {
+	// Decision and Value are the decision to publish and its exact bytes.
+	// For a copy they are the first decision's.
+	Decision *events.Decision
+	Value    []byte
+	// Copy is set when the claim repeats a decided request_id with the
+	// same payload: its decision is the stored one, and nothing changes.
+	Copy bool
+	// Change is what the decision did to the partition's projection (see
+	// Fold); empty for a copy and for request_conflict.
+	Change Change
+}
+
+// New reports whether the outcome is a new decision (counted, and stored
+// unless it is a request_conflict) rather than a copy.
+func (o *Outcome) New() bool { return !o.Copy }
+
+// errDecision is returned only for a decision that cannot be encoded,
+// which is a bug, not a property of the claim.
+var errDecision = errors.New("encoding decision")
+
+// Decide returns the decision for in given st, and folds it into st. It
+// is the registry's only decision rule; the projector, the replay audit
+// and the generator all call it. The decision depends on st only through
+// what the fold put there, so a state rebuilt from the decisions decides
+// the next claim alike.
+func Decide(st *State, in *Claim) (Outcome, error) {
+	if prev, ok := st.Requests[in.RequestID]; ok {
+		if prev.UserID == in.UserID && prev.Username == in.Username {
+			return Outcome{Decision: prev.Decision, Value: prev.Value, Copy: true}, nil
+		}
+		return encode(in.rejection(events.ReasonRequestConflict, "request_id was already used with a different username or user_id", ""))
+	}
+	out, err := encode(decideFresh(st, in))
+	if err != nil {
+		return out, err
+	}
+	if out.Change, err = Fold(out.Decision, out.Value, in.Key); err != nil {
+		return out, fmt.Errorf("%w: %w", errDecision, err)
+	}
+	st.Apply(out.Change)
+	return out, nil
+}
+
+// decideFresh decides a request_id seen for the first time.
+func decideFresh(st *State, in *Claim) *events.Decision {
+	if in.Invalid != "" {
+		return in.rejection(events.ReasonInvalid, in.Invalid, "")
+	}
+	if in.Policy.Reserved(in.Name) {
+		return in.rejection(events.ReasonReserved, "", "")
+	}
+	h, held := st.Holders[in.Name.Key]
+	switch {
+	case !held:
+		return in.registration(in.RequestID, in.Timestamp)
+	case h.UserID == in.UserID && h.Canonical == in.Name.Canonical:
+		return in.registration(h.RequestID, h.RegisteredAt)
+	case h.Canonical == in.Name.Canonical:
+		return in.rejection(events.ReasonTaken, "", h.Canonical)
+	default:
+		return in.rejection(events.ReasonConfusable, "", h.Canonical)
+	}
+}
+
+func (in *Claim) base(outcome string) *events.Decision {
+	return &events.Decision{
+		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical, Caller: in.Caller,
+		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: in.Policy.Version(),
+	}
+}
+
+// registration registers in's name to in's user, quoting the request that
+// first won it and when.
+func (in *Claim) registration(holderRequestID string, registeredAt time.Time) *events.Decision {
+	d := in.base(events.OutcomeRegistered)
+	d.HolderRequestID, d.RegisteredAt = holderRequestID, &registeredAt
+	return d
+}
+
+func (in *Claim) rejection(reason, detail, conflictsWith string) *events.Decision {
+	d := in.base(events.OutcomeRejected)
+	d.Reason, d.Detail, d.Conflicts = reason, detail, conflictsWith
+	return d
+}
+
+func encode(d *events.Decision) (Outcome, error) {
+	v, err := events.DecisionValue(d)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("%w: %w", errDecision, err)
+	}
+	return Outcome{Decision: d, Value: v}, nil
+}

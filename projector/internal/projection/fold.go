@@ -1,0 +1,184 @@
+package projection
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/usernameregistry/registry/events"
+)
+
+// Entry is a request ledger row (table requests): the first decision for
+// a request_id in its partition.
+type Entry struct {
+	RequestID string
+	UserID    string // as in the claim
+	Username  string // as typed in the claim
+	Decision  *events.Decision
+	Value     []byte // the decision's exact bytes, as published
+}
+
+// Holder is a usernames row: who holds a name since which claim.
+type Holder struct {
+	Canonical    string
+	Key          string
+	Username     string
+	UserID       string
+	RequestID    string
+	Partition    int32
+	Offset       int64
+	RegisteredAt time.Time
+}
+
+// Change is what one decision does to its partition's projection. The
+// fields are the kinds of change there are; a decision that changes who
+// holds a name in a new way (a release, a transfer) adds a field here and
+// its case to Fold and State.Apply, and the projector's writes and
+// rebuild's loader then carry it.
+type Change struct {
+	// Entry is the ledger row the decision adds: every first decision for
+	// a request_id has one. Nil for request_conflict, which is published
+	// but never stored (the request_id already has its decision).
+	Entry *Entry
+	// Holder is the holder the decision installs; set only for the
+	// decision of the claim that won its name.
+	Holder *Holder
+}
+
+// State is what the decisions of one partition have built and what the
+// next decision depends on: the request ledger and the holders. The
+// projector loads the rows a round's claims touch into one; the replay
+// audit keeps a compact copy (Redecider).
+type State struct {
+	Requests map[string]*Entry  // by request_id
+	Holders  map[string]*Holder // by key
+}
+
+// NewState returns an empty State.
+func NewState() *State {
+	return &State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}}
+}
+
+// Fold returns the change decision d makes to the projection, given its
+// exact bytes (value) and its record key (the claim's key). It is the one
+// definition of how the projection follows from the decisions: the
+// projector applies it in its transaction to the decisions it makes, and
+// rebuild to the decisions it reads from the registrations topic, so the
+// state of a partition is a pure function of its decisions, whoever
+// computes it.
+//
+// d must be the first decision at its position (a copy changes nothing and
+// is not folded). A decision that cannot be a position's first (a win
+// without its holder's data) is an error.
+func Fold(d *events.Decision, value, key []byte) (Change, error) {
+	if d.Reason == events.ReasonRequestConflict {
+		return Change{}, nil
+	}
+	c := Change{Entry: &Entry{RequestID: d.RequestID, UserID: d.UserID, Username: d.Username, Decision: d, Value: value}}
+	if !Wins(d) {
+		return c, nil
+	}
+	if d.RegisteredAt == nil || d.Canonical == "" || len(key) == 0 || uuid.Validate(d.UserID) != nil {
+		return Change{}, fmt.Errorf("registration of %q lacks registered_at, canonical, key or a UUID user_id", d.RequestID)
+	}
+	c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
+		RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC()}
+	return c, nil
+}
+
+// Wins reports whether d is the decision of the claim that won its name:
+// a registration naming itself as the holder. A holder claiming its own
+// name again under another request_id gets a registration naming the
+// original holder, which changes no holder.
+func Wins(d *events.Decision) bool {
+	return d.Outcome == events.OutcomeRegistered && d.HolderRequestID == d.RequestID
+}
+
+// Apply puts c into st.
+func (st *State) Apply(c Change) {
+	if c.Entry != nil {
+		st.Requests[c.Entry.RequestID] = c.Entry
+	}
+	if c.Holder != nil {
+		st.Holders[c.Holder.Key] = c.Holder
+	}
+}
+
+// The projection's columns, in the order Row and the column arrays give
+// them. They are the migrations' columns (projector/migrations); a new
+// column is added there, here and in the two Row methods and Columns
+// functions below.
+var (
+	RequestColumns = []string{"request_id", "claim_partition", "claim_offset", "user_id", "username", "canonical", "outcome", "reason", "decision"}
+	HolderColumns  = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at"}
+)
+
+// Row is e as a requests row, in RequestColumns order, for COPY.
+func (e *Entry) Row() ([]any, error) {
+	id, err := uuid.Parse(e.RequestID)
+	if err != nil {
+		return nil, fmt.Errorf("request_id %q: %w", e.RequestID, err)
+	}
+	d := e.Decision
+	return []any{[16]byte(id), d.ClaimPartition, d.ClaimOffset, e.UserID, e.Username, nullable(d.Canonical), d.Outcome, nullable(d.Reason), e.Value}, nil
+}
+
+// Row is h as a usernames row, in HolderColumns order, for COPY.
+func (h *Holder) Row() ([]any, error) {
+	id, err := uuid.Parse(h.RequestID)
+	if err != nil {
+		return nil, fmt.Errorf("request_id %q: %w", h.RequestID, err)
+	}
+	uid, err := uuid.Parse(h.UserID)
+	if err != nil {
+		return nil, fmt.Errorf("holder's user_id %q: %w", h.UserID, err)
+	}
+	return []any{h.Canonical, h.Key, h.Username, [16]byte(uid), [16]byte(id), h.Partition, h.Offset, h.RegisteredAt}, nil
+}
+
+// SQLInsertRequests and SQLInsertHolders insert a batch of rows, one array
+// per column (RequestArrays, HolderArrays), in one statement.
+const (
+	SQLInsertRequests = `
+INSERT INTO requests (request_id, claim_partition, claim_offset, user_id, username, canonical, outcome, reason, decision)
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])`
+
+	SQLInsertHolders = `
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[])`
+)
+
+// RequestArrays are SQLInsertRequests' arguments: one array per column.
+func RequestArrays(es []*Entry) []any {
+	n := len(es)
+	ids, users, names, outcomes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	canon, reasons := make([]*string, n), make([]*string, n)
+	parts, offsets, values := make([]int32, n), make([]int64, n), make([][]byte, n)
+	for i, e := range es {
+		d := e.Decision
+		ids[i], users[i], names[i], outcomes[i] = e.RequestID, e.UserID, e.Username, d.Outcome
+		canon[i], reasons[i] = nullable(d.Canonical), nullable(d.Reason)
+		parts[i], offsets[i], values[i] = d.ClaimPartition, d.ClaimOffset, e.Value
+	}
+	return []any{ids, parts, offsets, users, names, canon, outcomes, reasons, values}
+}
+
+// HolderArrays are SQLInsertHolders' arguments: one array per column.
+func HolderArrays(hs []*Holder) []any {
+	n := len(hs)
+	canon, keys, names, users, reqs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	parts, offsets, ats := make([]int32, n), make([]int64, n), make([]time.Time, n)
+	for i, h := range hs {
+		canon[i], keys[i], names[i], users[i], reqs[i] = h.Canonical, h.Key, h.Username, h.UserID, h.RequestID
+		parts[i], offsets[i], ats[i] = h.Partition, h.Offset, h.RegisteredAt
+	}
+	return []any{canon, keys, names, users, reqs, parts, offsets, ats}
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

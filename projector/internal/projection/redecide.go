@@ -1,0 +1,157 @@
+package projection
+
+import (
+	"hash/maphash"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/claims/username"
+	"github.com/usernameregistry/registry/events"
+)
+
+// Redecider decides the claims of one partition again, in log order, with
+// the projector's own rule (Decide) and fold, for the replay audit and for
+// the generator that writes decisions straight to the topics. It keeps the
+// partition's state itself, in memory, in a compact form: per request_id
+// a 64-bit hash of the first decision's payload (user_id, username), and
+// per held key the little a later decision quotes (canonical form,
+// holder's user_id and request_id, registered_at). About 150 bytes per
+// holder and 60 per request, rather than the projector's full ledger
+// entries.
+//
+// Two payloads of one request_id with equal hashes would make a
+// request_conflict look like a copy; with 64 bits that is a chance of
+// about 2^-64 per repeated request_id.
+//
+// A Redecider is not safe for concurrent use. Use one per partition.
+type Redecider struct {
+	rules    Rules
+	seed     maphash.Seed
+	requests map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
+	holders  map[string]compactHolder // key -> holder
+	st       State                    // reused for each call: holds at most the entries one claim touches
+	entry    Entry                    // the materialised ledger entry for st
+	holder   Holder                   // the materialised holder for st
+}
+
+type compactHolder struct {
+	canonical    string
+	userID       uuid.UUID
+	requestID    uuid.UUID
+	registeredAt int64 // Unix nanoseconds, UTC
+}
+
+// Redecision is what Redecide decided for one claims record.
+type Redecision struct {
+	Outcome
+	// PolicyVersion is the username policy version the claim says it was
+	// made under; 0 when the record could not be read.
+	PolicyVersion int
+}
+
+// NewRedecider returns a Redecider for claims topics of the given partition
+// count, starting from an empty partition, deciding under the latest
+// username policy (that of a new registry).
+func NewRedecider(partitions int) *Redecider {
+	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false)
+}
+
+// NewPolicyRedecider is NewRedecider deciding under the given policy. With
+// translate, claims made under another policy version are decided as if
+// they had been made under this one, from the username as typed, without
+// the key and partition checks: what the replay's --policy-version shows.
+// Without it, such claims are invalid, as the projector decides them.
+func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool) *Redecider {
+	return &Redecider{
+		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(),
+		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
+		st: State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}},
+	}
+}
+
+// Redecide decides rec, the partition's next claims record, exactly as the
+// projector would after every record before it, and remembers the result
+// for the records after it. For a copy, Decision and Value are nil (the
+// compact state does not keep the first decision's bytes).
+func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
+	in := Parse(rec, r.rules)
+	r.load(&in)
+	out, err := Decide(&r.st, &in)
+	if err != nil {
+		return Redecision{}, err
+	}
+	version := r.rules.Policy.Version()
+	if in.Invalid != "" || r.rules.Translate { // read the version the checks did not keep
+		version = 0
+		if c, err := events.DecodeClaim(rec); err == nil {
+			version = c.PolicyVersion
+		}
+	}
+	if out.Copy {
+		return Redecision{Outcome: Outcome{Copy: true}, PolicyVersion: version}, nil
+	}
+	if e := out.Change.Entry; e != nil {
+		r.requests[uuid.MustParse(e.RequestID)] = r.payloadHash(e.UserID, e.Username)
+	}
+	if h := out.Change.Holder; h != nil {
+		r.holders[h.Key] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID),
+			requestID: uuid.MustParse(h.RequestID), registeredAt: h.RegisteredAt.UnixNano()}
+	}
+	return Redecision{Outcome: out, PolicyVersion: version}, nil
+}
+
+// load puts into r.st the ledger entry and holder that in can depend on,
+// as the projector's loadStates does for a round. A stored entry whose
+// payload matches in's is given in's own strings (so Decide sees them
+// equal and returns a copy, whose bytes the caller does not need); one
+// that does not match gets strings that differ from in's (NUL never occurs
+// in a stored payload, see storable).
+func (r *Redecider) load(in *Claim) {
+	clear(r.st.Requests)
+	clear(r.st.Holders)
+	if id, err := uuid.Parse(in.RequestID); err == nil {
+		if h, ok := r.requests[id]; ok {
+			r.entry = Entry{RequestID: in.RequestID, UserID: in.UserID, Username: in.Username}
+			if h != r.payloadHash(in.UserID, in.Username) {
+				r.entry.UserID += "\x00"
+			}
+			r.st.Requests[in.RequestID] = &r.entry
+		}
+	}
+	if in.Invalid != "" {
+		return
+	}
+	if c, ok := r.holders[in.Name.Key]; ok {
+		r.holder = Holder{Canonical: c.canonical, Key: in.Name.Key, UserID: c.userID.String(),
+			RequestID: c.requestID.String(), RegisteredAt: time.Unix(0, c.registeredAt).UTC()}
+		r.st.Holders[in.Name.Key] = &r.holder
+	}
+}
+
+func (r *Redecider) payloadHash(userID, username string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	h.WriteString(userID)
+	h.WriteByte(0)
+	h.WriteString(username)
+	return h.Sum64()
+}
+
+// Len reports how many request_ids and held names the Redecider remembers.
+func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(r.holders) }
+
+// latestPolicy is the policy LedgerIdentity parses with; the request_id,
+// user_id and username it returns do not depend on the policy.
+var latestPolicy = username.MustVersion(username.Latest)
+
+// LedgerIdentity returns what the request ledger would record for a
+// claims record, as the projector parses it: the request_id (derived from
+// the position when the claim has no usable one), the user_id and the
+// username. A record whose three equal a ledger row of its partition is a
+// repeat, decided as a copy of that row's decision.
+func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
+	in := Parse(rec, Rules{Partitions: partitions, Policy: latestPolicy, Translate: true})
+	return in.RequestID, in.UserID, in.Username
+}
