@@ -83,6 +83,9 @@ type ClientConfig struct {
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
+	// WriteTimeout bounds the write of a claim: past it Submit fails with
+	// ErrUnavailable whatever the producer is doing. Defaults to 10 s.
+	WriteTimeout time.Duration
 	// Caller names the service this client writes claims for; it is
 	// recorded in every claim (events.ClaimSubmitted.Caller) and shown with
 	// its decision. A Request's own Caller wins. The embedded client writes
@@ -126,6 +129,7 @@ func (cfg ClientConfig) WithDefaults() ClientConfig {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, 10*time.Second)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -213,16 +217,37 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	return s, nil
 }
 
+// produce writes the claim and waits for the broker's acknowledgement, at
+// most WriteTimeout and no longer than ctx (a caller that leaves).
+//
+// It does not wait for franz-go to give up on the record: an idempotent
+// producer never fails a record whose request reached the broker
+// unanswered (a broker that died or froze mid-request), because whether
+// it was written is unknown and the sequence numbers must stay in order;
+// it retries it for as long as the client lives. The record stays in the
+// producer's buffer and may still be written; the caller is told
+// ErrUnavailable and retries with the same request_id, which the ledger
+// answers once it is decided.
 func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kgo.Record, error) {
 	rec, err := events.ClaimRecord(claim)
 	if err != nil {
 		return nil, err
 	}
 	rec.Topic = c.cfg.Topics.Claims
-	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	defer cancel()
+	acked := make(chan error, 1)
+	c.cfg.Producer.Produce(ctx, rec, func(_ *kgo.Record, err error) { acked <- err })
+	select {
+	case err := <-acked:
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return rec, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: the claim was not acknowledged in time (it may still be written; retry with the same request_id): %w",
+			ErrUnavailable, ctx.Err())
 	}
-	return rec, nil
 }
 
 // RequestID is the claim's request_id, generated when the request had none.
@@ -329,6 +354,13 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	d, err := c.cfg.Ledger.Decision(ctx, claim.RequestID)
 	if err != nil || d == nil {
 		return nil, err
+	}
+	if d.Outcome == events.OutcomeRejected && d.Reason == events.ReasonInvalid {
+		// The stored decision is for a record the registry could not
+		// take (another producer's, in the wrong partition, say). This
+		// claim passed the policy and goes to its key's partition, whose
+		// own decision is the answer (docs/design.md): produce and wait.
+		return nil, nil
 	}
 	if samePayload(d, claim) {
 		return d, nil

@@ -292,6 +292,115 @@ func TestHaltsWhenBrokerLostItsTail(t *testing.T) {
 	}
 }
 
+// TestHaltsOnDataLossWhileRunning: the broker comes back with an older
+// copy of its log while a projector is consuming, a new leader epoch is
+// elected, and new claims are written onto the offsets that were already
+// decided. franz-go finds the divergence through the leader epoch and
+// rewinds (*kgo.ErrDataLoss); the projector must halt, not take the new
+// claims below its stored offset for decided ones. This is what Apache
+// Kafka does after an unclean restart of a replication-factor-1 topic,
+// replayed on kfake (ShufflePartitionLeaders bumps every leader epoch).
+func TestHaltsOnDataLossWhileRunning(t *testing.T) {
+	t.Parallel()
+	dir, snap := t.TempDir(), t.TempDir()
+	pool, url := testenv.Database(t)
+	c, err := kafka.Embedded(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.ListenAddrs()[0]
+	var port int
+	fmt.Sscan(addr[strings.LastIndex(addr, ":")+1:], &port)
+	w := &crashWorld{brokers: []string{addr}, pool: pool, url: url}
+	produce(t, addr, 0, 6, true)
+	c.Close()
+	if err := os.CopyFS(snap, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = kafka.Embedded(dir, port); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, addr, 6, 15, false)
+	stop, done := w.start(t)
+	halted := false
+	t.Cleanup(func() {
+		if !halted {
+			stop() //nolint:errcheck // the test failed already
+		}
+	})
+	w.settle(t)
+	c.Close()
+	if c, err = kafka.Embedded(snap, port); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	c.ShufflePartitionLeaders() // a new leader epoch, as an election on Kafka
+	produce(t, addr, 15, 45, false)
+	select {
+	case err := <-done:
+		halted = true
+		if !errors.Is(err, projector.ErrDataLoss) {
+			t.Fatalf("projector stopped with %v, want ErrDataLoss", err)
+		}
+		t.Log(err)
+	case <-time.After(60 * time.Second):
+		var undecided int
+		if err := pool.QueryRow(context.Background(), `SELECT 45 - count(*) FROM requests`).Scan(&undecided); err == nil {
+			t.Logf("%d of 45 claims have no decision", undecided)
+		}
+		t.Fatal("projector did not halt after the broker lost decided claims and reused their offsets")
+	}
+}
+
+// TestHaltsOnReusedOffsetsAtAssignment: the broker lost decided claims
+// while no projector ran, and new claims refilled the log past the stored
+// offsets, so the log-end check passes. On assignment the projector finds
+// that the record below its stored offset was never decided, and halts
+// instead of resuming above claims nobody decided.
+func TestHaltsOnReusedOffsetsAtAssignment(t *testing.T) {
+	t.Parallel()
+	dir, snap := t.TempDir(), t.TempDir()
+	pool, url := testenv.Database(t)
+	c, err := kafka.Embedded(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.ListenAddrs()[0]
+	var port int
+	fmt.Sscan(addr[strings.LastIndex(addr, ":")+1:], &port)
+	w := &crashWorld{brokers: []string{addr}, pool: pool, url: url}
+	produce(t, addr, 0, 6, true)
+	c.Close()
+	if err := os.CopyFS(snap, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = kafka.Embedded(dir, port); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, addr, 6, 15, false)
+	stop, _ := w.start(t)
+	w.settle(t)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if c, err = kafka.Embedded(snap, port); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	produce(t, addr, 15, 60, false) // past every stored offset
+	_, done := w.start(t)
+	select {
+	case err := <-done:
+		if !errors.Is(err, projector.ErrDataLoss) {
+			t.Fatalf("projector stopped with %v, want ErrDataLoss", err)
+		}
+		t.Log(err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("projector did not halt on offsets that were decided, lost and written again")
+	}
+}
+
 // produce writes claims i in [from, to) to the broker at addr, creating
 // the topics first when create is set, and returns each partition's end
 // offset afterwards.

@@ -156,6 +156,15 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 // projector halts rather than skip or re-decide anything.
 var ErrOffsetBeyondLogEnd = errors.New("stored offset is beyond the end of the claims log")
 
+// ErrDataLoss is wrapped when the claims log lost records the projector
+// had already read: the client reported data loss (a leader came back
+// with a shorter log, detected through its leader epoch: franz-go's
+// *kgo.ErrDataLoss), or a fetch returned a record below the partition's
+// stored next offset, so offsets already decided now hold other claims.
+// The projector halts rather than treat new claims as decided or decide
+// any claim twice.
+var ErrDataLoss = errors.New("the claims log lost records that were decided")
+
 // ErrLayoutChanged is wrapped when the claims topic's partition count
 // differs from the one recorded at first run.
 var ErrLayoutChanged = errors.New("claims partition count changed")
@@ -310,6 +319,12 @@ func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32
 		}
 		return nil, err // otherwise transient: kgo rejoins and we try again
 	}
+	if err := p.checkLastDecided(ctx, as); err != nil {
+		if errors.Is(err, ErrDataLoss) {
+			p.halt(err)
+		}
+		return nil, err
+	}
 	offsets = p.own(as)
 	p.relayAssigned(ctx, as)
 	return offsets, nil
@@ -347,9 +362,14 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 }
 
 // checkLogEnds halts when a stored offset is past the log end: the broker
-// lost claims that were decided.
+// lost claims that were decided. A partition whose end offset is not
+// available yet (a leader election under way: OFFSET_NOT_AVAILABLE,
+// KIP-207) is asked again for up to AttemptTimeout, rather than failing
+// the whole assignment and forcing the group to rebalance.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, p.cfg.Topics.Claims)
+	lctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	ends, err := listEndOffsets(lctx, kadm.NewClient(p.pub), p.cfg.Topics.Claims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
@@ -418,14 +438,28 @@ func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 			return err
 		}
 		var batches []*batch
+		var lost error
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
 			}
-			if st := p.state(fp.Partition); st != nil { // nil: revoked between fetch and now
-				batches = append(batches, &batch{st: st, recs: fp.Records, highWatermark: fp.HighWatermark})
+			st := p.state(fp.Partition)
+			if st == nil { // revoked between fetch and now
+				return
 			}
+			// The client fetches on from where the last round ended, which
+			// is the stored next offset; only a log that lost its tail
+			// and was written again hands back a lower offset.
+			if first := fp.Records[0].Offset; first < st.nextOffset && lost == nil {
+				lost = fmt.Errorf("%w: claims partition %d: fetched offset %d below the stored next offset %d; restore the broker's data or rebuild, never skip",
+					ErrDataLoss, fp.Partition, first, st.nextOffset)
+			}
+			batches = append(batches, &batch{st: st, recs: fp.Records, highWatermark: fp.HighWatermark})
 		})
+		if lost != nil {
+			cl.AllowRebalance()
+			return lost
+		}
 		if len(batches) > 0 {
 			p.round(ctx, cl, batches)
 		}
@@ -480,11 +514,15 @@ func (p *Projector) anyFenced() bool {
 }
 
 // fetchErrors returns a fatal fetch error. OffsetOutOfRange can only mean
-// the log no longer holds the stored position; everything else the client
-// retries by itself.
+// the log no longer holds the stored position, and data loss that the
+// log was cut below it; everything else the client retries by itself.
 func (p *Projector) fetchErrors(fetches kgo.Fetches) error {
 	for _, fe := range fetches.Errors() {
+		var loss *kgo.ErrDataLoss
 		switch {
+		case errors.As(fe.Err, &loss):
+			return fmt.Errorf("%w: claims partition %d: the broker's log ends at %d, but offsets up to %d were read; restore the broker's data or rebuild, never skip: %v",
+				ErrDataLoss, fe.Partition, loss.ResetTo, loss.ConsumedTo, fe.Err)
 		case errors.Is(fe.Err, context.Canceled), errors.Is(fe.Err, context.DeadlineExceeded), errors.Is(fe.Err, kgo.ErrClientClosed):
 		case errors.Is(fe.Err, kerr.OffsetOutOfRange):
 			return fmt.Errorf("%w: partition %d: %v", ErrOffsetBeyondLogEnd, fe.Partition, fe.Err)
@@ -790,4 +828,28 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 		return nil, nil, fmt.Errorf("writing decisions: %w", err)
 	}
 	return w.outbox, decided, nil
+}
+
+// listEndOffsets lists topic's end offsets, asking again while a partition
+// answers a retriable error, until ctx ends: after a leader election
+// Apache Kafka answers OFFSET_NOT_AVAILABLE until the new leader's high
+// watermark has caught up (KIP-207), and LEADER_NOT_AVAILABLE or
+// NOT_LEADER_FOR_PARTITION while the election runs. kfake never does.
+func listEndOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) {
+			return ends, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }

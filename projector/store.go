@@ -65,11 +65,15 @@ RETURNING id`
 
 	sqlOutboxBacklog = `SELECT count(*) FROM outbox`
 
-	// sqlLedgerDecisions picks, for each request_id, the earliest decision
-	// when it was reused across partitions (see the requests table).
+	// sqlLedgerDecisions picks, for each request_id decided in several
+	// partitions, the earliest decision that is not invalid, else the
+	// earliest: an invalid decision decides no name, so it must not hide
+	// the one that did (docs/design.md, "A request_id decided in several
+	// partitions").
 	sqlLedgerDecisions = `
 SELECT DISTINCT ON (request_id) request_id::text, decision FROM requests
-WHERE request_id = ANY($1::uuid[]) ORDER BY request_id, claim_partition, claim_offset`
+WHERE request_id = ANY($1::uuid[])
+ORDER BY request_id, reason IS NOT DISTINCT FROM 'invalid', claim_partition, claim_offset`
 
 	sqlHolder = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -45,7 +46,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	seed := fs.Uint64("seed", envUint("SEED", 1), "seed for the workload and the fault injector (SEED)")
 	duration := fs.Duration("duration", envDuration("DURATION", 60*time.Second), "how long load and faults run (DURATION)")
 	clients := fs.Int("clients", int(envUint("CLIENTS", 8)), "concurrent clients (CLIENTS)")
-	faults := fs.String("faults", "", "comma-separated fault types to inject; empty means all: "+strings.Join(chaos.FaultTypes, ","))
+	kafka := fs.String("kafka", cmp.Or(os.Getenv("KAFKA"), chaos.KafkaEmbedded), "the broker: kfake (a process behind a proxy) or apache (a three-node Apache Kafka cluster from jars, with broker faults) (KAFKA)")
+	faults := fs.String("faults", "", "comma-separated fault types to inject; empty means all: on kfake "+strings.Join(chaos.FaultTypes, ",")+"; on apache "+strings.Join(chaos.ApacheFaultTypes, ","))
 	bug := fs.String("bug", "", "build the registry with -tags chaosbug and this deliberate bug: fence, ledger or offset")
 	dir := fs.String("dir", "", "directory for the run's data and logs; default a new temporary directory, removed after a clean run")
 	if err := fs.Parse(args); err != nil {
@@ -65,7 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 		}
 		*dir = d
 	}
-	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Dir: *dir, Log: stdout}
+	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Kafka: *kafka, Dir: *dir, Log: stdout}
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
 	}
@@ -79,7 +81,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	if *bug != "" {
 		cfg.Env = []string{"REGISTRY_CHAOS_BUG=" + *bug}
 	}
-	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, bug %q, data in %s\n", *seed, *duration, *clients, *bug, *dir)
+	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, kafka %s, bug %q, data in %s\n", *seed, *duration, *clients, *kafka, *bug, *dir)
 	out, err := chaos.Run(ctx, cfg)
 	if err != nil {
 		return 1, fmt.Errorf("seed %d: %w (data and logs in %s)", *seed, err, *dir)
@@ -104,9 +106,16 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 		fmt.Fprintln(w, "NOT every claim decided within 30s of healing")
 	}
 	out.Report.Print(w)
+	if len(out.NotInjected) > 0 {
+		fmt.Fprintf(w, "NOT every fault type injected (%s): the run was too short; use a longer --duration\n", strings.Join(out.NotInjected, ", "))
+	}
 	if n := out.Report.Anomalies(); n > 0 || out.SettledIn < 0 {
 		fmt.Fprintf(w, "FAIL: %d anomalies with seed %d; rerun with --seed %d. Data and logs in %s\n", n, seed, seed, out.Dir)
 		return exitAnomalies
+	}
+	if len(out.NotInjected) > 0 {
+		fmt.Fprintf(w, "FAIL: 0 anomalies with seed %d, but not every fault type was tried. Data and logs in %s\n", seed, out.Dir)
+		return 1
 	}
 	fmt.Fprintf(w, "OK: 0 anomalies with seed %d\n", seed)
 	if !keep {

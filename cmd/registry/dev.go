@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,8 +28,14 @@ const devDatabase = "registry"
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key")
+	kafkaAddr := fs.String("kafka-addr", envOr("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
+		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
 	if err := parse(fs, args, &c); err != nil {
 		return err
+	}
+	kafkaPort, err := loopbackPort(*kafkaAddr)
+	if err != nil {
+		return fmt.Errorf("--kafka-addr: %w", err)
 	}
 	if err := c.auth.checkTLS(); err != nil {
 		return err
@@ -65,15 +74,59 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 		defer stopDevPostgres(cluster, log)
 		c.databaseURL = cluster.URL(devDatabase)
 	}
-	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), 0)
+	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), kafkaPort)
 	if err != nil {
 		return err
 	}
 	defer broker.Close()
 	c.brokers = broker.ListenAddrs()[0]
 	log.Info("embedded services up", "kafka", c.brokers, "data", dir, "embedded_postgres", cluster != nil)
+	envFile, err := writeEnvFile(dir, &c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.brokers)
+	fmt.Fprintf(stdout, "connection settings for a shell: . %s\n", envFile)
 	return runDevProcesses(ctx, &c, tokens, cluster, stdout, log)
 }
+
+// loopbackPort reads a --kafka-addr: host:port with a loopback host (the
+// embedded broker listens on 127.0.0.1 only), or a bare port.
+func loopbackPort(addr string) (int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		host, port = "127.0.0.1", addr
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return 0, fmt.Errorf("%q: the embedded broker listens on 127.0.0.1 only", addr)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return 0, fmt.Errorf("%q: not a port", addr)
+	}
+	return n, nil
+}
+
+// envFileName is the file in the data directory holding dev's connection
+// settings, for `. .registry/registry.env` in a shell.
+const envFileName = "registry.env"
+
+// writeEnvFile writes the broker address and database URL dev uses as
+// shell variable assignments the registry's own commands read, so that a
+// shell that sources it can run `registry rejections`, kcat or a client
+// against the running dev.
+func writeEnvFile(dir string, c *config) (string, error) {
+	path := filepath.Join(dir, envFileName)
+	body := fmt.Sprintf("# Written by `registry dev` at each start: . %s\nexport REGISTRY_KAFKA_BROKERS=%s\nexport DATABASE_URL=%s\n",
+		path, shellQuote(c.brokers), shellQuote(c.databaseURL))
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		return "", fmt.Errorf("writing connection settings: %w", err)
+	}
+	return path, nil
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func runDevProcesses(ctx context.Context, c *config, tokens *auth.Store, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
 	opts, pool, partitions, err := connect(ctx, c, log)

@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
@@ -47,6 +50,39 @@ func TestDevPersistsAcrossRestarts(t *testing.T) {
 	if held["user_id"] != user || held["canonical"] != "zoë" {
 		t.Fatalf("after restart: %v", held)
 	}
+}
+
+// TestDevKafkaAddrAndEnvFile: dev listens for Kafka where --kafka-addr
+// says, prints the broker's address beside the API's, and writes the
+// connection settings to a file a shell can source.
+func TestDevKafkaAddrAndEnvFile(t *testing.T) {
+	requirePostgres(t)
+	dir := filepath.Join(searchableTempDir(t), "data")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, printed, stop := startDevLines(t, dir, "--kafka-addr", addr)
+	defer stop()
+	if !slices.Contains(printed, "embedded Kafka broker at "+addr) {
+		t.Errorf("dev printed %q, want the line %q", printed, "embedded Kafka broker at "+addr)
+	}
+	env := filepath.Join(dir, "registry.env")
+	out, err := exec.Command("sh", "-c", `. "$1" && printf '%s\n%s\n' "$REGISTRY_KAFKA_BROKERS" "$DATABASE_URL"`, "sh", env).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sourcing %s: %v\n%s", env, err, out)
+	}
+	got := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(got) != 2 || got[0] != addr || !strings.HasPrefix(got[1], "postgres://") {
+		t.Fatalf("sourced settings %q, want the broker %s and a postgres:// URL", got, addr)
+	}
+	conn, err := pgx.Connect(t.Context(), got[1])
+	if err != nil {
+		t.Fatalf("connecting with the sourced DATABASE_URL: %v", err)
+	}
+	conn.Close(t.Context())
 }
 
 // requirePostgres makes sure dev will find PostgreSQL server binaries,
@@ -126,6 +162,14 @@ func searchableTempDir(t *testing.T) string {
 // returns its API URL once /readyz answers 200.
 func startDev(t *testing.T, dir string, extra ...string) (url string, stop func()) {
 	t.Helper()
+	url, _, stop = startDevLines(t, dir, extra...)
+	return url, stop
+}
+
+// startDevLines is startDev that also returns the lines dev printed
+// before the API's address.
+func startDevLines(t *testing.T, dir string, extra ...string) (url string, printed []string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
@@ -133,15 +177,22 @@ func startDev(t *testing.T, dir string, extra ...string) (url string, stop func(
 		done <- runDev(ctx, append([]string{"--data", dir, "--http", "127.0.0.1:0", "--ops-addr", ""}, extra...), pw, slog.New(slog.DiscardHandler))
 		pw.Close()
 	}()
-	line, err := bufio.NewReader(pr).ReadString('\n')
-	if err != nil {
-		cancel()
-		t.Fatalf("dev printed no address: %v (dev: %v)", err, <-done)
+	br := bufio.NewReader(pr)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			cancel()
+			t.Fatalf("dev printed no address: %v (dev: %v)", err, <-done)
+		}
+		if after, ok := strings.CutPrefix(line, "registry API listening on "); ok {
+			url = strings.TrimSpace(after)
+			break
+		}
+		printed = append(printed, strings.TrimSpace(line))
 	}
-	go io.Copy(io.Discard, pr) //nolint:errcheck // drain
-	url = strings.TrimSpace(strings.TrimPrefix(line, "registry API listening on "))
+	go io.Copy(io.Discard, br) //nolint:errcheck // drain
 	waitReady(t, url)
-	return url, func() {
+	return url, printed, func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("dev stopped with: %v", err)

@@ -6,13 +6,19 @@
 //
 //  1. TEST_DATABASE_URL and TEST_KAFKA_BROKERS, when set, win for their
 //     dependency.
-//  2. Otherwise, with REGISTRY_TEST_DOCKER=1 and a Docker engine that
+//  2. TEST_KAFKA=apache picks Apache Kafka for Kafka (unless
+//     TEST_KAFKA_BROKERS is set): one combined KRaft broker and controller
+//     that internal/kafkalaunch starts from the server jars as a child
+//     `java` process at first use, shared by the binary's tests one at a
+//     time, and stopped by [Main] (killed by the kernel if the binary dies
+//     first). No Docker is needed.
+//  3. Otherwise, with REGISTRY_TEST_DOCKER=1 and a Docker engine that
 //     answers a ping within a few seconds, a container that
 //     testcontainers-go starts at first use and the whole binary shares:
 //     PostgreSQL from [postgresImage], Apache Kafka in KRaft mode from
 //     [kafkaImage]. [Main] terminates them when the binary ends, and
 //     testcontainers' reaper (Ryuk) removes them if the binary dies first.
-//  3. Otherwise the local path: PostgreSQL from a private cluster that the
+//  4. Otherwise the local path: PostgreSQL from a private cluster that the
 //     test binary starts once (internal/pglaunch, the launcher `registry
 //     dev` uses), Kafka from an in-process kfake broker per test. The
 //     cluster's server binaries are found the way `registry dev` finds
@@ -31,11 +37,12 @@
 // as below.
 //
 // Every test gets its own database, created on whichever server was chosen
-// and dropped when the test ends. A shared broker (TEST_KAFKA_BROKERS or
-// the container) serves one test at a time, because the registry's topic
-// names are fixed by the wire contract: Kafka holds a lock until the test
-// ends, and deletes the claims and registrations topics first, waiting
-// until the broker no longer lists them.
+// and dropped when the test ends. A shared broker (TEST_KAFKA_BROKERS,
+// Apache Kafka from jars, or the container) serves one test at a time,
+// because the registry's topic names are fixed by the wire contract: Kafka
+// holds a lock until the test ends, and deletes the claims and
+// registrations topics first, waiting until the broker no longer lists
+// them.
 //
 // Under CI=true a missing dependency fails the test; elsewhere it skips
 // with the reason.

@@ -16,14 +16,20 @@ import (
 	"github.com/testcontainers/testcontainers-go/wait"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/internal/kafkalaunch"
 )
 
 // The images REGISTRY_TEST_DOCKER=1 runs, pinned so that every run tests
 // the same servers.
 const (
 	postgresImage = "postgres:17.6-bookworm" // the same pins as docker-compose.yml
-	kafkaImage    = "apache/kafka:4.1.0"
 )
+
+// kafkaImage is the Apache Kafka image REGISTRY_TEST_DOCKER=1 runs: the
+// release TEST_KAFKA=apache runs from jars, which a test keeps equal to
+// docker-compose.yml's.
+var kafkaImage = "apache/kafka:" + kafkalaunch.Version
 
 const (
 	// dockerProbeTimeout bounds the look for a Docker engine: a missing
@@ -41,6 +47,7 @@ const (
 	sourceLocal  source = iota // the private PostgreSQL cluster, or in-process kfake
 	sourceEnv                  // TEST_DATABASE_URL, or TEST_KAFKA_BROKERS
 	sourceDocker               // a container testcontainers-go starts
+	sourceApache               // Apache Kafka from jars, without Docker (TEST_KAFKA=apache)
 )
 
 func (s source) String() string {
@@ -49,6 +56,8 @@ func (s source) String() string {
 		return "env"
 	case sourceDocker:
 		return "docker"
+	case sourceApache:
+		return "apache"
 	}
 	return "local"
 }
@@ -58,6 +67,7 @@ type settings struct {
 	DatabaseURL  string // TEST_DATABASE_URL
 	KafkaBrokers string // TEST_KAFKA_BROKERS
 	Docker       bool   // REGISTRY_TEST_DOCKER=1
+	Apache       bool   // TEST_KAFKA=apache
 }
 
 func readSettings() settings {
@@ -66,13 +76,14 @@ func readSettings() settings {
 		DatabaseURL:  os.Getenv("TEST_DATABASE_URL"),
 		KafkaBrokers: os.Getenv("TEST_KAFKA_BROKERS"),
 		Docker:       docker,
+		Apache:       os.Getenv("TEST_KAFKA") == "apache",
 	}
 }
 
 // wantsDocker reports whether some dependency would come from a container,
 // so whether to look for a Docker engine at all.
 func (s settings) wantsDocker() bool {
-	return s.Docker && (s.DatabaseURL == "" || s.KafkaBrokers == "")
+	return s.Docker && (s.DatabaseURL == "" || (s.KafkaBrokers == "" && !s.Apache))
 }
 
 // choice says where each dependency comes from.
@@ -93,6 +104,9 @@ func choose(s settings, dockerReachable bool) choice {
 	c := choice{Postgres: fallback, Kafka: fallback, DockerUnavailable: s.wantsDocker() && !dockerReachable}
 	if s.DatabaseURL != "" {
 		c.Postgres = sourceEnv
+	}
+	if s.Apache {
+		c.Kafka = sourceApache
 	}
 	if s.KafkaBrokers != "" {
 		c.Kafka = sourceEnv
@@ -123,6 +137,8 @@ func describeKafka(s source) string {
 		return "Kafka at TEST_KAFKA_BROKERS"
 	case sourceDocker:
 		return "a " + kafkaImage + " container"
+	case sourceApache:
+		return "Apache Kafka " + kafkalaunch.Version + " from jars"
 	}
 	return "in-process Kafka"
 }

@@ -34,6 +34,11 @@ func TestChoose(t *testing.T) {
 			choice{Postgres: sourceEnv, Kafka: sourceLocal, DockerUnavailable: true}},
 		{"both win: no engine needed", settings{Docker: true, DatabaseURL: url, KafkaBrokers: brokers}, false,
 			choice{Postgres: sourceEnv, Kafka: sourceEnv}},
+		{"apache", settings{Apache: true}, false, choice{Postgres: sourceLocal, Kafka: sourceApache}},
+		{"apache beside docker", settings{Docker: true, Apache: true}, true, choice{Postgres: sourceDocker, Kafka: sourceApache}},
+		{"apache needs no engine with a database URL", settings{Docker: true, Apache: true, DatabaseURL: url}, false,
+			choice{Postgres: sourceEnv, Kafka: sourceApache}},
+		{"brokers win over apache", settings{Apache: true, KafkaBrokers: brokers}, false, choice{Postgres: sourceLocal, Kafka: sourceEnv}},
 	}
 	for _, tt := range tests {
 		if got := choose(tt.s, tt.reachable); got != tt.want {
@@ -50,6 +55,7 @@ func TestWantsDocker(t *testing.T) {
 		{Docker: true, DatabaseURL: "x"}:  true,
 		{Docker: true, KafkaBrokers: "x"}: true,
 		{Docker: true, DatabaseURL: "x", KafkaBrokers: "y"}: false,
+		{Docker: true, DatabaseURL: "x", Apache: true}:      false,
 	} {
 		if got := s.wantsDocker(); got != want {
 			t.Errorf("%+v.wantsDocker() = %v, want %v", s, got, want)

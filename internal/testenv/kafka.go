@@ -46,15 +46,21 @@ func (b *broker) stop() {
 }
 
 // Kafka returns seed brokers for a broker that only t uses: an in-process
-// kfake, or a shared broker (TEST_KAFKA_BROKERS, or the container under
-// REGISTRY_TEST_DOCKER=1) held for t with the registry's topics deleted
-// first.
+// kfake, or a shared broker (TEST_KAFKA_BROKERS, Apache Kafka under
+// TEST_KAFKA=apache, or the container under REGISTRY_TEST_DOCKER=1) held
+// for t with the registry's topics deleted first.
 func Kafka(t T) []string {
 	t.Helper()
 	env, c := selected()
 	switch c.Kafka {
 	case sourceEnv:
 		return exclusive(t, kafka.ParseBrokers(env.KafkaBrokers), "Kafka at TEST_KAFKA_BROKERS")
+	case sourceApache:
+		apacheKafka.once.Do(apacheKafka.start)
+		if apacheKafka.err != nil {
+			unavailable(t, "Apache Kafka: %v", apacheKafka.err)
+		}
+		return exclusive(t, apacheKafka.cluster.Addrs(), describeKafka(sourceApache))
 	case sourceDocker:
 		sharedKafka.once.Do(sharedKafka.start)
 		if sharedKafka.err != nil {

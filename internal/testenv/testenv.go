@@ -32,6 +32,7 @@ func Main(m *testing.M) {
 	code := m.Run()
 	shared.stop()
 	sharedKafka.stop()
+	apacheKafka.stop()
 	if code == 0 {
 		if err := goleak.Find(LeakOptions()...); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: goroutines left running after the tests: %v\n", err)

@@ -250,3 +250,39 @@ func TestBacklogDrain(t *testing.T) {
 		t.Errorf("%d names held, want 700", len(h))
 	}
 }
+
+// TestWrongPartitionThenRetriedRight: a foreign producer writes a claim to
+// the wrong partition (rejected invalid there), then retries the same
+// request_id and payload through the API, which writes it to the right
+// partition, and the user gets the name. Every way of asking about the
+// request must then say what the user holds: a POST retry and
+// GET /v1/claims/{id} answer registered, not the earlier invalid.
+func TestWrongPartitionThenRetriedRight(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{Projectors: 1, APIs: 1})
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.Kafka...), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	id, user := newID(), newID()
+	c := &events.ClaimSubmitted{RequestID: id, UserID: user, Username: "oscar", Canonical: "oscar", Key: "oscar", PolicyVersion: 1}
+	wrong := (events.Partition([]byte("oscar"), 12) + 1) % 12
+	if err := cl.ProduceSync(context.Background(), mustClaim(t, c, wrong)).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, r)
+	if got := do(t, "GET", r.APIs[0].URL+"/v1/claims/"+id, ""); got.Reason != events.ReasonInvalid {
+		t.Fatalf("after the wrong-partition claim: %+v, want invalid", got)
+	}
+	// The retry through the API is written to the right partition; the
+	// ledger's invalid decision (another partition) does not answer it.
+	first := post(t, r.APIs[0], id, user, "oscar")
+	want(t, "retry in the right partition", first, http.StatusCreated, "registered", "", "")
+	waitSettled(t, r)
+	want(t, "POST retry after both decisions", post(t, r.APIs[0], id, user, "oscar"), http.StatusOK, "registered", "", "")
+	if got := do(t, "GET", r.APIs[0].URL+"/v1/claims/"+id, ""); got.Status != "registered" || got.Canonical != "oscar" {
+		t.Errorf("GET /v1/claims/%s after the name was won: %+v, want registered", id, got)
+	}
+	checkAgreement(t, r)
+}

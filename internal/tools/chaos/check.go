@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -27,10 +28,16 @@ const (
 	PropReplayEqual    = "g" // projection = reference model = rebuild from registrations
 	PropAllDecided     = "h" // no claim undecided after the final phase
 	PropNoStaleWriter  = "i" // a partition's stored position only moves forward: no zombie wrote
+	PropAnsweredInTime = "j" // every request answered within its ?wait plus the write bound, brokers down or not
 )
 
+// AnswerBound is how long after its ?wait a request may take to be
+// answered: the API's 10 s write bound, plus 5 s for the rest (the ledger
+// lookup of a retry, a busy machine).
+const AnswerBound = 15 * time.Second
+
 // Properties lists every property, in report order.
-var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter}
+var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter, PropAnsweredInTime}
 
 // PropertyNames describes each property in one line.
 var PropertyNames = map[string]string{
@@ -43,6 +50,7 @@ var PropertyNames = map[string]string{
 	PropReplayEqual:    "projection = model = rebuild",
 	PropAllDecided:     "every claim decided",
 	PropNoStaleWriter:  "no stale writer moved a partition's position",
+	PropAnsweredInTime: "every request answered within its bound",
 }
 
 // LedgerRow is a row of the requests table.
@@ -174,6 +182,7 @@ func Check(in *Input) *Report {
 	c.logOrder()
 	c.replayEqual()
 	c.allDecided()
+	c.answeredInTime()
 	for _, w := range c.in.StaleWrites {
 		c.r.add(PropNoStaleWriter, "%s", w)
 	}
@@ -311,6 +320,11 @@ func (c *checker) answers() {
 // row for its request_id with the same user and username, else
 // request_conflict when the request_id is stored with another payload; and
 // invalid, with no decision, for a name the policy refuses.
+//
+// A payload decided in several partitions (a foreign producer's claim in
+// the wrong partition, rejected invalid, then the same request through the
+// API in the right one) is answered by the decision that is not invalid:
+// an invalid decision decides no name (docs/design.md).
 func (c *checker) truth(op Op) (string, string) {
 	if _, err := username.Normalize(op.Username); err != nil {
 		// The API refuses such a name itself, before it looks at the
@@ -318,6 +332,7 @@ func (c *checker) truth(op Op) (string, string) {
 		return ResultInvalid, "the username policy refuses it: " + err.Error()
 	}
 	var other []string
+	var invalid *Verdict
 	for k, rows := range c.ledger {
 		if k.RequestID != op.RequestID {
 			continue
@@ -328,10 +343,17 @@ func (c *checker) truth(op Op) (string, string) {
 				continue
 			}
 			if v.UserID == op.UserID && v.Username == op.Username {
-				return resultOf(v), "ledger " + v.String()
+				if resultOf(v) != ResultInvalid {
+					return resultOf(v), "ledger " + v.String()
+				}
+				invalid = &v
+				continue
 			}
 			other = append(other, "ledger "+v.String())
 		}
+	}
+	if invalid != nil {
+		return ResultInvalid, "ledger " + invalid.String()
 	}
 	if len(other) > 0 {
 		return ResultRequestConflict, strings.Join(other, "; ")
@@ -566,4 +588,18 @@ func keyOf(canonical string) string {
 		return canonical
 	}
 	return n.Key
+}
+
+// answeredInTime finds requests that took longer than their ?wait plus
+// AnswerBound: a node that holds a caller past the write bound (a broker
+// down, a produce whose outcome is unknown) instead of answering 503.
+func (c *checker) answeredInTime() {
+	for _, op := range c.in.Ops {
+		if op.Kind == KindPoison || op.Invoke.IsZero() || op.Complete.IsZero() {
+			continue
+		}
+		if took := op.Complete.Sub(op.Invoke); took > op.Wait+AnswerBound {
+			c.r.add(PropAnsweredInTime, "op %d (%s %s, wait %s) took %s: %d %s %s", op.ID, op.Kind, op.RequestID, op.Wait, took.Round(time.Millisecond), op.Code, op.Result, op.Error)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -270,6 +271,62 @@ func TestCheckStaleWrite(t *testing.T) {
 	in := world(t, collisions(t))
 	in.StaleWrites = []string{"claim_partitions 1: next_offset 200 → 150, owner_epoch 3 → 3"}
 	expectOnly(t, Check(in), PropNoStaleWriter)
+}
+
+func TestCheckAnswerPastItsBound(t *testing.T) {
+	in := world(t, collisions(t))
+	start := time.Now()
+	slow := in.Ops[0]
+	slow.ID, slow.Kind, slow.Result = 96, KindRetry, ResultUnknown
+	slow.Wait, slow.Invoke, slow.Complete = 2*time.Second, start, start.Add(2*time.Second+AnswerBound+time.Second)
+	in.Ops = append(in.Ops, slow)
+	expectOnly(t, Check(in), PropAnsweredInTime)
+
+	in = world(t, collisions(t))
+	onTime := slow
+	onTime.Complete = start.Add(2*time.Second + AnswerBound - time.Second) // a 503 just inside the bound
+	in.Ops = append(in.Ops, onTime)
+	expectOnly(t, Check(in))
+}
+
+// TestCheckWrongPartitionThenRight: a payload rejected invalid in the
+// wrong partition and registered in its own is answered registered; an
+// answer of invalid contradicts the name the user holds.
+func TestCheckWrongPartitionThenRight(t *testing.T) {
+	in := world(t, collisions(t))
+	reg := in.Ops[0] // u1's "alice", registered in its own partition
+	var row LedgerRow
+	for _, l := range in.Ledger {
+		if l.RequestID == reg.RequestID {
+			row = l
+		}
+	}
+	if row.RequestID == "" {
+		t.Fatal("no ledger row for the registered request")
+	}
+	wrong := row
+	wrong.Partition = (row.Partition + 1) % testPartitions
+	wrong.Offset = 999
+	d, err := json.Marshal(&events.Decision{RequestID: reg.RequestID, UserID: reg.UserID, Username: reg.Username, Outcome: events.OutcomeRejected,
+		Reason: events.ReasonInvalid, Detail: "claim is in the wrong partition", ClaimPartition: wrong.Partition, ClaimOffset: 999, PolicyVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong.Decision = d
+	in.Ledger = append([]LedgerRow{wrong}, in.Ledger...)
+	retry := reg
+	retry.ID, retry.Kind = 95, KindRetry
+	in.Ops = append(in.Ops, retry)
+	rep := Check(in)
+	if rep.Counts[PropAnswersAgree] != 0 {
+		t.Errorf("registered answers flagged although the payload won its name: %v", rep.Examples[PropAnswersAgree])
+	}
+	bad := retry
+	bad.ID, bad.Result = 94, ResultInvalid
+	in.Ops = append(in.Ops, bad)
+	if rep := Check(in); rep.Counts[PropAnswersAgree] == 0 {
+		t.Error("an invalid answer for a payload that won its name was not flagged")
+	}
 }
 
 // TestCheckRefusedNamesNeedNoDecision: a name the API refuses itself (422

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/kafkalaunch"
 	"github.com/usernameregistry/registry/projector"
 )
 
@@ -24,10 +29,34 @@ const (
 	FaultPGTerminate    = "pg-terminate"    // terminate every client backend, repeatedly: connections lost mid-commit
 	FaultProxyLatency   = "proxy-latency"   // delay traffic between projectors and broker
 	FaultProxyDrop      = "proxy-drop"      // cut and refuse connections between projectors and broker
+	// FaultBrokerOutage keeps the brokers unable to take writes for
+	// longer than the API's write bound (10 s): on kfake the broker is
+	// killed, on Apache Kafka two of the three nodes are. Every claim
+	// sent meanwhile must still be answered within its bound (property j).
+	FaultBrokerOutage = "broker-outage"
+
+	// Apache Kafka only.
+	FaultKillClaimsLeader        = "kill-claims-leader"        // kill -9 the leader of a claims partition, restart it
+	FaultKillRegistrationsLeader = "kill-registrations-leader" // kill -9 the leader of a registrations partition, restart it
+	FaultPauseBroker             = "pause-broker"              // SIGSTOP a node past its broker session (9 s), SIGCONT
+	FaultRollingRestart          = "rolling-restart"           // controlled restart of every node, one after another
 )
 
-// FaultTypes lists every fault type.
-var FaultTypes = []string{FaultKillProjector, FaultKillAPI, FaultPauseProjector, FaultKillBroker, FaultPGCrash, FaultPGTerminate, FaultProxyLatency, FaultProxyDrop}
+// The Kafka a run uses (Config.Kafka).
+const (
+	KafkaEmbedded = "kfake"
+	KafkaApache   = "apache"
+)
+
+// FaultTypes lists every fault type of a run on kfake.
+var FaultTypes = []string{FaultKillProjector, FaultKillAPI, FaultPauseProjector, FaultKillBroker, FaultPGCrash, FaultPGTerminate, FaultProxyLatency, FaultProxyDrop, FaultBrokerOutage}
+
+// ApacheFaultTypes lists every fault type of a run on Apache Kafka: the
+// process and database faults, and the broker faults only a replicated
+// cluster has. The proxy fronts a single broker, so its faults are
+// kfake's.
+var ApacheFaultTypes = []string{FaultKillProjector, FaultKillAPI, FaultPauseProjector, FaultPGCrash, FaultPGTerminate,
+	FaultBrokerOutage, FaultKillClaimsLeader, FaultKillRegistrationsLeader, FaultPauseBroker, FaultRollingRestart}
 
 var failpointNames = []string{projector.FailBeforeCommit, projector.FailAfterCommit, projector.FailAfterPublish}
 
@@ -51,17 +80,29 @@ func (f *faultCounter) snapshot() map[string]int {
 }
 
 // inject alternates fault-free periods with random subsets of faults,
-// each healed before the next quiet period, until ctx ends.
+// each healed before the next quiet period, until ctx ends. The faults
+// are dealt from a shuffled deck of every configured type, dealt again
+// once empty, so a run injects each type once before any repeats: a
+// short run still exercises all of them (with every type, about 45 s).
 func (r *run) inject(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0xfa17))
+	var deck []string
 	for {
 		if !sleep(ctx, time.Duration(1500+rng.IntN(3000))*time.Millisecond) {
 			return
 		}
 		n := 1 + rng.IntN(min(2, len(r.cfg.Faults)))
 		kinds := make([]string, 0, n)
-		for _, i := range rng.Perm(len(r.cfg.Faults))[:n] {
-			kinds = append(kinds, r.cfg.Faults[i])
+		for len(kinds) < n {
+			if len(deck) == 0 {
+				for _, i := range rng.Perm(len(r.cfg.Faults)) {
+					deck = append(deck, r.cfg.Faults[i])
+				}
+			}
+			if slices.Contains(kinds, deck[0]) { // the same fault twice at once: next round
+				break
+			}
+			kinds, deck = append(kinds, deck[0]), deck[1:]
 		}
 		var wg sync.WaitGroup
 		for _, k := range kinds {
@@ -134,7 +175,89 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 		r.proxy.Drop()
 		hold(time.Second, 3*time.Second)
 		r.proxy.Heal()
+	case FaultBrokerOutage:
+		r.brokerOutage(ctx, hold)
+	case FaultKillClaimsLeader, FaultKillRegistrationsLeader:
+		topic := events.TopicClaims
+		if kind == FaultKillRegistrationsLeader {
+			topic = events.TopicRegistrations
+		}
+		n := r.leaderOf(ctx, topic, int32(rng.IntN(r.cfg.Partitions)))
+		if n == nil {
+			r.logf("fault: no leader found for a %s partition; killing a random node", topic)
+			n = r.cluster.Nodes()[rng.IntN(3)]
+		}
+		r.logf("fault: kill -9 Kafka node %d (a %s leader)", n.ID(), topic)
+		n.Kill()
+		hold(500*time.Millisecond, 2500*time.Millisecond)
+		r.startNode(ctx, n)
+	case FaultPauseBroker:
+		n := r.cluster.Nodes()[rng.IntN(3)]
+		r.logf("fault: SIGSTOP Kafka node %d", n.ID())
+		n.Pause()
+		hold(11*time.Second, 3*time.Second) // past broker.session.timeout.ms (9 s): the controller fences it
+		r.logf("fault: SIGCONT Kafka node %d", n.ID())
+		n.Resume()
+	case FaultRollingRestart:
+		for _, n := range r.cluster.Nodes() {
+			r.logf("fault: rolling restart: stopping Kafka node %d", n.ID())
+			n.Stop()
+			r.startNode(ctx, n)
+		}
 	}
+}
+
+// brokerOutage keeps writes impossible for 12 to 15 s, longer than the
+// API's 10 s write bound.
+func (r *run) brokerOutage(ctx context.Context, hold func(min, spread time.Duration)) {
+	if r.cluster == nil {
+		r.logf("fault: broker outage: kill -9 broker for longer than the write bound")
+		r.broker.kill()
+		hold(12*time.Second, 3*time.Second)
+		r.broker.up()
+		return
+	}
+	// Two of three down: no partition has min.insync.replicas=2 left.
+	nodes := r.cluster.Nodes()[:2]
+	r.logf("fault: broker outage: kill -9 Kafka nodes %d and %d for longer than the write bound", nodes[0].ID(), nodes[1].ID())
+	for _, n := range nodes {
+		n.Kill()
+	}
+	hold(12*time.Second, 3*time.Second)
+	for _, n := range nodes {
+		r.startNode(ctx, n)
+	}
+}
+
+// startNode starts a stopped Kafka node again and logs a failure; heal
+// tries again at the end of the run.
+func (r *run) startNode(ctx context.Context, n *kafkalaunch.Node) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+	defer cancel()
+	if err := n.Start(sctx); err != nil {
+		r.logf("fault: restarting Kafka node %d: %v", n.ID(), err)
+	}
+}
+
+// leaderOf returns the node leading topic's partition part, or nil.
+func (r *run) leaderOf(ctx context.Context, topic string, part int32) *kafkalaunch.Node {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.seeds...))
+	if err != nil {
+		return nil
+	}
+	defer cl.Close()
+	tds, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return nil
+	}
+	for _, p := range tds[topic].Partitions {
+		if p.Partition == part {
+			return r.cluster.Node(p.Leader)
+		}
+	}
+	return nil
 }
 
 // terminateBackends ends every other client connection, whatever it is

@@ -28,20 +28,23 @@ const (
 
 // Op is one operation of the history.
 type Op struct {
-	ID        int       `json:"id"`
-	Client    int       `json:"client"`
-	API       int       `json:"api"` // which API node answered; -1 for poison
-	Kind      string    `json:"kind"`
-	Invoke    time.Time `json:"invoke"`
-	Complete  time.Time `json:"complete"`
-	RequestID string    `json:"request_id"`
-	UserID    string    `json:"user_id"`
-	Username  string    `json:"username"`
-	Result    string    `json:"result"`
-	Code      int       `json:"code,omitempty"`      // HTTP status; 0 when there was no answer
-	Canonical string    `json:"canonical,omitempty"` // from the answer
-	Conflicts string    `json:"conflicts_with,omitempty"`
-	Error     string    `json:"error,omitempty"` // why the result is unknown
+	ID     int       `json:"id"`
+	Client int       `json:"client"`
+	API    int       `json:"api"` // which API node answered; -1 for poison
+	Kind   string    `json:"kind"`
+	Invoke time.Time `json:"invoke"`
+	// Wait is the ?wait the request asked for; the answer is due within
+	// it plus the write bound (AnswerBound).
+	Wait      time.Duration `json:"wait,omitempty"`
+	Complete  time.Time     `json:"complete"`
+	RequestID string        `json:"request_id"`
+	UserID    string        `json:"user_id"`
+	Username  string        `json:"username"`
+	Result    string        `json:"result"`
+	Code      int           `json:"code,omitempty"`      // HTTP status; 0 when there was no answer
+	Canonical string        `json:"canonical,omitempty"` // from the answer
+	Conflicts string        `json:"conflicts_with,omitempty"`
+	Error     string        `json:"error,omitempty"` // why the result is unknown
 }
 
 // decisive reports whether the answer was a decision.

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/kafkalaunch"
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector/migrations"
@@ -51,7 +53,12 @@ type Config struct {
 	Registry, Self string
 	// Faults are the fault types to inject; empty means every one.
 	Faults []string
-	// SessionTimeout for the projector group. Defaults to 5s.
+	// Kafka is the broker: KafkaEmbedded (the default) runs the registry's
+	// kfake as a process behind a proxy; KafkaApache runs a three-node
+	// Apache Kafka cluster (internal/kafkalaunch) with its broker faults.
+	Kafka string
+	// SessionTimeout for the projector group. Defaults to 5s on kfake and
+	// to 6s, the smallest Kafka accepts by default, on Apache Kafka.
 	SessionTimeout time.Duration
 	// Settle bounds the final wait for every claim to be decided.
 	// Defaults to 30s.
@@ -72,14 +79,24 @@ func (c *Config) defaults() error {
 	c.Projectors = cmp.Or(c.Projectors, 3)
 	c.APIs = cmp.Or(c.APIs, 2)
 	c.Partitions = cmp.Or(c.Partitions, 6)
-	c.SessionTimeout = cmp.Or(c.SessionTimeout, 5*time.Second)
+	c.Kafka = cmp.Or(c.Kafka, KafkaEmbedded)
+	types := FaultTypes
+	switch c.Kafka {
+	case KafkaEmbedded:
+		c.SessionTimeout = cmp.Or(c.SessionTimeout, 5*time.Second)
+	case KafkaApache:
+		c.SessionTimeout = cmp.Or(c.SessionTimeout, 6*time.Second)
+		types = ApacheFaultTypes
+	default:
+		return fmt.Errorf("chaos: unknown Kafka %q (want %s or %s)", c.Kafka, KafkaEmbedded, KafkaApache)
+	}
 	c.Settle = cmp.Or(c.Settle, 30*time.Second)
 	if len(c.Faults) == 0 {
-		c.Faults = FaultTypes
+		c.Faults = types
 	}
 	for _, f := range c.Faults {
-		if !slices.Contains(FaultTypes, f) {
-			return fmt.Errorf("chaos: unknown fault type %q (want some of %v)", f, FaultTypes)
+		if !slices.Contains(types, f) {
+			return fmt.Errorf("chaos: fault type %q is not one of %s's: %v", f, c.Kafka, types)
 		}
 	}
 	if c.Log == nil {
@@ -92,6 +109,9 @@ func (c *Config) defaults() error {
 type Outcome struct {
 	Report *Report
 	Faults map[string]int // injected, by type
+	// NotInjected lists the configured fault types the run was too short
+	// to inject even once.
+	NotInjected []string
 	// SettledIn is how long after healing every claim was decided; -1
 	// when the settle time ran out.
 	SettledIn time.Duration
@@ -103,8 +123,9 @@ type run struct {
 	cfg        Config
 	log        io.Writer
 	pg         *database
-	proxy      *Proxy
-	broker     *proc
+	proxy      *Proxy               // kfake only
+	broker     *proc                // kfake only
+	cluster    *kafkalaunch.Cluster // Apache Kafka only
 	projectors []*proc
 	apis       []*proc
 	apiURLs    []string
@@ -152,7 +173,13 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 	if err := writeHistory(filepath.Join(cfg.Dir, "history.jsonl"), in.Ops); err != nil {
 		return nil, err
 	}
-	return &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir}, nil
+	out := &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir}
+	for _, f := range cfg.Faults {
+		if out.Faults[f] == 0 {
+			out.NotInjected = append(out.NotInjected, f)
+		}
+	}
+	return out, nil
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -180,18 +207,13 @@ func (r *run) start(ctx context.Context) error {
 	if err := WatchProgress(ctx, r.pg.url); err != nil {
 		return err
 	}
-	brokerAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	proxyAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
-	if r.proxy, err = NewProxy(proxyAddr, brokerAddr, r.fromProjector); err != nil {
+	if err := r.startKafka(ctx, ports[1], ports[2], procLog); err != nil {
 		return err
 	}
-	r.seeds = []string{proxyAddr}
-	r.broker = newProc("broker", r.cfg.Self, []string{"broker", "--dir", filepath.Join(r.cfg.Dir, "kafka"), "--port", strconv.Itoa(ports[1]), "--advertise", proxyAddr}, nil, procLog)
-	go r.broker.supervise(ctx)
 	if err := r.createTopics(ctx); err != nil {
 		return err
 	}
-	env := append([]string{"REGISTRY_KAFKA_BROKERS=" + proxyAddr, "DATABASE_URL=" + r.pg.url, "REGISTRY_PARTITIONS=" + strconv.Itoa(r.cfg.Partitions), "REGISTRY_DB_MAX_CONNS=8"}, r.cfg.Env...)
+	env := append([]string{"REGISTRY_KAFKA_BROKERS=" + strings.Join(r.seeds, ","), "DATABASE_URL=" + r.pg.url, "REGISTRY_PARTITIONS=" + strconv.Itoa(r.cfg.Partitions), "REGISTRY_DB_MAX_CONNS=8"}, r.cfg.Env...)
 	onExit := func(name string, err error) {
 		if err != nil {
 			r.logf("%s exited: %v", name, err)
@@ -219,6 +241,35 @@ func (r *run) start(ctx context.Context) error {
 		go a.supervise(ctx)
 	}
 	return r.awaitReady(ctx)
+}
+
+// startKafka starts the broker: on kfake a broker process on brokerPort
+// behind a proxy on proxyPort; on Apache Kafka a three-node cluster that
+// clients reach directly (the proxy fronts one broker only).
+func (r *run) startKafka(ctx context.Context, brokerPort, proxyPort int, procLog io.Writer) error {
+	if r.cfg.Kafka == KafkaApache {
+		var err error
+		r.cluster, err = kafkalaunch.Start(ctx, kafkalaunch.Config{
+			Dir: filepath.Join(r.cfg.Dir, "kafka"), Nodes: 3, HeapMB: 512, QuickStart: true,
+			Logger: slog.New(slog.NewTextHandler(procLog, nil)),
+		})
+		if err != nil {
+			return err
+		}
+		r.seeds = r.cluster.Addrs()
+		r.logf("Apache Kafka %s: three nodes at %s", kafkalaunch.Version, strings.Join(r.seeds, ","))
+		return nil
+	}
+	brokerAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(brokerPort))
+	proxyAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(proxyPort))
+	var err error
+	if r.proxy, err = NewProxy(proxyAddr, brokerAddr, r.fromProjector); err != nil {
+		return err
+	}
+	r.seeds = []string{proxyAddr}
+	r.broker = newProc("broker", r.cfg.Self, []string{"broker", "--dir", filepath.Join(r.cfg.Dir, "kafka"), "--port", strconv.Itoa(brokerPort), "--advertise", proxyAddr}, nil, procLog)
+	go r.broker.supervise(ctx)
+	return nil
 }
 
 // fromProjector reports whether the peer at port is a projector process,
@@ -285,13 +336,18 @@ func (r *run) client(ctx context.Context, id int) {
 		op := r.work.next()
 		op.Client = id
 		if op.Kind == KindPoison {
-			rec := poison(r.work.intn(1<<20), r.cfg.Partitions, r.work)
+			n := r.work.intn(1 << 20)
+			rec := poison(n, r.cfg.Partitions, r.work)
 			op.Invoke = time.Now()
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := prod.ProduceSync(pctx, rec).FirstErr(); err != nil {
+			err := prod.ProduceSync(pctx, rec).FirstErr()
+			if err != nil {
 				op.Error = err.Error()
 			}
 			cancel()
+			if c, derr := events.DecodeClaim(rec); derr == nil && err == nil && n%6 == wrongPartition {
+				r.work.retryable(Op{Kind: KindNew, RequestID: c.RequestID, UserID: c.UserID, Username: c.Username, API: op.API})
+			}
 			op.Complete, op.Result = time.Now(), ResultUnknown
 			r.hist.Add(op)
 			continue
@@ -313,9 +369,21 @@ func (r *run) client(ctx context.Context, id int) {
 // heal ends every fault: every process up and running, the proxy clean,
 // the database started.
 func (r *run) heal(ctx context.Context) {
-	r.proxy.Heal()
+	procs := append(append([]*proc{}, r.projectors...), r.apis...)
+	if r.proxy != nil {
+		r.proxy.Heal()
+		procs = append(procs, r.broker)
+	}
+	if r.cluster != nil {
+		for _, n := range r.cluster.Nodes() {
+			n.Resume()
+			if err := n.Start(ctx); err != nil {
+				r.logf("healing: starting Kafka node %d: %v", n.ID(), err)
+			}
+		}
+	}
 	r.pg.ensureUp(ctx, r)
-	for _, p := range append(append([]*proc{r.broker}, r.projectors...), r.apis...) {
+	for _, p := range procs {
 		p.signal(sigcont)
 		p.up()
 	}
@@ -497,6 +565,9 @@ func (r *run) shutdown() {
 	}
 	if r.proxy != nil {
 		r.proxy.Close()
+	}
+	if r.cluster != nil {
+		r.cluster.Stop()
 	}
 	if r.pg != nil {
 		r.pg.stop()

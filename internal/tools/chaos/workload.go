@@ -133,7 +133,7 @@ type answer struct {
 // send posts op to url and fills in its result.
 func send(ctx context.Context, client *http.Client, url, token string, op *Op, wait time.Duration) {
 	body, _ := json.Marshal(map[string]string{"request_id": op.RequestID, "user_id": op.UserID, "username": op.Username})
-	op.Invoke = time.Now()
+	op.Invoke, op.Wait = time.Now(), wait
 	defer func() { op.Complete = time.Now() }()
 	op.Result = ResultUnknown
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/claims?wait="+wait.String(), bytes.NewReader(body))
@@ -167,6 +167,20 @@ func send(ctx context.Context, client *http.Client, url, token string, op *Op, w
 	}
 }
 
+// retryable records a poison claim whose payload is valid (it was only
+// written to the wrong partition) as a request a client may retry through
+// the API, which writes it to the right partition: its request_id then
+// has decisions in two partitions (docs/design.md).
+func (w *workload) retryable(op Op) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.remember(op)
+}
+
+// wrongPartition is the poison kind whose claim is valid but written to
+// the wrong partition.
+const wrongPartition = 2
+
 // poison builds a bad claims record of kind n (mod 6), each a way a
 // foreign producer can get the wire contract wrong.
 func poison(n int, partitions int, w *workload) *kgo.Record {
@@ -186,7 +200,7 @@ func poison(n int, partitions int, w *workload) *kgo.Record {
 		c := *good
 		c.RequestID = "not-a-uuid"
 		return rec(&c, part)
-	case 2:
+	case wrongPartition:
 		return rec(good, (part+1)%int32(partitions)) // murmur2 not used
 	case 3:
 		c := *good

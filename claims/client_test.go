@@ -1,0 +1,117 @@
+package claims_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/registrations"
+)
+
+// TestSubmitBoundedWhenBrokerHangs: the broker takes the produce request
+// and never answers, as a broker that froze or died mid-request does.
+// franz-go's idempotent producer then never fails the record
+// (can_fail=false). Submit must still answer ErrUnavailable within the
+// write bound, free the waiter slot, and let a caller that leaves go at
+// once; with one waiter slot, later claims must get the same answer, not
+// "overloaded".
+func TestSubmitBoundedWhenBrokerHangs(t *testing.T) {
+	t.Parallel()
+	c, err := kafka.Embedded("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("claims"),
+		kgo.ProducerLinger(0), kgo.RecordDeliveryTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closeOnce sync.Once
+	closeProd := func() { closeOnce.Do(prod.Close) }
+	t.Cleanup(closeProd)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), 1, -1); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		c.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	reader, err := registrations.NewReader(registrations.ReaderConfig{Kafka: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, MaxWaiters: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopReader := context.WithCancel(context.Background())
+	readerDone := make(chan error, 1)
+	go func() { readerDone <- reader.Run(rctx) }()
+	t.Cleanup(func() { stopReader(); <-readerDone })
+	select {
+	case <-reader.Positioned():
+	case <-ctx.Done():
+		t.Fatal("decisions reader never positioned")
+	}
+	const bound = 2 * time.Second
+	cl, err := claims.NewClient(claims.ClientConfig{Producer: prod, Decisions: reader, WriteTimeout: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit := func(ctx context.Context) (time.Duration, error) {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			_, err := cl.Submit(ctx, claims.Request{UserID: uuid.NewString(), Username: "hung" + uuid.NewString()[:6]})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return time.Since(start), err
+		case <-time.After(bound + 10*time.Second):
+			t.Fatalf("Submit still waiting %s after it started; the bound is %s", bound+10*time.Second, bound)
+			return 0, nil
+		}
+	}
+	for i := range 2 {
+		took, err := submit(context.Background())
+		if !errors.Is(err, claims.ErrUnavailable) {
+			t.Fatalf("claim %d: %v, want ErrUnavailable", i, err)
+		}
+		if took > bound+3*time.Second {
+			t.Errorf("claim %d answered after %s; the bound is %s", i, took, bound)
+		}
+		if n := reader.Waiting(); n != 0 {
+			t.Fatalf("claim %d left %d waiter slots taken", i, n)
+		}
+	}
+	// A caller that leaves: Submit returns with it, and frees the slot.
+	leave, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer stop()
+	if took, err := submit(leave); err == nil || took > time.Second {
+		t.Errorf("a caller that left after 200ms: %v after %s", err, took)
+	}
+	if n := reader.Waiting(); n != 0 {
+		t.Fatalf("the caller that left kept %d waiter slots", n)
+	}
+	// Stopping: the producer still holds records whose outcome is
+	// unknown; closing it must not wait for the broker.
+	closed := make(chan struct{})
+	go func() { closeProd(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the producer with unanswered records took over 5s")
+	}
+}

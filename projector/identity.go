@@ -1,0 +1,85 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/usernameregistry/registry/projector/internal/projection"
+)
+
+// sqlDecidedAt reports whether the ledger holds a decision for a request in
+// a partition at or before an offset.
+const sqlDecidedAt = `
+SELECT EXISTS (SELECT 1 FROM requests WHERE request_id = $1::uuid AND claim_partition = $2 AND claim_offset <= $3)`
+
+// checkLastDecided compares, for each assigned partition that has decided
+// anything, the record just below its stored next offset with the ledger:
+// its request must have a decision at or before that offset. A broker that
+// lost decided claims and had the offsets written again would otherwise
+// pass the log-end check (the new claims refill the log past the stored
+// offset) and the projector would resume above claims nobody decided. Only
+// a lost tail whose last record is a retry of an already decided request
+// escapes this check; the fetch-time checks (ErrDataLoss) remain.
+func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error {
+	want := map[int32]kgo.Offset{}
+	for _, a := range as {
+		if a.nextOffset > 0 {
+			want[a.partition] = kgo.NewOffset().At(a.nextOffset - 1)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(append(p.roleOptions("projector-check"),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.cfg.Topics.Claims: want}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+	if err != nil {
+		return fmt.Errorf("creating identity check client: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+	defer cancel()
+	seen := map[int32]bool{}
+	for len(seen) < len(want) {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading the last decided claims: %w", err)
+		}
+		var fatal error
+		fs.EachError(func(_ string, part int32, err error) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			fatal = fmt.Errorf("reading the last decided claim of partition %d: %w", part, err)
+		})
+		if fatal != nil {
+			return fatal
+		}
+		for _, r := range fs.Records() {
+			if seen[r.Partition] {
+				continue
+			}
+			stored := want[r.Partition].EpochOffset().Offset
+			if r.Offset != stored {
+				// A transactional producer's control record or an aborted
+				// batch sits at that offset: nothing to compare.
+				seen[r.Partition] = true
+				continue
+			}
+			in := projection.Parse(r, p.rules)
+			var ok bool
+			if err := p.pool.QueryRow(ctx, sqlDecidedAt, in.RequestID, r.Partition, r.Offset).Scan(&ok); err != nil {
+				return fmt.Errorf("checking the last decided claim of partition %d: %w", r.Partition, err)
+			}
+			if !ok {
+				return fmt.Errorf("%w: claims partition %d: the record at offset %d (request %s) below the stored next offset was never decided: the broker lost decided claims and the offsets were written again; restore the broker's data or rebuild, never skip",
+					ErrDataLoss, r.Partition, r.Offset, in.RequestID)
+			}
+			seen[r.Partition] = true
+		}
+	}
+	return nil
+}
