@@ -17,6 +17,7 @@ type outboxRow struct {
 	key       []byte
 	eventType string
 	value     []byte
+	topic     string // registrations (a decision) or claims (a rename's next step)
 }
 
 // publish produces rows to registrations and waits for every
@@ -33,6 +34,9 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
 		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
+		if r.topic == events.TopicClaims {
+			recs[i].Topic, recs[i].Partition = events.TopicClaims, events.Partition(r.key, int(p.cfg.Partitions))
+		}
 		ids[i] = r.id
 	}
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -59,7 +63,7 @@ func (p *Projector) relay(ctx context.Context, part int32) error {
 	}
 	pending, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
 		o := outboxRow{partition: part}
-		return o, r.Scan(&o.id, &o.key, &o.eventType, &o.value)
+		return o, r.Scan(&o.id, &o.key, &o.eventType, &o.value, &o.topic)
 	})
 	if err != nil {
 		return fmt.Errorf("reading outbox of partition %d: %w", part, err)

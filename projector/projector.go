@@ -705,7 +705,7 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 			if err != nil {
 				return nil, nil, err
 			}
-			w.add(&b.ins[i], out)
+			w.add(s, &b.ins[i], out)
 			if !out.Copy {
 				decided = append(decided, out.Decision)
 			}
