@@ -48,6 +48,10 @@ type ClientConfig struct {
 	Producer *kgo.Client
 	// Decisions delivers decisions to waiting claims. Required.
 	Decisions Decisions
+	// HoldPeriod is the hold period releases and renames carry (whole
+	// seconds; the decider adds it to the deciding record's timestamp).
+	// 0 means no hold; cmd/registry defaults it to 30 days.
+	HoldPeriod time.Duration
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -115,7 +119,7 @@ type Submission struct {
 	metrics   *Metrics
 	written   time.Time // when the claim was acknowledged by Kafka
 	res       Result
-	claim     *events.ClaimSubmitted
+	cmd       *command
 	rec       *kgo.Record
 	decisions <-chan *events.Decision
 	cancel    func()
@@ -130,12 +134,36 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, claim: claim, cancel: func() {}}
-	if req.RequestID != "" {
+	return c.submit(ctx, &command{typ: events.TypeClaimSubmitted, body: claim}, req.RequestID != "")
+}
+
+// command is a command on the claims topic as the client sends it: its
+// event type, its body, and the Decision.Command its decision carries.
+type command struct {
+	typ     string
+	body    *events.ClaimSubmitted
+	command string
+}
+
+// to is a rename's to as typed; empty for the other commands.
+func (c *command) to() string {
+	if c.body.Rename != nil {
+		return c.body.Rename.To
+	}
+	return ""
+}
+
+// submit publishes cmd and subscribes to its decision; retried says the
+// request_id came from the caller, so the ledger may already answer it.
+func (c *Client) submit(ctx context.Context, cmd *command, retried bool) (*Submission, error) {
+	claim := cmd.body
+	var err error
+	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, cmd: cmd, cancel: func() {}}
+	if retried {
 		// A retry answered from the ledger needs no waiter slot. If the
 		// decision lands just after this lookup, producing again makes the
 		// projector re-emit it, so the waiter below still gets it.
-		if s.res.Decision, err = c.stored(ctx, claim); err != nil {
+		if s.res.Decision, err = c.stored(ctx, cmd); err != nil {
 			return nil, fmt.Errorf("%w: looking up the request ledger: %w", ErrUnavailable, err)
 		}
 		if s.res.Decision != nil {
@@ -145,7 +173,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if s.decisions, s.cancel, err = c.cfg.Decisions.Subscribe(claim.RequestID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOverloaded, err)
 	}
-	if s.rec, err = c.produce(ctx, claim); err != nil {
+	if s.rec, err = c.produce(ctx, cmd); err != nil {
 		s.cancel()
 		return nil, err
 	}
@@ -154,8 +182,8 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	return s, nil
 }
 
-func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kgo.Record, error) {
-	rec, err := events.ClaimRecord(claim)
+func (c *Client) produce(ctx context.Context, cmd *command) (*kgo.Record, error) {
+	rec, err := events.CommandRecord(cmd.typ, cmd.body)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +201,7 @@ func (s *Submission) RequestID() string { return s.res.RequestID }
 func (s *Submission) Await(ctx context.Context) Result {
 	defer s.Close()
 	if s.res.Decision == nil {
-		s.res.Decision = await(ctx, s.decisions, s.claim)
+		s.res.Decision = await(ctx, s.decisions, s.cmd)
 		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
 		if s.res.Decision != nil {
 			s.metrics.decisionSeconds.Observe(time.Since(s.written).Seconds())
@@ -230,15 +258,19 @@ func parseID(field, s string, optional bool) (string, error) {
 // for a name with the same key under a decided request_id is a
 // request_conflict: the projector would decide the same, since that
 // partition's ledger already holds the first decision.
-func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*events.Decision, error) {
+func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, error) {
 	if c.cfg.Ledger == nil {
 		return nil, nil
 	}
+	claim := cmd.body
 	d, err := c.cfg.Ledger.Decision(ctx, claim.RequestID)
 	if err != nil || d == nil {
 		return nil, err
 	}
-	if samePayload(d, claim) {
+	if samePayload(d, cmd) {
+		if !events.Final(d.Outcome) {
+			return nil, nil // a rename under way: produce again (a copy) and wait for its end
+		}
 		return d, nil
 	}
 	if !sameKey(d, claim) {
@@ -251,7 +283,8 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	return &events.Decision{
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
-		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
+		Detail: "request_id was already used with a different command, username or user_id", PolicyVersion: PolicyVersion,
+		Command: cmd.command,
 	}, nil
 }
 
@@ -262,22 +295,22 @@ func sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
 	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 
-// samePayload reports whether d decides a claim with claim's payload: the
-// same user and the same username as typed.
-func samePayload(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	return d.UserID == claim.UserID && d.Username == claim.Username
+// samePayload reports whether d decides a command with cmd's payload: the
+// same command, user and username as typed (and a rename's to).
+func samePayload(d *events.Decision, cmd *command) bool {
+	return d.UserID == cmd.body.UserID && d.Username == cmd.body.Username && d.Command == cmd.command && d.ToUsername == cmd.to()
 }
 
 // await returns the first decision for this claim's payload, or nil when
 // ctx ends first. Decisions for the same request_id with another payload
 // belong to another request and are passed over.
-func await(ctx context.Context, decisions <-chan *events.Decision, claim *events.ClaimSubmitted) *events.Decision {
+func await(ctx context.Context, decisions <-chan *events.Decision, cmd *command) *events.Decision {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case d := <-decisions:
-			if samePayload(d, claim) {
+			if samePayload(d, cmd) && events.Final(d.Outcome) {
 				return d
 			}
 		}

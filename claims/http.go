@@ -23,6 +23,16 @@ type Directory interface {
 	Ledger
 	// Holder returns who holds canonical, or nil when nobody does.
 	Holder(ctx context.Context, canonical string) (*Registration, error)
+	// NameState says whether the name with partition key key is in a hold
+	// or reserved at runtime (for a name nobody holds).
+	NameState(ctx context.Context, key string) (NameState, error)
+}
+
+// NameState is what GET /v1/usernames answers for a name nobody holds.
+type NameState struct {
+	HeldCanonical string     // canonical form of the held name; empty when no hold
+	HeldUntil     *time.Time // when the hold ends
+	Reserved      bool       // reserved at runtime
 }
 
 // HandlerConfig configures the HTTP API.
@@ -75,6 +85,16 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		"GET /v1/usernames/{username}": a.getUsername,
 		"GET /healthz":                 healthz,
 		"GET /readyz":                  a.readyz,
+
+		"POST /v1/releases":                    a.postRelease,
+		"GET /v1/releases/{request_id}":        a.getDecision,
+		"POST /v1/renames":                     a.postRename,
+		"GET /v1/renames/{request_id}":         a.getDecision,
+		"PUT /v1/admin/reserved/{username}":    a.putReserved,
+		"DELETE /v1/admin/reserved/{username}": a.deleteReserved,
+		"POST /v1/admin/transfers":             a.postTransfer,
+		"GET /v1/admin/transfers/{request_id}": a.getDecision,
+		"GET /v1/admin/requests/{request_id}":  a.getDecision,
 	}
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
@@ -110,6 +130,13 @@ type Answer struct {
 	Reason        string `json:"reason,omitempty"`
 	ConflictsWith string `json:"conflicts_with,omitempty"`
 	Detail        string `json:"detail,omitempty"`
+	// HeldUntil: for released and renamed, when the hold on the released
+	// name ends (absent when the hold period is 0); for a "held"
+	// rejection, when the hold that refused it ends. RFC 3339.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// From and To are a rename's canonical names.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
 }
 
 func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
@@ -212,9 +239,15 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 }
 
 func (a *api) writeResult(w http.ResponseWriter, res Result) {
-	if res.Decision == nil {
+	a.writeResultAt(w, res, "/v1/claims/")
+}
+
+// writeResultAt answers a command's result; an undecided one gets 202 with
+// the status URL under statusPath.
+func (a *api) writeResultAt(w http.ResponseWriter, res Result, statusPath string) {
+	if res.Decision == nil || !events.Final(res.Decision.Outcome) {
 		a.cfg.Metrics.waitTimeouts.Inc()
-		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
+		w.Header().Set("Location", statusPath+res.RequestID)
 		WriteJSON(w, http.StatusAccepted, Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
@@ -228,11 +261,21 @@ func (a *api) writeResult(w http.ResponseWriter, res Result) {
 // AnswerFor maps a decision to its status code and body, as every endpoint
 // that shows a decision answers it.
 func AnswerFor(d *events.Decision) (int, Answer) {
-	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
+	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome, HeldUntil: d.HeldUntil}
+	if d.Command == events.CommandRename {
+		body.Username, body.Canonical, body.From, body.To = "", "", d.From, d.To
+	}
 	switch d.Reason {
 	case "":
+		if d.Outcome == events.OutcomeRenamed {
+			return http.StatusCreated, body
+		}
+		if d.Outcome == events.OutcomeRenaming {
+			return http.StatusAccepted, Answer{RequestID: d.RequestID, Status: "pending"}
+		}
 		return http.StatusOK, body
-	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved:
+	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved, events.ReasonHeld,
+		events.ReasonNotHolder, events.ReasonNotHeld, events.ReasonLocked:
 		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
 		return http.StatusConflict, body
 	default:
@@ -271,10 +314,29 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reg == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
+		a.nameState(w, r, name)
 		return
 	}
 	WriteJSON(w, http.StatusOK, reg)
+}
+
+// nameState answers for a name nobody holds: held (by the hold in the
+// projection, until its held_until by this server's clock; the decider
+// itself compares record timestamps), reserved, or unknown.
+func (a *api) nameState(w http.ResponseWriter, r *http.Request, name Username) {
+	st, err := a.cfg.Directory.NameState(r.Context(), name.Key)
+	if err != nil {
+		a.lookupFailed(w, err)
+		return
+	}
+	switch {
+	case st.Reserved:
+		WriteJSON(w, http.StatusOK, Answer{Canonical: name.Canonical, Status: "reserved"})
+	case st.HeldUntil != nil && time.Now().Before(*st.HeldUntil):
+		WriteJSON(w, http.StatusOK, Answer{Canonical: st.HeldCanonical, Status: "held", HeldUntil: st.HeldUntil})
+	default:
+		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
+	}
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {

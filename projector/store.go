@@ -498,5 +498,29 @@ func (s *Store) Holder(ctx context.Context, canonical string) (*claims.Registrat
 	return r, nil
 }
 
+// NameState reports the hold and runtime reservation of the name with
+// partition key key.
+func (s *Store) NameState(ctx context.Context, key string) (claims.NameState, error) {
+	var st claims.NameState
+	var until time.Time
+	err := s.pool.QueryRow(ctx, sqlHold, key).Scan(&st.HeldCanonical, &until)
+	switch {
+	case err == nil:
+		until = until.UTC()
+		st.HeldUntil = &until
+	case !errors.Is(err, pgx.ErrNoRows):
+		return st, fmt.Errorf("looking up the hold of %q: %w", key, err)
+	}
+	var canon string
+	err = s.pool.QueryRow(ctx, sqlReserved, key).Scan(&canon)
+	switch {
+	case err == nil:
+		st.Reserved = true
+	case !errors.Is(err, pgx.ErrNoRows):
+		return st, fmt.Errorf("looking up the reservation of %q: %w", key, err)
+	}
+	return st, nil
+}
+
 // Ping checks the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

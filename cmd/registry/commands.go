@@ -44,7 +44,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 
 func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof")
+	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error)
 
 // serveAPI runs the API node; its GET /metrics serves everything in reg.
 func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) error {
-	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, Metrics: reg, Gatherer: reg, Logger: log})
+	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, HoldPeriod: c.hold, Metrics: reg, Gatherer: reg, Logger: log})
 	if err != nil {
 		return err
 	}

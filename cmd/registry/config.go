@@ -71,6 +71,7 @@ type config struct {
 	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
 	dataDir     string         // dev only
 	pprofAddr   string         // REGISTRY_PPROF_ADDR
+	hold        time.Duration  // REGISTRY_HOLD_PERIOD: hold period of released names
 
 	envErrs []error // malformed environment variables
 }
@@ -85,6 +86,9 @@ func (c *config) securityFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.security.SASLUser, "kafka-user", os.Getenv("REGISTRY_KAFKA_SASL_USERNAME"), "SASL user name (REGISTRY_KAFKA_SASL_USERNAME); the password comes from REGISTRY_KAFKA_SASL_PASSWORD")
 	c.security.SASLPassword = os.Getenv("REGISTRY_KAFKA_SASL_PASSWORD")
 }
+
+// DefaultHoldPeriod is --hold's default: 30 days.
+const DefaultHoldPeriod = 30 * 24 * time.Hour
 
 // flagSet declares the flags named in want, with environment fallbacks.
 func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.FlagSet {
@@ -140,6 +144,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			// Failpoints are for tests and the chaos harness only, so they
 			// have no flag: see projector.SetFailpoints.
 			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
+		},
+		"hold": func() {
+			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", DefaultHoldPeriod),
+				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
 		},
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),

@@ -22,7 +22,7 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "pprof")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "pprof", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}

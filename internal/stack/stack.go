@@ -35,6 +35,9 @@ type APIConfig struct {
 	Pool *pgxpool.Pool
 	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
 	MaxWaiters int
+	// HoldPeriod is the hold period releases and renames carry; 0 means
+	// none (see claims.ClientConfig.HoldPeriod).
+	HoldPeriod time.Duration
 	// Metrics is where the node registers its metrics; nil registers none.
 	Metrics prometheus.Registerer
 	// Gatherer, when set, is served at GET /metrics. In one process it
@@ -109,7 +112,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}, func() float64 { return float64(reader.Waiting()) }))
 	}
 	store := projector.NewStore(cfg.Pool)
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, Metrics: metrics, Logger: cfg.Logger})
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, HoldPeriod: cfg.HoldPeriod, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,9 @@ type Options struct {
 	Projectors int // projectors started at once; more can be added with StartProjector
 	APIs       int // API nodes started at once
 	MaxWaiters int
+	// HoldPeriod is the API nodes' hold period for releases and renames;
+	// 0 means none.
+	HoldPeriod time.Duration
 	// SessionTimeout for projectors; short, so tests that stop one see
 	// its partitions move quickly. Defaults to 6s (kfake's minimum).
 	SessionTimeout time.Duration
@@ -166,7 +169,7 @@ func (r *Registry) StartAPI() *APINode {
 	slot := len(r.APIs) - 1
 	r.mu.Unlock()
 	a, err := stack.NewAPI(stack.APIConfig{
-		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger,
+		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, HoldPeriod: r.opts.HoldPeriod, Logger: r.opts.Logger,
 		Metrics: reg, Gatherer: r.Metrics,
 	})
 	if err != nil {
