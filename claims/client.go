@@ -72,6 +72,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Producer == nil || cfg.Decisions == nil {
 		return nil, errors.New("claims: ClientConfig needs a Producer and Decisions")
 	}
+	return &Client{cfg: cfg.WithDefaults()}, nil
+}
+
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg ClientConfig) WithDefaults() ClientConfig {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -79,7 +85,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &Client{cfg: cfg}, nil
+	return cfg
 }
 
 // Request is a claim as a signup service asks for it.

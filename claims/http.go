@@ -2,6 +2,7 @@ package claims
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,19 +65,24 @@ type api struct {
 	log *slog.Logger
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg HandlerConfig) WithDefaults() HandlerConfig {
+	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
+	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
+}
+
 // NewHandler returns the registry's HTTP API.
 func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	if cfg.Client == nil || cfg.Directory == nil || cfg.Ready == nil {
 		return nil, errors.New("claims: HandlerConfig needs Client, Directory and Ready")
 	}
-	cfg.DefaultWait = cmpDuration(cfg.DefaultWait, 5*time.Second)
-	cfg.MaxWait = cmpDuration(cfg.MaxWait, 30*time.Second)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = NewMetrics(nil)
-	}
+	cfg = cfg.WithDefaults()
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
@@ -259,28 +265,37 @@ func (a *api) writeResultAt(w http.ResponseWriter, res Result, statusPath string
 }
 
 // AnswerFor maps a decision to its status code and body, as every endpoint
-// that shows a decision answers it.
+// that shows a decision answers it. A rejection's code and shape come from
+// its reason's entry in events.Reasons. A reason this build does not know
+// (one a newer projector decided) is answered 500 with the decision's
+// request_id, status and reason, and a detail saying so; it is never
+// passed off as one of the known answers.
 func AnswerFor(d *events.Decision) (int, Answer) {
 	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome, HeldUntil: d.HeldUntil}
 	if d.Command == events.CommandRename {
 		body.Username, body.Canonical, body.From, body.To = "", "", d.From, d.To
 	}
-	switch d.Reason {
-	case "":
-		if d.Outcome == events.OutcomeRenamed {
-			return http.StatusCreated, body
-		}
-		if d.Outcome == events.OutcomeRenaming {
-			return http.StatusAccepted, Answer{RequestID: d.RequestID, Status: "pending"}
-		}
+	switch {
+	case d.Reason == "" && d.Outcome == events.OutcomeRenamed:
+		return http.StatusCreated, body
+	case d.Reason == "" && d.Outcome == events.OutcomeRenaming:
+		return http.StatusAccepted, Answer{RequestID: d.RequestID, Status: "pending"}
+	case d.Reason == "":
 		return http.StatusOK, body
-	case events.ReasonTaken, events.ReasonConfusable, events.ReasonReserved, events.ReasonHeld,
-		events.ReasonNotHolder, events.ReasonNotHeld, events.ReasonLocked:
-		body.Reason, body.ConflictsWith = d.Reason, d.Conflicts
-		return http.StatusConflict, body
-	default:
-		return http.StatusUnprocessableEntity, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
 	}
+	reason, ok := events.LookupReason(d.Reason)
+	switch {
+	case !ok:
+		return http.StatusInternalServerError, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason,
+			Detail: fmt.Sprintf("the claim was decided with rejection reason %q, which this API node does not know; upgrade it", d.Reason)}
+	case reason.Detail:
+		return reason.HTTPStatus, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
+	}
+	body.Reason = d.Reason
+	if reason.ConflictsWith {
+		body.ConflictsWith = d.Conflicts
+	}
+	return reason.HTTPStatus, body
 }
 
 func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {

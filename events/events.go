@@ -78,24 +78,6 @@ const (
 // reader accepts records without the header as version 1.
 const SchemaVersion = 1
 
-// Reasons a claim is rejected, the values of Decision.Reason.
-const (
-	ReasonTaken           = "taken"            // another user holds the same canonical name
-	ReasonConfusable      = "confusable"       // another user holds a name with the same skeleton
-	ReasonReserved        = "reserved"         // the name is on the policy's reserved list
-	ReasonInvalid         = "invalid"          // the claim or its username breaks the policy
-	ReasonRequestConflict = "request_conflict" // the request_id was already used with another payload
-	ReasonNotHolder       = "not_holder"       // release or rename by a user who does not hold the name
-	ReasonHeld            = "held"             // the name is in its hold period for another user (see Decision.HeldUntil)
-	ReasonNotHeld         = "not_held"         // transfer of a name nobody holds
-	ReasonLocked          = "locked"           // the name is the from of a rename under way; retry once it ends
-)
-
-// Reasons lists every reason a decision can give, for the code that must
-// know each one (metrics, the rejections report, the UI).
-var Reasons = []string{ReasonTaken, ReasonConfusable, ReasonReserved, ReasonInvalid, ReasonRequestConflict,
-	ReasonNotHolder, ReasonHeld, ReasonNotHeld, ReasonLocked}
-
 // Outcomes, the values of Decision.Outcome.
 const (
 	OutcomeRegistered  = "registered"

@@ -65,6 +65,23 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it. It is the one place the defaults are written; the command's
+// flags show them from here.
+func (cfg Config) WithDefaults() Config {
+	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
+	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
+	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
+	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
+	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
+	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return cfg
+}
+
 // Projector is one member of the projector group: for each partition it is
 // assigned, it is the only writer, deciding claims in log order.
 type Projector struct {
@@ -101,14 +118,7 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 	if len(cfg.Kafka) == 0 || cfg.Partitions <= 0 || pool == nil {
 		return nil, errors.New("projector: Kafka options, Partitions and a database pool are required")
 	}
-	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
-	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
-	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
-	cfg.RetryBackoff = cmp.Or(cfg.RetryBackoff, 100*time.Millisecond)
-	cfg.MaxRetryBackoff = cmp.Or(cfg.MaxRetryBackoff, 5*time.Second)
-	cfg.AttemptTimeout = cmp.Or(cfg.AttemptTimeout, 30*time.Second)
-	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	cfg.Metrics = cmp.Or(cfg.Metrics, NewMetrics(nil))
+	cfg = cfg.WithDefaults()
 	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
 }
 

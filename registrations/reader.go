@@ -1,6 +1,7 @@
 package registrations
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,17 +61,22 @@ type Reader struct {
 	once       sync.Once
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg ReaderConfig) WithDefaults() ReaderConfig {
+	if cfg.MaxWaiters <= 0 {
+		cfg.MaxWaiters = 10000
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	return cfg
+}
+
 // NewReader returns a Reader; Run starts it.
 func NewReader(cfg ReaderConfig) (*Reader, error) {
 	if len(cfg.Kafka) == 0 {
 		return nil, errors.New("registrations: ReaderConfig needs Kafka options")
 	}
-	if cfg.MaxWaiters <= 0 {
-		cfg.MaxWaiters = 10000
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.WithDefaults()
 	return &Reader{cfg: cfg, log: cfg.Logger.With("component", "registrations-reader"), subs: map[string][]chan *events.Decision{}, positioned: make(chan struct{})}, nil
 }
 

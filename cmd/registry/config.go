@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/registrations"
 )
 
 // Environment variables are read in cmd only. Each setting has a flag
@@ -124,10 +126,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.IntVar(&c.replication, "replication", c.envInt("REGISTRY_REPLICATION_FACTOR", -1), "replication factor when creating topics; -1 uses the broker default (REGISTRY_REPLICATION_FACTOR)")
 		},
 		"group": func() {
-			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", "registry-projector"), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
+			fs.StringVar(&c.group, "group", envOr("REGISTRY_PROJECTOR_GROUP", projector.Config{}.WithDefaults().Group), "projector consumer group (REGISTRY_PROJECTOR_GROUP)")
 		},
 		"max-waiters": func() {
-			fs.IntVar(&c.maxWaiters, "max-waiters", c.envInt("REGISTRY_MAX_WAITERS", 10000), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
+			fs.IntVar(&c.maxWaiters, "max-waiters", c.envInt("REGISTRY_MAX_WAITERS", registrations.ReaderConfig{}.WithDefaults().MaxWaiters), "requests that may wait for a decision at once; more get 503 (REGISTRY_MAX_WAITERS)")
 		},
 		"db-conns": func() {
 			fs.IntVar(&c.dbConns, "db-conns", c.envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
@@ -139,7 +141,7 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
 		},
 		"session-timeout": func() {
-			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", 45*time.Second),
+			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", projector.Config{}.WithDefaults().SessionTimeout),
 				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
 			// Failpoints are for tests and the chaos harness only, so they
 			// have no flag: see projector.SetFailpoints.

@@ -31,13 +31,14 @@ Flags:
 func runGenerate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	var cfg rebuild.GenerateConfig
+	def := cfg.WithDefaults()
 	fs := flagSet("generate", &c, stdout, "brokers", "partitions", "replication")
 	fs.IntVar(&cfg.Claims, "claims", 0, "how many claims records to write (required)")
 	fs.BoolVar(&cfg.Decisions, "decisions", false, "also write their decisions to registrations, as a projector would")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed; the same seed writes the same claims")
-	fs.Float64Var(&cfg.Hot, "hot", 0.2, "share of new claims for a popular name")
-	fs.IntVar(&cfg.HotNames, "hot-names", 1000, "how many popular names")
-	fs.Float64Var(&cfg.Retry, "retry", 0.05, "share of claims repeating a recent one")
+	fs.Float64Var(&cfg.Hot, "hot", def.Hot, "share of new claims for a popular name")
+	fs.IntVar(&cfg.HotNames, "hot-names", def.HotNames, "how many popular names")
+	fs.Float64Var(&cfg.Retry, "retry", def.Retry, "share of claims repeating a recent one")
 	fs.Usage = usageWith(fs, generateHelp)
 	if err := parse(fs, args, &c); err != nil {
 		return err

@@ -42,13 +42,7 @@ Flags:
 `
 
 // knownReasons are the rejection reasons, in the order summaries list them.
-var knownReasons = []string{
-	events.ReasonTaken,
-	events.ReasonConfusable,
-	events.ReasonReserved,
-	events.ReasonInvalid,
-	events.ReasonRequestConflict,
-}
+var knownReasons = events.ReasonNames()
 
 // minSummary keeps a mistyped --summary (10ns for 10s) from flooding the
 // terminal.

@@ -67,11 +67,9 @@ type DrainReport struct {
 	LedgerRows      int64   `json:"ledger_rows"`
 }
 
-// Drain fills the claims topic of a fresh embedded broker (persisted and
-// fsynced, as in `registry dev`) and times cfg.Projectors projectors
-// deciding every claim into a fresh durable PostgreSQL, publishing each
-// decision to registrations as they do live.
-func Drain(ctx context.Context, cfg DrainConfig) (*DrainReport, error) {
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg DrainConfig) WithDefaults() DrainConfig {
 	cfg.Claims = cmp.Or(cfg.Claims, 100000)
 	cfg.Partitions = cmp.Or(cfg.Partitions, 12)
 	cfg.Projectors = cmp.Or(cfg.Projectors, 1)
@@ -80,6 +78,15 @@ func Drain(ctx context.Context, cfg DrainConfig) (*DrainReport, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
 	}
+	return cfg
+}
+
+// Drain fills the claims topic of a fresh embedded broker (persisted and
+// fsynced, as in `registry dev`) and times cfg.Projectors projectors
+// deciding every claim into a fresh durable PostgreSQL, publishing each
+// decision to registrations as they do live.
+func Drain(ctx context.Context, cfg DrainConfig) (*DrainReport, error) {
+	cfg = cfg.WithDefaults()
 	if cfg.Dir == "" {
 		return nil, errors.New("bench: DrainConfig.Dir is required")
 	}

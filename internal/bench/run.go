@@ -13,7 +13,8 @@ import (
 // or answers wrongly is what the report is for. Cancelling ctx stops the
 // run early; the report then covers what was answered and says so.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	cfg, err := cfg.withDefaults()
+	cfg = cfg.WithDefaults()
+	err := cfg.check()
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,8 @@ type APIConfig struct {
 	Kafka []kgo.Opt
 	// Pool reads the projection for lookups and retries. Required.
 	Pool *pgxpool.Pool
-	// MaxWaiters bounds requests waiting for a decision. Defaults to 10000.
+	// MaxWaiters bounds requests waiting for a decision. Defaults to
+	// registrations.ReaderConfig's default.
 	MaxWaiters int
 	// HoldPeriod is the hold period releases and renames carry; 0 means
 	// none (see claims.ClientConfig.HoldPeriod).

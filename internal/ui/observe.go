@@ -8,15 +8,9 @@ import (
 )
 
 // reasons are the rejection reasons the chart draws, in stacking order.
-var reasons = [...]string{
-	events.ReasonTaken,
-	events.ReasonConfusable,
-	events.ReasonReserved,
-	events.ReasonInvalid,
-	events.ReasonRequestConflict,
-}
+var reasons = events.ReasonNames()
 
-func reasonIndex(reason string) int { return slices.Index(reasons[:], reason) }
+func reasonIndex(reason string) int { return slices.Index(reasons, reason) }
 
 // Rejection is one rejection as the page lists it.
 type Rejection struct {
@@ -95,7 +89,7 @@ func (u *UI) history() history {
 	start, series := u.counts.series(now.Unix())
 	h := history{
 		Now: now.UnixMilli(), Start: start, Seconds: len(u.counts.buckets), Seq: u.seq,
-		Reasons: reasons[:], Counts: map[string][]int{}, Latest: u.latest.list(),
+		Reasons: reasons, Counts: map[string][]int{}, Latest: u.latest.list(),
 	}
 	for i, r := range reasons {
 		h.Counts[r] = series[i]
@@ -108,10 +102,16 @@ type counts struct{ buckets []bucket }
 
 type bucket struct {
 	sec int64 // the unix second counted here; a bucket with an older one is stale
-	n   [len(reasons)]int
+	n   []int // per reason, in the order of reasons
 }
 
-func newCounts(seconds int) *counts { return &counts{buckets: make([]bucket, seconds)} }
+func newCounts(seconds int) *counts {
+	c := &counts{buckets: make([]bucket, seconds)}
+	for i := range c.buckets {
+		c.buckets[i].n = make([]int, len(reasons))
+	}
+	return c
+}
 
 // add counts one rejection of reason i at second sec, unless sec has
 // already left the window that ends at now.
@@ -122,16 +122,18 @@ func (c *counts) add(sec, now int64, i int) {
 	}
 	b := &c.buckets[sec%size]
 	if b.sec != sec {
-		*b = bucket{sec: sec}
+		b.sec = sec
+		clear(b.n)
 	}
 	b.n[i]++
 }
 
 // series returns, per reason, the counts of the window's seconds ending at
 // now, and the first of those seconds.
-func (c *counts) series(now int64) (start int64, out [len(reasons)][]int) {
+func (c *counts) series(now int64) (start int64, out [][]int) {
 	size := int64(len(c.buckets))
 	start = now - size + 1
+	out = make([][]int, len(reasons))
 	for i := range out {
 		out[i] = make([]int, size)
 	}

@@ -63,20 +63,25 @@ type UI struct {
 	closed    chan struct{} // closed by Close: ends every stream
 }
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg Config) WithDefaults() Config {
+	cfg.Window = cmp.Or(cfg.Window, 15*time.Minute)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	return cfg
+}
+
 // New returns a UI; serve its Handler.
 func New(cfg Config) (*UI, error) {
 	if cfg.Stats == nil {
 		return nil, errors.New("ui: Config.Stats is required")
 	}
-	cfg.Window = cmp.Or(cfg.Window, 15*time.Minute)
+	cfg = cfg.WithDefaults()
 	if cfg.Window < time.Second || cfg.Window > maxWindow {
 		return nil, fmt.Errorf("ui: Window %v is outside 1s..%v", cfg.Window, maxWindow)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	return &UI{
 		cfg:    cfg,

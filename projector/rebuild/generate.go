@@ -68,6 +68,18 @@ type GenerateReport struct {
 // generateChunk is how many claims are produced, then decided, at once.
 const generateChunk = 8192
 
+// WithDefaults returns cfg with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (cfg GenerateConfig) WithDefaults() GenerateConfig {
+	cfg.Hot, cfg.HotNames, cfg.Retry = cmp.Or(cfg.Hot, 0.2), cmp.Or(cfg.HotNames, 1000), cmp.Or(cfg.Retry, 0.05)
+	cfg.Conflict, cfg.Poison = cmp.Or(cfg.Conflict, 0.001), cmp.Or(cfg.Poison, 0.0005)
+	cfg.Start = cmp.Or(cfg.Start, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if cfg.Progress == nil {
+		cfg.Progress = noProgress{}
+	}
+	return cfg
+}
+
 // Generate writes cfg.Claims realistic claims to the claims topic (and,
 // with cfg.Decisions, their decisions to registrations). The topics must
 // exist.
@@ -75,12 +87,7 @@ func Generate(ctx context.Context, cfg GenerateConfig) (*GenerateReport, error) 
 	if len(cfg.Kafka) == 0 || cfg.Claims <= 0 {
 		return nil, errors.New("generate: Kafka options and a positive claim count are required")
 	}
-	cfg.Hot, cfg.HotNames, cfg.Retry = cmp.Or(cfg.Hot, 0.2), cmp.Or(cfg.HotNames, 1000), cmp.Or(cfg.Retry, 0.05)
-	cfg.Conflict, cfg.Poison = cmp.Or(cfg.Conflict, 0.001), cmp.Or(cfg.Poison, 0.0005)
-	cfg.Start = cmp.Or(cfg.Start, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	if cfg.Progress == nil {
-		cfg.Progress = noProgress{}
-	}
+	cfg = cfg.WithDefaults()
 	cl, err := kgo.NewClient(append(slices.Clone(cfg.Kafka),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
 		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(4*generateChunk))...)

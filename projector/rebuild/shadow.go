@@ -60,10 +60,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) fill() error {
-	if len(c.Kafka) == 0 || c.Pool == nil {
-		return errors.New("rebuild: Kafka options and a database pool are required")
-	}
+// WithDefaults returns c with every unset field that has a default set
+// to it: the one place the defaults are written.
+func (c Config) WithDefaults() Config {
 	c.Samples = cmp.Or(c.Samples, 10)
 	if c.Migrations == nil {
 		c.Migrations = migrations.All()
@@ -72,6 +71,15 @@ func (c *Config) fill() error {
 		c.Progress = noProgress{}
 	}
 	c.Logger = cmp.Or(c.Logger, slog.Default())
+	return c
+}
+
+// fill sets the defaults and checks the required fields.
+func (c *Config) fill() error {
+	if len(c.Kafka) == 0 || c.Pool == nil {
+		return errors.New("rebuild: Kafka options and a database pool are required")
+	}
+	*c = c.WithDefaults()
 	return nil
 }
 
