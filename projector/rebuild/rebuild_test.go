@@ -113,7 +113,8 @@ func (e *env) awaitDecided() {
 func (e *env) snapshot(schema string) map[string][]string {
 	e.t.Helper()
 	out := map[string][]string{}
-	for table, order := range map[string]string{"usernames": "canonical", "requests": "claim_partition, claim_offset", "claim_partitions": "partition"} {
+	for table, order := range map[string]string{"usernames": "canonical", "requests": "claim_partition, claim_offset", "claim_partitions": "partition",
+		"holds": "key", "reservations": "key", "rename_locks": "key"} {
 		cols := "t.*"
 		if table == "claim_partitions" {
 			cols = "partition, next_offset" // the epoch is bumped by the swap, on purpose

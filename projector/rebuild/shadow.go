@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -176,7 +177,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := startLoader(ctx, cfg.Pool, ShadowSchema)
-	ap := &applier{l: l, rep: rep, samples: cfg.Samples}
+	ap := &applier{l: l, rep: rep, samples: cfg.Samples, k: newKeyed()}
 	cfg.Progress.Start("reading registrations", ends.Total())
 	err := read(ctx, cfg.Kafka, events.TopicRegistrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
@@ -196,6 +197,9 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	if err := l.close(ctx); err != nil {
 		return err
 	}
+	if err := pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error { return ap.k.write(ctx, tx, ShadowSchema) }); err != nil {
+		return err
+	}
 	rep.Ledger, rep.Holders, rep.Conflicts = l.requests.rows, l.usernames.rows, l.conflicts.rows
 	return nil
 }
@@ -206,6 +210,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 // published in order), and every later record for a position is a copy.
 type applier struct {
 	l       *loader
+	k       *keyed // what releases, renames, reservations and transfers do beyond adding rows
 	rep     *BuildReport
 	samples int
 }
@@ -235,6 +240,9 @@ func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
 	}
 	a.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	a.rep.Decisions++
+	if err := a.k.add(d.Decision, d.change); err != nil {
+		return err
+	}
 	return a.l.decision(ctx, d)
 }
 
