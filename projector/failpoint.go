@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/usernameregistry/registry/events"
 )
 
 // Failpoints are deterministic fault points inside a batch, for tests and
@@ -75,7 +78,11 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	if !ok {
 		return "", nil, fmt.Errorf("failpoint %q: want name:action[@n]", item)
 	}
-	switch name {
+	base, typ, typed := strings.Cut(name, ".")
+	if typed && !slices.Contains(events.CommandTypes, typ) {
+		return "", nil, fmt.Errorf("failpoint %q: unknown command type %q", item, typ)
+	}
+	switch base {
 	case FailBeforeCommit, FailAfterCommit, FailAfterPublish:
 	default:
 		return "", nil, fmt.Errorf("failpoint %q: unknown name %q (want %s, %s or %s)", item, name, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
@@ -105,11 +112,35 @@ func SetFailpointHook(hook func(name string) error) {
 	failpoints.hook = hook
 }
 
+// failpointFor is failpoint(name), then, for each command type the
+// round decides, the typed failpoint "name.Type" (say
+// "after-commit.RenameTargetClaimed"): its hits count only rounds that
+// decide a record of that type, so a test can stop a rename at one step.
+// Typed failpoints have rules only; the hook sees the plain name.
+func failpointFor(name string, types []string) error {
+	if err := failpoint(name); err != nil {
+		return err
+	}
+	for _, typ := range types {
+		if err := hit(name+"."+typ, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // failpoint is called at each named point; it returns an error, exits the
 // process, or (nearly always) does nothing.
-func failpoint(name string) error {
+func failpoint(name string) error { return hit(name, true) }
+
+// hit counts a hit of failpoint name and acts on it; the hook runs only
+// withHook.
+func hit(name string, withHook bool) error {
 	failpoints.mu.Lock()
 	hook, rule := failpoints.hook, failpoints.rules[name]
+	if !withHook {
+		hook = nil
+	}
 	fire := false
 	if rule != nil {
 		rule.hits++

@@ -42,7 +42,7 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing %d decisions: %w", len(recs), err)
 	}
-	if err := failpoint(FailAfterPublish); err != nil {
+	if err := failpointFor(FailAfterPublish, p.roundTypes); err != nil {
 		return err
 	}
 	if !deleteNow {

@@ -94,6 +94,9 @@ type Projector struct {
 
 	halt context.CancelCauseFunc // stops Run with a fatal error
 
+	// roundTypes are the command types of the round being published, for
+	// the typed after-publish failpoints; nil when relaying.
+	roundTypes []string
 	// pub publishes decisions and lists log ends. It is not a group member,
 	// so it lives for the whole Run while group members come and go.
 	pub *kgo.Client
@@ -523,9 +526,12 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
-	if err := failpoint(FailAfterCommit); err != nil {
+	types := roundTypes(live)
+	if err := failpointFor(FailAfterCommit, types); err != nil {
 		return err
 	}
+	p.roundTypes = types
+	defer func() { p.roundTypes = nil }()
 	return p.publish(ctx, rows, false)
 }
 
@@ -545,6 +551,20 @@ func (p *Projector) resync(ctx context.Context, st *partitionState) error {
 	}
 	st.resync = false
 	return nil
+}
+
+// roundTypes lists the command types the batches decide, for the typed
+// failpoints.
+func roundTypes(bs []*batch) []string {
+	var types []string
+	for _, b := range bs {
+		for i := range b.ins {
+			if !slices.Contains(types, b.ins[i].Type) {
+				types = append(types, b.ins[i].Type)
+			}
+		}
+	}
+	return types
 }
 
 func undecided(recs []*kgo.Record, next int64) []*kgo.Record {
@@ -649,7 +669,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return failpoint(FailBeforeCommit)
+		return failpointFor(FailBeforeCommit, roundTypes(won))
 	})
 	if err != nil {
 		return nil, err
