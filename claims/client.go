@@ -48,6 +48,9 @@ type ClientConfig struct {
 	Producer *kgo.Client
 	// Decisions delivers decisions to waiting claims. Required.
 	Decisions Decisions
+	// Topics names the registry's topics; claims go to Topics.Claims.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -81,6 +84,7 @@ func (cfg ClientConfig) WithDefaults() ClientConfig {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Topics = cfg.Topics.WithDefaults()
 	return cfg
 }
 
@@ -165,6 +169,7 @@ func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kg
 	if err != nil {
 		return nil, err
 	}
+	rec.Topic = c.cfg.Topics.Claims
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

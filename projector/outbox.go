@@ -33,6 +33,7 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
 		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
+		recs[i].Topic = p.cfg.Topics.Registrations
 		ids[i] = r.id
 	}
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {

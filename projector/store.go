@@ -117,9 +117,9 @@ func position(ctx context.Context, pool *pgxpool.Pool, partition int32) (nextOff
 
 // recordLayout stores the partition count on first run and returns the
 // stored one, so a changed topic is noticed by every later start.
-func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (int32, error) {
+func recordLayout(ctx context.Context, pool *pgxpool.Pool, claimsTopic string, partitions int32) (int32, error) {
 	var stored int32
-	err := pool.QueryRow(ctx, sqlLayout, events.TopicClaims, partitions).Scan(&stored)
+	err := pool.QueryRow(ctx, sqlLayout, claimsTopic, partitions).Scan(&stored)
 	if err != nil {
 		return 0, fmt.Errorf("recording topic layout: %w", err)
 	}
