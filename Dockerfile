@@ -1,5 +1,7 @@
 # The registry binary in a minimal image, for the processes that run
-# against a real Kafka cluster and PostgreSQL server:
+# against a real Kafka cluster and PostgreSQL server. The image carries the
+# product alone: the measurement tools (cmd/registry-bench) and the chaos
+# harness (cmd/chaos) are not built here, and this build has no failpoints.
 #
 #   docker run IMAGE serve | project | migrate | rejections [flags]
 #

@@ -27,7 +27,7 @@ build: ## build bin/registry
 chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8); see docs/guarantees.md
 	$(GO) run ./cmd/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8)
 
-chaos-bugs: ## build -tags chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one
+chaos-bugs: ## build -tags failpoints,chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one
 	@for bug in fence ledger offset; do \
 	  $(GO) run ./cmd/chaos --bug $$bug --seed $(or $(SEED),1) --duration $(or $(DURATION),60s) --clients $(or $(CLIENTS),8); \
 	  st=$$?; if [ $$st -eq 3 ]; then echo "chaos-bugs: $$bug caught"; else echo "chaos-bugs: $$bug NOT caught (exit $$st)"; exit 1; fi; \

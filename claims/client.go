@@ -52,6 +52,9 @@ type ClientConfig struct {
 	// seconds; the decider adds it to the deciding record's timestamp).
 	// 0 means no hold; cmd/registry defaults it to 30 days.
 	HoldPeriod time.Duration
+	// Topics names the registry's topics; claims go to Topics.Claims.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -85,6 +88,7 @@ func (cfg ClientConfig) WithDefaults() ClientConfig {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Topics = cfg.Topics.WithDefaults()
 	return cfg
 }
 
@@ -193,6 +197,7 @@ func (c *Client) produce(ctx context.Context, cmd *command) (*kgo.Record, error)
 	if err != nil {
 		return nil, err
 	}
+	rec.Topic = c.cfg.Topics.Claims
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

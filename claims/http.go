@@ -1,22 +1,17 @@
 package claims
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
 // Directory answers the API's read queries. *projector.Store implements it.
@@ -56,9 +51,6 @@ type HandlerConfig struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
-
-// MaxBodyBytes is the largest POST body the API reads; larger ones get 413.
-const MaxBodyBytes = 64 << 10
 
 type api struct {
 	cfg HandlerConfig
@@ -109,7 +101,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {
@@ -119,46 +111,21 @@ func cmpDuration(d, def time.Duration) time.Duration {
 	return def
 }
 
-// claimBody is the POST /v1/claims request body.
-type claimBody struct {
-	Username  *string `json:"username"`
-	UserID    string  `json:"user_id"`
-	RequestID string  `json:"request_id"`
-}
-
-// Answer is every claim response body; empty fields are left out.
-type Answer struct {
-	RequestID     string `json:"request_id,omitempty"`
-	Username      string `json:"username,omitempty"`
-	Canonical     string `json:"canonical,omitempty"`
-	UserID        string `json:"user_id,omitempty"`
-	Status        string `json:"status"`
-	Reason        string `json:"reason,omitempty"`
-	ConflictsWith string `json:"conflicts_with,omitempty"`
-	Detail        string `json:"detail,omitempty"`
-	// HeldUntil: for released and renamed, when the hold on the released
-	// name ends (absent when the hold period is 0); for a "held"
-	// rejection, when the hold that refused it ends. RFC 3339.
-	HeldUntil *time.Time `json:"held_until,omitempty"`
-	// From and To are a rename's canonical names.
-	From string `json:"from,omitempty"`
-	To   string `json:"to,omitempty"`
-}
-
 func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 	wait, err := a.waitParam(r)
 	if err != nil {
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 		return
 	}
-	req, status, err := ReadRequest(w, r)
+	body, status, err := httpwire.ReadClaim(w, r)
 	if err != nil {
-		WriteError(w, status, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
+	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username}
 	sub, err := a.cfg.Client.Submit(r.Context(), req)
 	if err != nil {
 		a.claimError(w, err)
@@ -170,60 +137,7 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) waitParam(r *http.Request) (time.Duration, error) {
-	return ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
-}
-
-// ParseWait reads ?wait: def when absent, capped at max, an error when it
-// is not a non-negative duration.
-func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
-	s := r.URL.Query().Get("wait")
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
-	}
-	return min(d, max), nil
-}
-
-// ReadRequest decodes a POST /v1/claims body as the API does, returning
-// the status code to answer with when it cannot.
-func ReadRequest(w http.ResponseWriter, r *http.Request) (Request, int, error) {
-	body, status, err := readClaimBody(w, r)
-	if err != nil {
-		return Request{}, status, err
-	}
-	return Request{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
-}
-
-// readClaimBody decodes the body strictly: unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
-// refused before JSON decoding would quietly turn it into U+FFFD.
-func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
-	var body claimBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
-	case err != nil:
-		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
-	case !utf8.Valid(raw):
-		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&body)
-	switch {
-	case err != nil:
-		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
-	case dec.More():
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
-	case body.Username == nil:
-		return body, http.StatusUnprocessableEntity, errors.New("username is required")
-	}
-	return body, 0, nil
+	return httpwire.ParseWait(r, a.cfg.DefaultWait, a.cfg.MaxWait)
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
@@ -233,14 +147,14 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
 	case errors.Is(err, ErrUnavailable):
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
-		WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry could not take the claim; retry with the same request_id")
 	}
 }
 
@@ -254,48 +168,14 @@ func (a *api) writeResultAt(w http.ResponseWriter, res Result, statusPath string
 	if res.Decision == nil || !events.Final(res.Decision.Outcome) {
 		a.cfg.Metrics.waitTimeouts.Inc()
 		w.Header().Set("Location", statusPath+res.RequestID)
-		WriteJSON(w, http.StatusAccepted, Answer{RequestID: res.RequestID, Status: "pending"})
+		httpwire.WriteJSON(w, http.StatusAccepted, httpwire.Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
-	status, body := AnswerFor(res.Decision)
+	status, body := httpwire.AnswerFor(res.Decision)
 	if status == http.StatusOK && res.Won {
 		status = http.StatusCreated
 	}
-	WriteJSON(w, status, body)
-}
-
-// AnswerFor maps a decision to its status code and body, as every endpoint
-// that shows a decision answers it. A rejection's code and shape come from
-// its reason's entry in events.Reasons. A reason this build does not know
-// (one a newer projector decided) is answered 500 with the decision's
-// request_id, status and reason, and a detail saying so; it is never
-// passed off as one of the known answers.
-func AnswerFor(d *events.Decision) (int, Answer) {
-	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome, HeldUntil: d.HeldUntil}
-	if d.Command == events.CommandRename {
-		body.Username, body.Canonical, body.From, body.To = "", "", d.From, d.To
-	}
-	switch {
-	case d.Reason == "" && d.Outcome == events.OutcomeRenamed:
-		return http.StatusCreated, body
-	case d.Reason == "" && d.Outcome == events.OutcomeRenaming:
-		return http.StatusAccepted, Answer{RequestID: d.RequestID, Status: "pending"}
-	case d.Reason == "":
-		return http.StatusOK, body
-	}
-	reason, ok := events.LookupReason(d.Reason)
-	switch {
-	case !ok:
-		return http.StatusInternalServerError, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason,
-			Detail: fmt.Sprintf("the claim was decided with rejection reason %q, which this API node does not know; upgrade it", d.Reason)}
-	case reason.Detail:
-		return reason.HTTPStatus, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
-	}
-	body.Reason = d.Reason
-	if reason.ConflictsWith {
-		body.ConflictsWith = d.Conflicts
-	}
-	return reason.HTTPStatus, body
+	httpwire.WriteJSON(w, status, body)
 }
 
 func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
@@ -310,11 +190,11 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{RequestID: id.String(), Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{RequestID: id.String(), Status: "unknown"})
 		return
 	}
-	_, body := AnswerFor(d)
-	WriteJSON(w, http.StatusOK, body)
+	_, body := httpwire.AnswerFor(d)
+	httpwire.WriteJSON(w, http.StatusOK, body)
 }
 
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
@@ -332,7 +212,7 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 		a.nameState(w, r, name)
 		return
 	}
-	WriteJSON(w, http.StatusOK, reg)
+	httpwire.WriteJSON(w, http.StatusOK, reg)
 }
 
 // nameState answers for a name nobody holds: held (by the hold in the
@@ -346,53 +226,30 @@ func (a *api) nameState(w http.ResponseWriter, r *http.Request, name Username) {
 	}
 	switch {
 	case st.Reserved:
-		WriteJSON(w, http.StatusOK, Answer{Canonical: name.Canonical, Status: "reserved"})
+		httpwire.WriteJSON(w, http.StatusOK, httpwire.Answer{Canonical: name.Canonical, Status: "reserved"})
 	case st.HeldUntil != nil && time.Now().Before(*st.HeldUntil):
-		WriteJSON(w, http.StatusOK, Answer{Canonical: st.HeldCanonical, Status: "held", HeldUntil: st.HeldUntil})
+		httpwire.WriteJSON(w, http.StatusOK, httpwire.Answer{Canonical: st.HeldCanonical, Status: "held", HeldUntil: st.HeldUntil})
 	default:
-		WriteJSON(w, http.StatusNotFound, Answer{Canonical: name.Canonical, Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{Canonical: name.Canonical, Status: "unknown"})
 	}
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
+	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.cfg.Ready(ctx); err != nil {
-		WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
+		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func writeInvalid(w http.ResponseWriter, reason, detail string) {
-	WriteError(w, http.StatusUnprocessableEntity, reason, detail)
-}
-
-// WriteError writes a rejected request (4xx) or an error (5xx) with the
-// reason and a detail for a person.
-func WriteError(w http.ResponseWriter, status int, reason, detail string) {
-	s := "rejected"
-	if status >= 500 {
-		s = "error"
-	}
-	WriteJSON(w, status, Answer{Status: s, Reason: reason, Detail: detail})
-}
-
-// WriteJSON writes body as the API's JSON answer: one object and a newline.
-func WriteJSON(w http.ResponseWriter, status int, body any) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)
-	}
-	b = append(b, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b) //nolint:errcheck // the client went away; nothing to do
+	httpwire.WriteError(w, http.StatusUnprocessableEntity, reason, detail)
 }

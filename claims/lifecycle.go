@@ -7,6 +7,10 @@ import (
 	"github.com/usernameregistry/registry/events"
 )
 
+// DefaultHoldPeriod is the hold period the registry's commands default to
+// (--hold): 30 days. ClientConfig.HoldPeriod's zero value means no hold.
+const DefaultHoldPeriod = 30 * 24 * time.Hour
+
 // ReleaseRequest gives up a name its user holds.
 type ReleaseRequest struct {
 	RequestID string // optional UUID; generated when empty. Reuse it to retry.

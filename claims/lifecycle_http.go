@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
 // The endpoints for names that change hands. Each reads its body
@@ -135,28 +136,28 @@ func (a *api) getDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d == nil {
-		WriteJSON(w, http.StatusNotFound, Answer{RequestID: id.String(), Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{RequestID: id.String(), Status: "unknown"})
 		return
 	}
-	status, body := AnswerFor(d)
+	status, body := httpwire.AnswerFor(d)
 	if status != http.StatusAccepted {
 		status = http.StatusOK
 	}
-	WriteJSON(w, status, body)
+	httpwire.WriteJSON(w, status, body)
 }
 
 // readBody decodes a JSON body into dst strictly (unknown fields refused,
 // UTF-8 checked), answering the error itself; an empty body is allowed
 // when optional.
 func (a *api) readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) bool {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpwire.MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		WriteError(w, http.StatusRequestEntityTooLarge, events.ReasonInvalid, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes))
+		httpwire.WriteError(w, http.StatusRequestEntityTooLarge, events.ReasonInvalid, fmt.Sprintf("request body is larger than %d bytes", httpwire.MaxBodyBytes))
 		return false
 	case err != nil:
-		WriteError(w, http.StatusBadRequest, events.ReasonInvalid, fmt.Sprintf("reading request body: %v", err))
+		httpwire.WriteError(w, http.StatusBadRequest, events.ReasonInvalid, fmt.Sprintf("reading request body: %v", err))
 		return false
 	case optional && len(bytes.TrimSpace(raw)) == 0:
 		return true

@@ -11,12 +11,33 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Topic names. Both topics have the same partition count, keep data
-// forever and are never compacted: they are the registry's record.
+// Topic names: the defaults of Topics. Both topics have the same
+// partition count, keep data forever and are never compacted: they are the
+// registry's record.
 const (
 	TopicClaims        = "claims"
 	TopicRegistrations = "registrations"
 )
+
+// Topics names one registry's two topics. A broker can hold several
+// registries, each with its own pair (and its own database). Nothing a
+// replay must reproduce depends on the names: a decision's bytes, its
+// derived request_id and its partition are the same under any names.
+type Topics struct {
+	Claims        string // defaults to TopicClaims
+	Registrations string // defaults to TopicRegistrations
+}
+
+// WithDefaults returns t with the default name for each name left empty.
+func (t Topics) WithDefaults() Topics {
+	if t.Claims == "" {
+		t.Claims = TopicClaims
+	}
+	if t.Registrations == "" {
+		t.Registrations = TopicRegistrations
+	}
+	return t
+}
 
 // Header keys set on every record. The value of HeaderType is one of the
 // Type constants; HeaderSchema is the decimal schema version of the body.

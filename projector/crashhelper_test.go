@@ -34,7 +34,8 @@ func crashHelper() {
 }
 
 func runHelper(spec string) error {
-	if err := SetFailpoints(spec); err != nil {
+	hook, err := ParseFailpoints(spec)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -47,7 +48,7 @@ func runHelper(spec string) error {
 	fmt.Sscan(os.Getenv(helperPartitions), &parts)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	p, err := New(Config{Kafka: kafka.ClientOptions(strings.Split(os.Getenv(helperBrokers), ","), log), Partitions: parts,
-		SessionTimeout: 6 * time.Second, Logger: log}, pool)
+		SessionTimeout: 6 * time.Second, Failpoint: hook, Logger: log}, pool)
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,12 @@ import (
 	"github.com/usernameregistry/registry/events"
 )
 
-// Failpoints are deterministic fault points inside a batch, for tests and
-// the chaos harness. They are off unless SetFailpoints enabled them (the
-// registry binary does so from REGISTRY_FAILPOINTS) or a test set a hook;
-// an unset failpoint costs one mutex per batch.
+// Failpoints are deterministic fault points inside a round, for tests and
+// the chaos harness. A projector calls its Config.Failpoint (when set) at
+// each of them; nothing else can turn them on. The registry binary sets one
+// from REGISTRY_FAILPOINTS (ParseFailpoints) only when it is built with the
+// failpoints tag, as the chaos harness builds it; the shipped binary has no
+// way to.
 const (
 	// FailBeforeCommit fires after a batch's decisions are written in its
 	// transaction and before COMMIT: a crash there must leave no trace.
@@ -40,22 +42,14 @@ type failpointRule struct {
 	hits   int
 }
 
-var failpoints struct {
-	mu    sync.Mutex
-	rules map[string]*failpointRule
-	// hook, when set, runs on every hit before the rules; a non-nil
-	// error is returned from the failpoint (SetFailpointHook).
-	hook func(name string) error
-}
-
-// SetFailpoints enables failpoints from a spec such as
+// ParseFailpoints returns a Config.Failpoint hook from a spec such as
 // "after-commit:crash@3,before-commit:error": a comma-separated list of
 // name:action[@n]. The action fires on the n-th hit of the failpoint (the
 // first when @n is left out) and only then. "crash" exits the process at
 // once with status 137, as kill -9 would: no deferred cleanup, no
 // graceful close. "error" makes the step fail as a lost connection would.
-// An empty spec disables every failpoint.
-func SetFailpoints(spec string) error {
+// An empty spec gives nil: no failpoints.
+func ParseFailpoints(spec string) (func(name string) error, error) {
 	rules := map[string]*failpointRule{}
 	for _, item := range strings.Split(spec, ",") {
 		if item = strings.TrimSpace(item); item == "" {
@@ -63,14 +57,32 @@ func SetFailpoints(spec string) error {
 		}
 		name, rule, err := parseFailpoint(item)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rules[name] = rule
 	}
-	failpoints.mu.Lock()
-	defer failpoints.mu.Unlock()
-	failpoints.rules = rules
-	return nil
+	if len(rules) == 0 {
+		return nil, nil
+	}
+	var mu sync.Mutex
+	return func(name string) error {
+		mu.Lock()
+		rule := rules[name]
+		fire := false
+		if rule != nil {
+			rule.hits++
+			fire = rule.hits == rule.at
+		}
+		mu.Unlock()
+		if !fire {
+			return nil
+		}
+		if rule.action == "crash" {
+			fmt.Fprintf(os.Stderr, "projector: failpoint %s: crashing on hit %d\n", name, rule.at)
+			os.Exit(137)
+		}
+		return fmt.Errorf("%w %s (hit %d)", ErrFailpoint, name, rule.at)
+	}, nil
 }
 
 func parseFailpoint(item string) (string, *failpointRule, error) {
@@ -102,62 +114,28 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	return name, rule, nil
 }
 
-// SetFailpointHook makes every failpoint call hook first, for in-process
-// tests: the hook can act at that exact point (cut the database
-// connection under a transaction about to commit, say) and, by returning
-// an error, fail the step. nil removes it.
-func SetFailpointHook(hook func(name string) error) {
-	failpoints.mu.Lock()
-	defer failpoints.mu.Unlock()
-	failpoints.hook = hook
-}
-
-// failpointFor is failpoint(name), then, for each command type the
-// round decides, the typed failpoint "name.Type" (say
-// "after-commit.RenameTargetClaimed"): its hits count only rounds that
-// decide a record of that type, so a test can stop a rename at one step.
-// Typed failpoints have rules only; the hook sees the plain name.
-func failpointFor(name string, types []string) error {
-	if err := failpoint(name); err != nil {
+// failpointFor is failpoint(name), then, for each command type the round
+// decides, the typed failpoint "name.Type" (say
+// "after-commit.RenameTargetClaimed"): a rule for it counts only rounds
+// that decide a record of that type, so a test can stop a rename at one
+// of its steps.
+func (p *Projector) failpointFor(name string, types []string) error {
+	if err := p.failpoint(name); err != nil {
 		return err
 	}
 	for _, typ := range types {
-		if err := hit(name+"."+typ, false); err != nil {
+		if err := p.failpoint(name + "." + typ); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// failpoint is called at each named point; it returns an error, exits the
-// process, or (nearly always) does nothing.
-func failpoint(name string) error { return hit(name, true) }
-
-// hit counts a hit of failpoint name and acts on it; the hook runs only
-// withHook.
-func hit(name string, withHook bool) error {
-	failpoints.mu.Lock()
-	hook, rule := failpoints.hook, failpoints.rules[name]
-	if !withHook {
-		hook = nil
-	}
-	fire := false
-	if rule != nil {
-		rule.hits++
-		fire = rule.hits == rule.at
-	}
-	failpoints.mu.Unlock()
-	if hook != nil {
-		if err := hook(name); err != nil {
-			return err
-		}
-	}
-	if !fire {
+// failpoint is called at each named point; it returns the hook's error,
+// or (nearly always) nothing.
+func (p *Projector) failpoint(name string) error {
+	if p.cfg.Failpoint == nil {
 		return nil
 	}
-	if rule.action == "crash" {
-		fmt.Fprintf(os.Stderr, "projector: failpoint %s: crashing on hit %d\n", name, rule.at)
-		os.Exit(137)
-	}
-	return fmt.Errorf("%w %s (hit %d)", ErrFailpoint, name, rule.at)
+	return p.cfg.Failpoint(name)
 }

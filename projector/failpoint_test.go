@@ -32,6 +32,8 @@ type crashWorld struct {
 	pool    *pgxpool.Pool
 	url     string
 	claims  int
+	// failpoint is the hook the projectors started by start get.
+	failpoint func(name string) error
 }
 
 func newCrashWorld(t *testing.T) *crashWorld {
@@ -152,7 +154,7 @@ func (w *crashWorld) start(t *testing.T) (stop func() error, done <-chan error) 
 	t.Helper()
 	log := testenv.Logger(t)
 	p, err := projector.New(projector.Config{Kafka: kafka.ClientOptions(w.brokers, log), Partitions: crashPartitions,
-		SessionTimeout: 6 * time.Second, RetryBackoff: 20 * time.Millisecond, Logger: log}, w.pool)
+		SessionTimeout: 6 * time.Second, RetryBackoff: 20 * time.Millisecond, Failpoint: w.failpoint, Logger: log}, w.pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestConnectionLostDuringCommit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newCrashWorld(t)
 			fired := make(chan int, 1)
-			projector.SetFailpointHook(func(name string) error {
+			w.failpoint = func(name string) error {
 				if name != tc.at {
 					return nil
 				}
@@ -224,8 +226,7 @@ WHERE datname = current_database() AND state = 'idle in transaction' AND pid <> 
 					t.Errorf("terminating the committing backend: %v, %d backends", err, n)
 				}
 				return nil
-			})
-			t.Cleanup(func() { projector.SetFailpointHook(nil) })
+			}
 			w.run(t)
 			w.settle(t)
 			if len(fired) != 1 {

@@ -104,7 +104,7 @@ func (p *Projector) sampleLag(ctx context.Context) {
 	if len(parts) == 0 {
 		return
 	}
-	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, p.cfg.Topics.Claims)
 	if err != nil {
 		return
 	}
@@ -115,7 +115,7 @@ func (p *Projector) sampleLag(ctx context.Context) {
 	var part int32
 	var next int64
 	pgx.ForEachRow(rows, []any{&part, &next}, func() error { //nolint:errcheck // a sample; the next tick tries again
-		if end, ok := ends.Lookup(events.TopicClaims, part); ok && end.Err == nil && p.state(part) != nil {
+		if end, ok := ends.Lookup(p.cfg.Topics.Claims, part); ok && end.Err == nil && p.state(part) != nil {
 			p.cfg.Metrics.setLag(part, end.Offset-next)
 		}
 		return nil

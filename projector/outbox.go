@@ -17,8 +17,15 @@ type outboxRow struct {
 	key       []byte
 	eventType string
 	value     []byte
-	topic     string // registrations (a decision) or claims (a rename's next step)
+	topic     string // outboxRegistrations (a decision) or outboxClaims (a rename's next step)
 }
+
+// The values of the outbox's topic column: which of the registry's topics
+// a row goes to (by role; the names are Config.Topics').
+const (
+	outboxRegistrations = "registrations"
+	outboxClaims        = "claims"
+)
 
 // publish produces rows to registrations and waits for every
 // acknowledgement. The rows stay in the outbox until deleted: at once when
@@ -34,15 +41,16 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	ids := make([]int64, len(rows))
 	for i, r := range rows {
 		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
-		if r.topic == events.TopicClaims {
-			recs[i].Topic, recs[i].Partition = events.TopicClaims, events.Partition(r.key, int(p.cfg.Partitions))
+		recs[i].Topic = p.cfg.Topics.Registrations
+		if r.topic == outboxClaims {
+			recs[i].Topic, recs[i].Partition = p.cfg.Topics.Claims, events.Partition(r.key, int(p.cfg.Partitions))
 		}
 		ids[i] = r.id
 	}
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing %d decisions: %w", len(recs), err)
 	}
-	if err := failpointFor(FailAfterPublish, p.roundTypes); err != nil {
+	if err := p.failpointFor(FailAfterPublish, p.roundTypes); err != nil {
 		return err
 	}
 	if !deleteNow {

@@ -36,6 +36,10 @@ type Config struct {
 	// Group is the consumer group that shares the claims partitions among
 	// projectors. Defaults to "registry-projector".
 	Group string
+	// Topics names the registry's topics: claims are consumed from
+	// Topics.Claims and decisions published to Topics.Registrations.
+	// Defaults to events' default names.
+	Topics events.Topics
 	// Partitions is the partition count of the claims topic, as checked at
 	// start. Required.
 	Partitions int32
@@ -58,6 +62,11 @@ type Config struct {
 	// broker or database that stops answering turns into a retry, and a
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
+	// Failpoint, when set, is called at each fault point of a round
+	// (FailBeforeCommit, FailAfterCommit, FailAfterPublish) with its name;
+	// an error it returns fails that step as a lost connection would. For
+	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
+	Failpoint func(name string) error
 	// Metrics receives the projector's metrics. Defaults to unregistered
 	// metrics.
 	Metrics *Metrics
@@ -69,6 +78,7 @@ type Config struct {
 // to it. It is the one place the defaults are written; the command's
 // flags show them from here.
 func (cfg Config) WithDefaults() Config {
+	cfg.Topics = cfg.Topics.WithDefaults()
 	cfg.Group = cmp.Or(cfg.Group, "registry-projector")
 	cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 45*time.Second)
 	cfg.RebalanceTimeout = cmp.Or(cfg.RebalanceTimeout, cfg.SessionTimeout)
@@ -138,7 +148,7 @@ var ErrLayoutChanged = errors.New("claims partition count changed")
 // fatal condition halts it. A batch in flight when ctx ends is finished.
 // Run may be called once per Projector.
 func (p *Projector) Run(ctx context.Context) error {
-	stored, err := recordLayout(ctx, p.pool, p.cfg.Partitions)
+	stored, err := recordLayout(ctx, p.pool, p.cfg.Topics.Claims, p.cfg.Partitions)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: a clean stop
@@ -217,7 +227,7 @@ func (p *Projector) publisherOptions() []kgo.Opt {
 func (p *Projector) memberOptions() []kgo.Opt {
 	return append(p.roleOptions("projector-consumer"),
 		kgo.ConsumerGroup(p.cfg.Group),
-		kgo.ConsumeTopics(events.TopicClaims),
+		kgo.ConsumeTopics(p.cfg.Topics.Claims),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
@@ -234,8 +244,8 @@ func (p *Projector) memberOptions() []kgo.Opt {
 // fetch: it bumps each partition's epoch in PostgreSQL, which fences the
 // previous owner, and starts consumption at the stored next offset.
 func (p *Projector) onAssigned(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	parts := make([]int32, 0, len(offsets[events.TopicClaims]))
-	for part := range offsets[events.TopicClaims] {
+	parts := make([]int32, 0, len(offsets[p.cfg.Topics.Claims]))
+	for part := range offsets[p.cfg.Topics.Claims] {
 		if part >= p.cfg.Partitions {
 			err := fmt.Errorf("%w: assigned partition %d but the registry has %d", ErrLayoutChanged, part, p.cfg.Partitions)
 			p.halt(err)
@@ -286,18 +296,18 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 		out[a.partition] = resumeAt(a.nextOffset)
 		p.log.Info("partition assigned", "partition", a.partition, "next_offset", a.nextOffset, "epoch", a.epoch)
 	}
-	return map[string]map[int32]kgo.Offset{events.TopicClaims: out}
+	return map[string]map[int32]kgo.Offset{p.cfg.Topics.Claims: out}
 }
 
 // checkLogEnds halts when a stored offset is past the log end: the broker
 // lost claims that were decided.
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
-	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(p.pub).ListEndOffsets(ctx, p.cfg.Topics.Claims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
 	for _, a := range as {
-		end, ok := ends.Lookup(events.TopicClaims, a.partition)
+		end, ok := ends.Lookup(p.cfg.Topics.Claims, a.partition)
 		if !ok || end.Err != nil {
 			return fmt.Errorf("listing end offset of claims partition %d: %v", a.partition, end.Err)
 		}
@@ -312,7 +322,7 @@ func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
 func (p *Projector) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, part := range lost[events.TopicClaims] {
+	for _, part := range lost[p.cfg.Topics.Claims] {
 		delete(p.owned, part)
 		p.cfg.Metrics.forget(part)
 		p.log.Info("partition released", "partition", part)
@@ -527,7 +537,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 		return err
 	}
 	types := roundTypes(live)
-	if err := failpointFor(FailAfterCommit, types); err != nil {
+	if err := p.failpointFor(FailAfterCommit, types); err != nil {
 		return err
 	}
 	p.roundTypes = types
@@ -669,7 +679,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return failpointFor(FailBeforeCommit, roundTypes(won))
+		return p.failpointFor(FailBeforeCommit, roundTypes(won))
 	})
 	if err != nil {
 		return nil, err

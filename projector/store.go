@@ -126,9 +126,9 @@ func position(ctx context.Context, pool *pgxpool.Pool, partition int32) (nextOff
 
 // recordLayout stores the partition count on first run and returns the
 // stored one, so a changed topic is noticed by every later start.
-func recordLayout(ctx context.Context, pool *pgxpool.Pool, partitions int32) (int32, error) {
+func recordLayout(ctx context.Context, pool *pgxpool.Pool, claimsTopic string, partitions int32) (int32, error) {
 	var stored int32
-	err := pool.QueryRow(ctx, sqlLayout, events.TopicClaims, partitions).Scan(&stored)
+	err := pool.QueryRow(ctx, sqlLayout, claimsTopic, partitions).Scan(&stored)
 	if err != nil {
 		return 0, fmt.Errorf("recording topic layout: %w", err)
 	}
@@ -265,9 +265,9 @@ type writes struct {
 // publish, a rename's next step, and the rows of the change it folded into
 // the projection.
 func (w *writes) add(st *projection.State, in *projection.Claim, out projection.Outcome) {
-	w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: in.Key, eventType: out.Decision.Type(), value: out.Value, topic: events.TopicRegistrations})
+	w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: in.Key, eventType: out.Decision.Type(), value: out.Value, topic: outboxRegistrations})
 	if n := out.Next; n != nil {
-		w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: n.Key, eventType: events.TypeOf(n), value: n.Value, topic: events.TopicClaims})
+		w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: n.Key, eventType: events.TypeOf(n), value: n.Value, topic: outboxClaims})
 	}
 	c := out.Change
 	if e := c.Entry; e != nil && c.ReplaceEntry {

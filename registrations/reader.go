@@ -28,6 +28,9 @@ type ReaderConfig struct {
 	// MaxWaiters bounds the subscriptions open at once; past it Subscribe
 	// fails with ErrTooManyWaiters. Defaults to 10000.
 	MaxWaiters int
+	// Topics names the registry's topics; decisions are read from
+	// Topics.Registrations. Defaults to events' default names.
+	Topics events.Topics
 	// Observe, when set, is called with every decision read, before it is
 	// routed, on the reader's goroutine: it must not block. The live page
 	// (/ui) counts rejections through it.
@@ -68,6 +71,7 @@ func (cfg ReaderConfig) WithDefaults() ReaderConfig {
 		cfg.MaxWaiters = 10000
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Topics = cfg.Topics.WithDefaults()
 	return cfg
 }
 
@@ -103,7 +107,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	r.client.Store(cl)
 	defer r.client.Store(nil)
 	r.once.Do(func() { close(r.positioned) })
-	r.log.Info("positioned at the end of registrations", "partitions", len(ends[events.TopicRegistrations]))
+	r.log.Info("positioned at the end of registrations", "partitions", len(ends[r.cfg.Topics.Registrations]))
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -122,7 +126,7 @@ func (r *Reader) endOffsets(ctx context.Context) (map[string]map[int32]kgo.Offse
 		return nil, fmt.Errorf("creating registrations admin client: %w", err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, events.TopicRegistrations)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, r.cfg.Topics.Registrations)
 	if err != nil {
 		return nil, fmt.Errorf("listing registrations end offsets: %w", err)
 	}
@@ -131,7 +135,7 @@ func (r *Reader) endOffsets(ctx context.Context) (map[string]map[int32]kgo.Offse
 	}
 	out := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	return map[string]map[int32]kgo.Offset{events.TopicRegistrations: out}, nil
+	return map[string]map[int32]kgo.Offset{r.cfg.Topics.Registrations: out}, nil
 }
 
 func (r *Reader) route(rec *kgo.Record) {

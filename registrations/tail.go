@@ -28,6 +28,9 @@ type TailConfig struct {
 	// Kafka holds the base client options: seed brokers, logging, security.
 	// Required.
 	Kafka []kgo.Opt
+	// Topics names the registry's topics; the tail reads
+	// Topics.Registrations. Defaults to events' default names.
+	Topics events.Topics
 	// Since, when positive, starts every partition at its first record
 	// whose timestamp is at or after now-Since. Zero starts at the end:
 	// only decisions published from now on. Negative is an error.
@@ -78,6 +81,7 @@ type decisionKey struct {
 // Tail returns nil when ctx ends, and fn's error, unwrapped, as soon as fn
 // returns one.
 func Tail(ctx context.Context, cfg TailConfig, fn func(*events.Decision, *kgo.Record) error) error {
+	cfg.Topics = cfg.Topics.WithDefaults()
 	if len(cfg.Kafka) == 0 {
 		return errors.New("registrations: TailConfig needs Kafka options")
 	}
@@ -93,7 +97,7 @@ func Tail(ctx context.Context, cfg TailConfig, fn func(*events.Decision, *kgo.Re
 		return err
 	}
 	cl, err := kgo.NewClient(append(slices.Clone(cfg.Kafka),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{events.TopicRegistrations: start}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{cfg.Topics.Registrations: start}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)
 	if err != nil {
@@ -170,25 +174,25 @@ func startOffsets(ctx context.Context, cfg TailConfig) (map[int32]kgo.Offset, er
 	var listed kadm.ListedOffsets
 	switch {
 	case cfg.FromBeginning:
-		listed, err = adm.ListStartOffsets(ctx, events.TopicRegistrations)
+		listed, err = adm.ListStartOffsets(ctx, cfg.Topics.Registrations)
 	case cfg.Since > 0:
 		// A partition with nothing that recent lists its end offset.
-		listed, err = adm.ListOffsetsAfterMilli(ctx, time.Now().Add(-cfg.Since).UnixMilli(), events.TopicRegistrations)
+		listed, err = adm.ListOffsetsAfterMilli(ctx, time.Now().Add(-cfg.Since).UnixMilli(), cfg.Topics.Registrations)
 	default:
 		// "Committed" here is the last stable offset, the end a
 		// read_committed reader sees. Starting at the high watermark
 		// instead would step over records of a transaction still open
 		// now, which become new decisions when it commits.
-		listed, err = adm.ListCommittedOffsets(ctx, events.TopicRegistrations)
+		listed, err = adm.ListCommittedOffsets(ctx, cfg.Topics.Registrations)
 	}
 	if err == nil {
 		err = listed.Error()
 	}
 	if errors.Is(err, kerr.UnknownTopicOrPartition) {
-		return nil, fmt.Errorf("listing offsets of %s (has the registry created its topics?): %w", events.TopicRegistrations, err)
+		return nil, fmt.Errorf("listing offsets of %s (has the registry created its topics?): %w", cfg.Topics.Registrations, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listing offsets of %s: %w", events.TopicRegistrations, err)
+		return nil, fmt.Errorf("listing offsets of %s: %w", cfg.Topics.Registrations, err)
 	}
 	out := map[int32]kgo.Offset{}
 	listed.Each(func(o kadm.ListedOffset) { out[o.Partition] = kgo.NewOffset().At(o.Offset) })

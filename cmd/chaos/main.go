@@ -115,14 +115,17 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 	return 0
 }
 
-// buildRegistry builds cmd/registry into dir, with the chaosbug tag when
-// a bug is asked for. It runs from the module root (make runs there).
+// buildRegistry builds cmd/registry into dir with the failpoints tag (so
+// its projectors obey REGISTRY_FAILPOINTS, which the shipped binary
+// ignores), and the chaosbug tag too when a bug is asked for. It runs from
+// the module root (make runs there).
 func buildRegistry(ctx context.Context, dir, bug string) (string, error) {
 	bin := filepath.Join(dir, "registry")
-	args := []string{"build", "-o", bin}
+	tags := "failpoints"
 	if bug != "" {
-		args = append(args, "-tags", "chaosbug")
+		tags += ",chaosbug"
 	}
+	args := []string{"build", "-o", bin, "-tags", tags}
 	cmd := exec.CommandContext(ctx, envOr("GO", "go"), append(args, "./cmd/registry")...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -65,9 +65,11 @@ func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
-	if err := projector.SetFailpoints(c.failpoints); err != nil {
-		return fmt.Errorf("REGISTRY_FAILPOINTS: %w", err)
+	hook, err := failpointHook()
+	if err != nil {
+		return err
 	}
+	c.failpoint = hook
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
 	}
@@ -160,8 +162,8 @@ func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool
 func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, reg prometheus.Registerer, log *slog.Logger) error {
 	p, err := projector.New(projector.Config{
 		Kafka: opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
-		SessionTimeout: c.session,
-		Metrics:        projector.NewMetrics(reg), Logger: log,
+		SessionTimeout: c.session, Failpoint: c.failpoint,
+		Metrics: projector.NewMetrics(reg), Logger: log,
 	}, pool)
 	if err != nil {
 		return err

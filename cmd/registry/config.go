@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/usernameregistry/registry/claims"
 	"io"
 	"log/slog"
 	"os"
@@ -59,21 +60,21 @@ func (c *config) envDuration(key string, def time.Duration) time.Duration {
 
 // config is every setting a subcommand may use.
 type config struct {
-	brokers     string         // REGISTRY_KAFKA_BROKERS
-	databaseURL string         // DATABASE_URL; empty means the PG* variables
-	httpAddr    string         // REGISTRY_HTTP_ADDR
-	partitions  int            // REGISTRY_PARTITIONS
-	replication int            // REGISTRY_REPLICATION_FACTOR
-	group       string         // REGISTRY_PROJECTOR_GROUP
-	maxWaiters  int            // REGISTRY_MAX_WAITERS
-	dbConns     int            // REGISTRY_DB_MAX_CONNS
-	metricsAddr string         // REGISTRY_METRICS_ADDR, project only
-	session     time.Duration  // REGISTRY_SESSION_TIMEOUT, project only
-	failpoints  string         // REGISTRY_FAILPOINTS, project only: test fault injection
-	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
-	dataDir     string         // dev only
-	pprofAddr   string         // REGISTRY_PPROF_ADDR
-	hold        time.Duration  // REGISTRY_HOLD_PERIOD: hold period of released names
+	brokers     string             // REGISTRY_KAFKA_BROKERS
+	databaseURL string             // DATABASE_URL; empty means the PG* variables
+	httpAddr    string             // REGISTRY_HTTP_ADDR
+	partitions  int                // REGISTRY_PARTITIONS
+	replication int                // REGISTRY_REPLICATION_FACTOR
+	group       string             // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int                // REGISTRY_MAX_WAITERS
+	dbConns     int                // REGISTRY_DB_MAX_CONNS
+	metricsAddr string             // REGISTRY_METRICS_ADDR, project only
+	session     time.Duration      // REGISTRY_SESSION_TIMEOUT, project only
+	failpoint   func(string) error // project only, in a failpoints build: see failpointHook
+	security    kafka.Security     // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
+	dataDir     string             // dev only
+	pprofAddr   string             // REGISTRY_PPROF_ADDR
+	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
 
 	envErrs []error // malformed environment variables
 }
@@ -88,9 +89,6 @@ func (c *config) securityFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.security.SASLUser, "kafka-user", os.Getenv("REGISTRY_KAFKA_SASL_USERNAME"), "SASL user name (REGISTRY_KAFKA_SASL_USERNAME); the password comes from REGISTRY_KAFKA_SASL_PASSWORD")
 	c.security.SASLPassword = os.Getenv("REGISTRY_KAFKA_SASL_PASSWORD")
 }
-
-// DefaultHoldPeriod is --hold's default: 30 days.
-const DefaultHoldPeriod = 30 * 24 * time.Hour
 
 // flagSet declares the flags named in want, with environment fallbacks.
 func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.FlagSet {
@@ -143,12 +141,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"session-timeout": func() {
 			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", projector.Config{}.WithDefaults().SessionTimeout),
 				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
-			// Failpoints are for tests and the chaos harness only, so they
-			// have no flag: see projector.SetFailpoints.
-			c.failpoints = os.Getenv("REGISTRY_FAILPOINTS")
 		},
 		"hold": func() {
-			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", DefaultHoldPeriod),
+			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", claims.DefaultHoldPeriod),
 				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
 		},
 		"metrics": func() {

@@ -27,16 +27,12 @@ Usage:
   registry project  [flags]   run a projector against REGISTRY_KAFKA_BROKERS and DATABASE_URL
   registry migrate  [flags]   apply database migrations to DATABASE_URL
   registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
-  registry bench    [flags]   load-test a claim API and check its answers (see docs/benchmarks.md)
-  registry baseline [flags]   serve the claim API the classic way (one PostgreSQL transaction per claim), to compare
-  registry compare  [flags]   run the registry and the baseline side by side and report the ratios (see docs/benchmarks.md)
-  registry bench-projector [flags]
-                              fill the claims topic, then time projectors deciding it all (see docs/benchmarks.md)
   registry rebuild  [flags]   rebuild the projection from registrations into a shadow schema; --verify, --swap
   registry replay --from claims [flags]  decide every claim again and compare with registrations (determinism audit)
-  registry generate [flags]   write N realistic claims (and, with --decisions, their decisions) to the topics
 
-Run 'registry <command> -h' for a command's flags.
+Run 'registry <command> -h' for a command's flags. The measurement tools
+(bench, baseline, compare, bench-projector, generate) are a separate
+command: go run ./cmd/registry-bench -h.
 `
 
 func main() {
@@ -49,18 +45,13 @@ func main() {
 }
 
 var commands = map[string]func(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error{
-	"dev":             runDev,
-	"serve":           runServe,
-	"project":         runProject,
-	"migrate":         runMigrate,
-	"rejections":      runRejections,
-	"bench":           runBench,
-	"baseline":        runBaseline,
-	"bench-projector": runBenchProjector,
-	"compare":         runCompare,
-	"rebuild":         runRebuild,
-	"replay":          runReplay,
-	"generate":        runGenerate,
+	"dev":        runDev,
+	"serve":      runServe,
+	"project":    runProject,
+	"migrate":    runMigrate,
+	"rejections": runRejections,
+	"rebuild":    runRebuild,
+	"replay":     runReplay,
 }
 
 var errUsage = errors.New("usage")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"slices"
 	"testing"
 
 	"github.com/usernameregistry/registry/internal/testenv/configtable"
@@ -18,9 +17,6 @@ func TestReadmeConfigurationTable(t *testing.T) {
 	configtable.Unset(t, rows)
 	usage := map[string]string{}
 	for name, run := range commands {
-		if slices.Contains(benchCommands, name) {
-			continue
-		}
 		var out bytes.Buffer
 		if err := run(context.Background(), []string{"-h"}, &out, slog.New(slog.DiscardHandler)); err != errUsage {
 			t.Fatalf("%s -h: %v", name, err)

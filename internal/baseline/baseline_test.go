@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/internal/baseline"
+	"github.com/usernameregistry/registry/internal/httpwire"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 
@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // reply is an answer as the tests read it.
 type reply struct {
 	Code int
-	claims.Answer
+	httpwire.Answer
 }
 
 // setup starts a baseline of the given variant on a fresh database.

@@ -10,10 +10,11 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 )
 
-// The HTTP layer uses the registry's own request parsing, validation and
-// answer writing (package claims), so the load generator cannot tell the
+// The HTTP layer uses the registry's own request parsing and answer
+// writing (internal/httpwire) and validation (package claims), so the load generator cannot tell the
 // two apart except by their speed and by whether they keep their
 // promises. Only the deciding differs: one transaction here, instead of a
 // claim on Kafka decided by the projector.
@@ -28,7 +29,7 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("POST /v1/claims", a.postClaim)
 	mux.HandleFunc("GET /v1/usernames/{username}", a.getUsername)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		claims.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
 	return mux
@@ -38,18 +39,18 @@ func (a *api) routes() http.Handler {
 // user_id, username), so one bad request gets the same answer from both.
 // ?wait is checked and then ignored: the decision is always immediate.
 func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
-	if _, err := claims.ParseWait(r, 0, 0); err != nil {
-		claims.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
+	if _, err := httpwire.ParseWait(r, 0, 0); err != nil {
+		httpwire.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
 		return
 	}
-	req, status, err := claims.ReadRequest(w, r)
+	body, status, err := httpwire.ReadClaim(w, r)
 	if err != nil {
-		claims.WriteError(w, status, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
-	c, err := validate(req)
+	c, err := validate(claims.Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username})
 	if err != nil {
-		claims.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
 		return
 	}
 	v, err := a.store.claim(r.Context(), c)
@@ -82,17 +83,17 @@ func writeVerdict(w http.ResponseWriter, c claim, v verdict) {
 	if v.reason == events.ReasonRequestConflict {
 		d.Detail = "request_id was already used with a different username or user_id"
 	}
-	status, body := claims.AnswerFor(d)
+	status, body := httpwire.AnswerFor(d)
 	if status == http.StatusOK && v.won {
 		status = http.StatusCreated
 	}
-	claims.WriteJSON(w, status, body)
+	httpwire.WriteJSON(w, status, body)
 }
 
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 	name, err := claims.Normalize(r.PathValue("username"))
 	if err != nil {
-		claims.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
+		httpwire.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
 		return
 	}
 	reg, err := a.store.registration(r.Context(), name.Canonical)
@@ -100,9 +101,9 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		a.unavailable(w, err)
 	case reg == nil:
-		claims.WriteJSON(w, http.StatusNotFound, claims.Answer{Canonical: name.Canonical, Status: "unknown"})
+		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{Canonical: name.Canonical, Status: "unknown"})
 	default:
-		claims.WriteJSON(w, http.StatusOK, reg)
+		httpwire.WriteJSON(w, http.StatusOK, reg)
 	}
 }
 
@@ -110,10 +111,10 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.store.pool.Ping(ctx); err != nil {
-		claims.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": "database unreachable: " + err.Error()})
+		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": "database unreachable: " + err.Error()})
 		return
 	}
-	claims.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // unavailable answers a database failure the way the registry does: 503,
@@ -121,5 +122,5 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 func (a *api) unavailable(w http.ResponseWriter, err error) {
 	a.log.Error("database failure", "error", err)
 	w.Header().Set("Retry-After", "2")
-	claims.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable; retry with the same request_id")
+	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable; retry with the same request_id")
 }

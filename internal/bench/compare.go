@@ -20,12 +20,15 @@ import (
 )
 
 // CompareConfig configures a side-by-side run: the registry (`registry
-// dev`) and the classic design (`registry baseline`), each started fresh
-// as a child process of Executable, driven by the same workloads one after
-// the other.
+// dev`, from the Registry binary) and the classic design (`registry-bench
+// baseline`, from the Baseline binary), each started fresh as a child
+// process, driven by the same workloads one after the other.
 type CompareConfig struct {
-	// Executable is the registry binary. Required.
-	Executable string
+	// Registry is the registry binary (cmd/registry). Required.
+	Registry string
+	// Baseline is the binary whose baseline command serves the classic
+	// design (cmd/registry-bench). Required.
+	Baseline string
 	// Dir holds each run's data and server log, in a subdirectory per
 	// system, round and workload. Required; it should be empty.
 	Dir string
@@ -70,8 +73,8 @@ var systems = []string{"registry", "baseline"}
 // freshly started server with empty data, and returns every report. A failed correctness check is returned as an error after the
 // run, with the reports.
 func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
-	if cfg.Executable == "" || cfg.Dir == "" {
-		return nil, errors.New("bench: CompareConfig needs Executable and Dir")
+	if cfg.Registry == "" || cfg.Baseline == "" || cfg.Dir == "" {
+		return nil, errors.New("bench: CompareConfig needs Registry, Baseline and Dir")
 	}
 	if len(cfg.Clients) == 0 {
 		cfg.Clients = []int{1, 16, 64, 256, 1024, 4096}
@@ -168,11 +171,11 @@ func startServer(ctx context.Context, cfg CompareConfig, sys, run string) (*serv
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dir := filepath.Join(cfg.Dir, run)
-	args := []string{"dev", "--data", dir, "--http", addr}
+	exe, args := cfg.Registry, []string{"dev", "--data", dir, "--http", addr}
 	if sys == "baseline" {
-		args = []string{"baseline", "--data", dir, "--reset", "--http", addr}
+		exe, args = cfg.Baseline, []string{"baseline", "--data", dir, "--reset", "--http", addr}
 	}
-	cmd := exec.Command(cfg.Executable, args...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	logf, err := os.Create(dir + ".log")
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 // Config configures a run. The zero value is a closed loop of 16 clients
 // for 10s against http://127.0.0.1:8080, with no warm-up, no hot names and
-// no retries; `registry bench` sets its own flag defaults on top.
+// no retries; `registry-bench bench` sets its own flag defaults on top.
 type Config struct {
 	// URL is the API's base URL. Defaults to http://127.0.0.1:8080.
 	URL string

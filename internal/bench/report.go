@@ -11,7 +11,7 @@ import (
 )
 
 // Report is what a run measured and what the check found. Its JSON form is
-// what `registry bench --json` prints.
+// what `registry-bench bench --json` prints.
 type Report struct {
 	Mode        string  `json:"mode"`              // "closed" or "open"
 	URL         string  `json:"url"`               // the API's base URL

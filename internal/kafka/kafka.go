@@ -72,7 +72,14 @@ var ErrTopicLayout = errors.New("topics unsafe for the registry")
 // the topics actually have, which may differ from partitions when they
 // already existed.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, replication int16) (int32, error) {
-	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	return EnsureTopicsNamed(ctx, adm, events.Topics{}, partitions, replication)
+}
+
+// EnsureTopicsNamed is EnsureTopics for the topics names names (empty
+// names are the defaults).
+func EnsureTopicsNamed(ctx context.Context, adm *kadm.Client, names events.Topics, partitions int32, replication int16) (int32, error) {
+	names = names.WithDefaults()
+	topics := []string{names.Claims, names.Registrations}
 	configs := map[string]*string{}
 	for k, v := range requiredConfigs {
 		configs[k] = &v
@@ -86,13 +93,19 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 			return 0, fmt.Errorf("creating topic %s: %w", r.Topic, r.Err)
 		}
 	}
-	return CheckTopics(ctx, adm)
+	return CheckTopicsNamed(ctx, adm, names)
 }
 
 // CheckTopics verifies the topics' shape without changing anything and
 // returns their partition count.
 func CheckTopics(ctx context.Context, adm *kadm.Client) (int32, error) {
-	topics := []string{events.TopicClaims, events.TopicRegistrations}
+	return CheckTopicsNamed(ctx, adm, events.Topics{})
+}
+
+// CheckTopicsNamed is CheckTopics for the topics names names.
+func CheckTopicsNamed(ctx context.Context, adm *kadm.Client, names events.Topics) (int32, error) {
+	names = names.WithDefaults()
+	topics := []string{names.Claims, names.Registrations}
 	md, err := adm.ListTopics(ctx, topics...)
 	if err != nil {
 		return 0, fmt.Errorf("describing topics: %w", err)
@@ -105,14 +118,14 @@ func CheckTopics(ctx context.Context, adm *kadm.Client) (int32, error) {
 		}
 		counts[t] = int32(len(d.Partitions))
 	}
-	if counts[events.TopicClaims] != counts[events.TopicRegistrations] {
+	if counts[names.Claims] != counts[names.Registrations] {
 		return 0, fmt.Errorf("%w: %s has %d partitions but %s has %d; they must be equal",
-			ErrTopicLayout, events.TopicClaims, counts[events.TopicClaims], events.TopicRegistrations, counts[events.TopicRegistrations])
+			ErrTopicLayout, names.Claims, counts[names.Claims], names.Registrations, counts[names.Registrations])
 	}
 	if err := checkConfigs(ctx, adm, topics); err != nil {
 		return 0, err
 	}
-	return counts[events.TopicClaims], nil
+	return counts[names.Claims], nil
 }
 
 func checkConfigs(ctx context.Context, adm *kadm.Client, topics []string) error {

@@ -1,5 +1,5 @@
-// Package loadgen holds what the load generators (registry bench, the
-// chaos harness, registry generate) share: a ring of recent requests to
+// Package loadgen holds what the load generators (registry-bench bench, the
+// chaos harness, registry-bench generate) share: a ring of recent requests to
 // repeat, and UUIDs drawn from a seeded generator, so a seed gives the
 // same requests every time.
 package loadgen

@@ -16,8 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/httpwire"
 	"github.com/usernameregistry/registry/internal/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // reply is an HTTP answer from the API.
 type reply struct {
 	Code int
-	claims.Answer
+	httpwire.Answer
 	Location   string
 	RetryAfter string
 }

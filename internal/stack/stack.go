@@ -33,6 +33,9 @@ type APIConfig struct {
 	Kafka []kgo.Opt
 	// Pool reads the projection for lookups and retries. Required.
 	Pool *pgxpool.Pool
+	// Topics names the registry's topics. Defaults to events' default
+	// names.
+	Topics events.Topics
 	// MaxWaiters bounds requests waiting for a decision. Defaults to
 	// registrations.ReaderConfig's default.
 	MaxWaiters int
@@ -57,6 +60,8 @@ type API struct {
 	producer *kgo.Client
 	pool     *pgxpool.Pool
 	ui       *ui.UI
+
+	claimsTopic string
 }
 
 // NewAPI builds an API node. Run starts its decisions reader.
@@ -64,8 +69,9 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Topics = cfg.Topics.WithDefaults()
 	producer, err := kgo.NewClient(append(instrumented(cfg.Kafka, cfg.Metrics, "claims-producer"),
-		kgo.DefaultProduceTopic(events.TopicClaims),
+		kgo.DefaultProduceTopic(cfg.Topics.Claims),
 		kgo.ProducerLinger(0), // a waiting request must not wait for a batch to fill
 		// A claim not acknowledged in 10s fails with 503 (retry with the
 		// same request_id) rather than hold the request indefinitely.
@@ -93,13 +99,13 @@ func instrumented(opts []kgo.Opt, reg prometheus.Registerer, role string) []kgo.
 }
 
 func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
-	a := &API{producer: producer, pool: cfg.Pool}
+	a := &API{producer: producer, pool: cfg.Pool, claimsTopic: cfg.Topics.Claims}
 	live, err := ui.New(ui.Config{Stats: a.stats, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
 	reader, err := registrations.NewReader(registrations.ReaderConfig{
-		Kafka: cfg.Kafka, ConsumerOpts: instrumented(nil, cfg.Metrics, "registrations-reader"), MaxWaiters: cfg.MaxWaiters,
+		Kafka: cfg.Kafka, ConsumerOpts: instrumented(nil, cfg.Metrics, "registrations-reader"), MaxWaiters: cfg.MaxWaiters, Topics: cfg.Topics,
 		Observe: live.Observe, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -113,7 +119,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}, func() float64 { return float64(reader.Waiting()) }))
 	}
 	store := projector.NewStore(cfg.Pool)
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Ledger: store, HoldPeriod: cfg.HoldPeriod, Metrics: metrics, Logger: cfg.Logger})
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Topics: cfg.Topics, Ledger: store, HoldPeriod: cfg.HoldPeriod, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +158,7 @@ func (a *API) stats(ctx context.Context) (ui.Stats, error) {
 // Lag is how many claims are written but not yet decided, over all
 // partitions: the claims log end offsets minus the stored next offsets.
 func (a *API) Lag(ctx context.Context) (int64, error) {
-	ends, err := kadm.NewClient(a.producer).ListEndOffsets(ctx, events.TopicClaims)
+	ends, err := kadm.NewClient(a.producer).ListEndOffsets(ctx, a.claimsTopic)
 	if err != nil {
 		return 0, fmt.Errorf("listing claims end offsets: %w", err)
 	}

@@ -95,7 +95,7 @@ func Generate(ctx context.Context, cfg GenerateConfig) (*GenerateReport, error) 
 		return nil, err
 	}
 	defer cl.Close()
-	partitions, err := CheckLog(ctx, kadm.NewClient(cl))
+	partitions, err := CheckLog(ctx, kadm.NewClient(cl), events.Topics{})
 	if err != nil {
 		return nil, err
 	}

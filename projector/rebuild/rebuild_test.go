@@ -336,7 +336,7 @@ func TestGuardsRefuseIncompleteLog(t *testing.T) {
 	e.generate(50, true)
 	adm := kadm.NewClient(e.prod)
 	ctx := context.Background()
-	if _, err := CheckLog(ctx, adm); err != nil {
+	if _, err := CheckLog(ctx, adm, events.Topics{}); err != nil {
 		t.Fatalf("complete log refused: %v", err)
 	}
 	resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("604800000")}}, events.TopicRegistrations)

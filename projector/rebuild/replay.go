@@ -94,11 +94,11 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	}
 	defer sess.close()
 	adm, partitions := sess.adm, sess.partitions
-	claimEnds, err := Ends(ctx, adm, events.TopicClaims)
+	claimEnds, err := Ends(ctx, adm, cfg.Topics.Claims)
 	if err != nil {
 		return nil, err
 	}
-	regEnds, err := Ends(ctx, adm, events.TopicRegistrations)
+	regEnds, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func checkFirstVersions(ctx context.Context, cfg ReplayConfig, ends Offsets) err
 	for p, end := range ends {
 		first[p] = min(end, 1)
 	}
-	return read(ctx, cfg.Kafka, events.TopicClaims, Offsets{}, first, func(_ int32, recs []*kgo.Record) error {
+	return read(ctx, cfg.Kafka, cfg.Topics.Claims, Offsets{}, first, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if c, err := events.DecodeClaim(r); err == nil && c.PolicyVersion != claims.PolicyVersion {
 				return versionError(r, c.PolicyVersion)
@@ -261,12 +261,12 @@ type partitionReplay struct {
 
 func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) error {
 	pr.seed = maphash.MakeSeed()
-	claimsIn, err := openStream(pr.cfg.Kafka, events.TopicClaims, pr.p, claimEnd)
+	claimsIn, err := openStream(pr.cfg.Kafka, pr.cfg.Topics.Claims, pr.p, claimEnd)
 	if err != nil {
 		return err
 	}
 	defer claimsIn.close()
-	if pr.reg, err = openStream(pr.cfg.Kafka, events.TopicRegistrations, pr.p, regEnd); err != nil {
+	if pr.reg, err = openStream(pr.cfg.Kafka, pr.cfg.Topics.Registrations, pr.p, regEnd); err != nil {
 		return err
 	}
 	defer pr.reg.close()

@@ -51,6 +51,9 @@ type Config struct {
 	// Samples is how many examples of each kind of problem or difference
 	// are reported. Defaults to 10.
 	Samples int
+	// Topics names the registry's topics. Defaults to events' default
+	// names.
+	Topics events.Topics
 	// Migrations build the shadow's tables, as they built the live ones.
 	// Defaults to the projection's (projector/migrations); a test that
 	// migrated its live database further passes the same longer list.
@@ -65,6 +68,7 @@ type Config struct {
 // to it: the one place the defaults are written.
 func (c Config) WithDefaults() Config {
 	c.Samples = cmp.Or(c.Samples, 10)
+	c.Topics = c.Topics.WithDefaults()
 	if c.Migrations == nil {
 		c.Migrations = migrations.All()
 	}
@@ -124,7 +128,7 @@ func Build(ctx context.Context, cfg Config) (*BuildReport, error) {
 	}
 	defer sess.close()
 	adm, partitions := sess.adm, sess.partitions
-	ends, err := Ends(ctx, adm, events.TopicRegistrations)
+	ends, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +183,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	l := startLoader(ctx, cfg.Pool, ShadowSchema)
 	ap := &applier{l: l, rep: rep, samples: cfg.Samples, k: newKeyed()}
 	cfg.Progress.Start("reading registrations", ends.Total())
-	err := read(ctx, cfg.Kafka, events.TopicRegistrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
+	err := read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := ap.apply(ctx, r); err != nil {
 				return err
@@ -270,7 +274,7 @@ func open(ctx context.Context, cfg Config) (*session, error) {
 		return nil, err
 	}
 	s := &session{cl: cl, adm: kadm.NewClient(cl), unlock: unlock}
-	if s.partitions, err = CheckLog(ctx, s.adm); err != nil {
+	if s.partitions, err = CheckLog(ctx, s.adm, cfg.Topics); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -313,7 +317,7 @@ func lock(ctx context.Context, pool *pgxpool.Pool) (func(), error) {
 // that is not a repeat ends the walk: it was not decided yet, or its
 // decision is still in the outbox (see Swap).
 func advanceOverCopies(ctx context.Context, cfg Config, adm *kadm.Client, partitions int32, next map[int32]int64) error {
-	ends, err := Ends(ctx, adm, events.TopicClaims)
+	ends, err := Ends(ctx, adm, cfg.Topics.Claims)
 	if err != nil {
 		return err
 	}
@@ -339,7 +343,7 @@ func advanceOverCopies(ctx context.Context, cfg Config, adm *kadm.Client, partit
 func walkCopies(ctx context.Context, cfg Config, p int32, from, end int64, partitions int32) (int64, error) {
 	var n = from
 	stop := errors.New("stop")
-	err := read(ctx, cfg.Kafka, events.TopicClaims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
+	err := read(ctx, cfg.Kafka, cfg.Topics.Claims, Offsets{p: from}, Offsets{p: end}, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			id, user, name := projection.LedgerIdentity(r, int(partitions))
 			var repeat bool

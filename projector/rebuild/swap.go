@@ -90,7 +90,7 @@ func Swap(ctx context.Context, cfg Config) (*SwapReport, error) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if _, err := CheckLog(ctx, adm); err != nil {
+	if _, err := CheckLog(ctx, adm, cfg.Topics); err != nil {
 		return nil, err
 	}
 	rep := &SwapReport{OldSchema: OldSchemaPrefix + strconv.FormatInt(time.Now().Unix(), 10)}
@@ -156,13 +156,13 @@ func catchUp(ctx context.Context, cfg Config, tx pgx.Tx, adm *kadm.Client, rep *
 	if err != nil {
 		return nil, err
 	}
-	ends, err := Ends(ctx, adm, events.TopicRegistrations)
+	ends, err := Ends(ctx, adm, cfg.Topics.Registrations)
 	if err != nil {
 		return nil, err
 	}
 	c := &collector{}
 	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples, k: newKeyed()}
-	err = read(ctx, cfg.Kafka, events.TopicRegistrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
+	err = read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := c.apply(ap, r); err != nil {
 				return err

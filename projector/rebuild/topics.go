@@ -36,15 +36,16 @@ func (o Offsets) Total() int64 {
 // them: the same partition count, cleanup.policy=delete (no compaction),
 // retention.ms=-1 and retention.bytes=-1, and every partition starting at
 // offset 0. It returns the partition count.
-func CheckLog(ctx context.Context, adm *kadm.Client) (int32, error) {
-	n, err := kafka.CheckTopics(ctx, adm)
+func CheckLog(ctx context.Context, adm *kadm.Client, topics events.Topics) (int32, error) {
+	topics = topics.WithDefaults()
+	n, err := kafka.CheckTopicsNamed(ctx, adm, topics)
 	if err != nil {
 		if errors.Is(err, kafka.ErrTopicLayout) {
 			return 0, fmt.Errorf("%w: %w", ErrIncompleteLog, err)
 		}
 		return 0, err
 	}
-	starts, err := adm.ListStartOffsets(ctx, events.TopicClaims, events.TopicRegistrations)
+	starts, err := adm.ListStartOffsets(ctx, topics.Claims, topics.Registrations)
 	if err != nil {
 		return 0, fmt.Errorf("listing the topics' earliest offsets: %w", err)
 	}

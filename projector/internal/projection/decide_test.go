@@ -134,3 +134,28 @@ func TestDecidePoison(t *testing.T) {
 		}
 	}
 }
+
+// TestPositionIDIgnoresTopic: the request_id derived for an unreadable
+// claim depends on its partition and offset only, not on the name of the
+// topic it was read from, so a log replayed from a topic of another name
+// (a registry given other Topics) decides it to the same bytes.
+func TestPositionIDIgnoresTopic(t *testing.T) {
+	t.Parallel()
+	want := uuid.NewSHA1(positionNamespace, []byte("claims/4/17")).String()
+	var values []string
+	for _, topic := range []string{"claims", "other-claims", ""} {
+		r := &kgo.Record{Topic: topic, Partition: 4, Offset: 17, Value: []byte("not json")}
+		in := Parse(r, testPartitions)
+		if in.RequestID != want {
+			t.Errorf("topic %q: request_id %s, want %s", topic, in.RequestID, want)
+		}
+		out, err := Decide(NewState(), &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		values = append(values, string(out.Value))
+	}
+	if values[0] != values[1] || values[1] != values[2] {
+		t.Errorf("decisions differ with the topic's name: %q", values)
+	}
+}

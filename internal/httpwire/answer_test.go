@@ -1,4 +1,4 @@
-package claims
+package httpwire
 
 import (
 	"net/http"

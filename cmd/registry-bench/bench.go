@@ -11,9 +11,9 @@ import (
 	"github.com/usernameregistry/registry/internal/bench"
 )
 
-const benchHelp = `Usage: registry bench [flags]
+const benchHelp = `Usage: registry-bench bench [flags]
 
-Sends claims to a claim API (the registry's, or 'registry baseline') and
+Sends claims to a claim API (the registry's, or 'registry-bench baseline') and
 reports throughput, latency percentiles, answers by status and reason, and
 errors by type. Then it checks every answer: no name (or look-alike) was
 granted to two holders, and no request_id got two different decisions.
@@ -25,7 +25,7 @@ latencies count from when each claim was due, so queueing shows.
 Flags:
 `
 
-// benchFlags are the flags of 'registry bench' that are not bench.Config's.
+// benchFlags are the flags of 'registry-bench bench' that are not bench.Config's.
 type benchFlags struct {
 	json             bool
 	expectDuplicates bool
@@ -47,7 +47,7 @@ func declareBench(fs *flag.FlagSet, cfg *bench.Config, f *benchFlags) {
 	fs.IntVar(&cfg.Conns, "conns", 0, "HTTP connections to the server (0: --clients in a closed loop, 1024 in an open loop)")
 	fs.BoolVar(&cfg.H2C, "h2c", false, "send over cleartext HTTP/2, multiplexing claims on few connections (the registry serves it; the baseline does not)")
 	fs.BoolVar(&f.json, "json", false, "print the report as one JSON object")
-	fs.BoolVar(&f.expectDuplicates, "expect-duplicates", false, "names granted twice do not fail the check (for 'registry baseline --naive')")
+	fs.BoolVar(&f.expectDuplicates, "expect-duplicates", false, "names granted twice do not fail the check (for 'registry-bench baseline --naive')")
 }
 
 func runBench(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {

@@ -16,8 +16,9 @@ import (
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 
-// runAsRegistry makes the test binary act as the registry binary, for
-// tests that start it as a child process (registry compare does).
+// runAsRegistry makes the test binary act as the registry-bench binary,
+// for tests that start it as a child process (compare starts its
+// baseline).
 const runAsRegistry = "REGISTRY_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
@@ -28,14 +29,14 @@ func TestMain(m *testing.M) {
 	testenv.Main(m)
 }
 
-// TestCompareSmoke runs `registry compare` for a moment: the registry
+// TestCompareSmoke runs `registry-bench compare` for a moment: the registry
 // (dev, everything embedded) and the baseline each start as a child
 // process, answer the same workloads, and pass the correctness check. No
 // figure is asserted; docs/benchmarks.md has the real runs.
 func TestCompareSmoke(t *testing.T) {
 	t.Parallel()
 	res, err := bench.Compare(context.Background(), bench.CompareConfig{
-		Executable: os.Args[0], Env: []string{runAsRegistry + "=1"}, Dir: filepath.Join(searchableTempDir(t), "compare"), Clients: []int{4},
+		Registry: registryBinary(t), Baseline: os.Args[0], Env: []string{runAsRegistry + "=1"}, Dir: filepath.Join(searchableTempDir(t), "compare"), Clients: []int{4},
 		Base:   bench.Config{Duration: time.Second, Warmup: 200 * time.Millisecond, Hot: 0.2, HotNames: 10, Retry: 0.1, Wait: 5 * time.Second},
 		Logger: testenv.Logger(t),
 	})
@@ -87,7 +88,7 @@ func TestBenchAgainstBaseline(t *testing.T) {
 	}
 }
 
-// startBaseline runs `registry baseline` in process on a free port until
+// startBaseline runs `registry-bench baseline` in process on a free port until
 // the test ends and returns its URL.
 func startBaseline(t *testing.T, dbURL string, naive bool) string {
 	t.Helper()
@@ -117,7 +118,7 @@ func startBaseline(t *testing.T, dbURL string, naive bool) string {
 	return strings.TrimSpace(strings.TrimPrefix(line, "baseline API listening on "))
 }
 
-// benchReport runs `registry bench --json ...` and decodes its report,
+// benchReport runs `registry-bench bench --json ...` and decodes its report,
 // which is printed whether or not the check held.
 func benchReport(t *testing.T, args ...string) (bench.Report, error) {
 	t.Helper()
@@ -168,4 +169,29 @@ func TestBenchProjectorSmoke(t *testing.T) {
 	if rep.LedgerRows < 1500 || rep.LedgerRows > 2000 || rep.Registered < 1000 || rep.ClaimsPerSecond <= 0 {
 		t.Errorf("drain report %+v", rep)
 	}
+}
+
+// registryBinary builds cmd/registry for tests that run it as a child
+// process (compare runs 'registry dev').
+func registryBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildRegistry(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// searchableTempDir is a temp dir the postgres account can reach when
+// the test runs as root (t.TempDir is private to its owner).
+func searchableTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "registry-bench-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/usernameregistry/registry/internal/bench"
 )
 
-const benchProjectorHelp = `Usage: registry bench-projector --data DIR [flags]
+const benchProjectorHelp = `Usage: registry-bench bench-projector --data DIR [flags]
 
 Measures the projector alone. It starts a fresh embedded broker and a
 durable PostgreSQL in DIR (as 'registry dev' does), fills the claims topic

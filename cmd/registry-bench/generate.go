@@ -10,7 +10,7 @@ import (
 	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
-const generateHelp = `Usage: registry generate --claims N [flags]
+const generateHelp = `Usage: registry-bench generate --claims N [flags]
 
 Writes N realistic claims to the claims topic, for benchmarks and drills:
 unique names, popular names claimed many times (taken, and look-alikes:

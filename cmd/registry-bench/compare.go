@@ -7,22 +7,26 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/usernameregistry/registry/internal/bench"
 )
 
-const compareHelp = `Usage: registry compare --data DIR [flags]
+const compareHelp = `Usage: registry-bench compare --data DIR [flags]
 
-Runs the registry ('registry dev') and the classic design ('registry
+Runs the registry ('registry dev') and the classic design ('registry-bench
 baseline') side by side on this machine: for every run, each is started
 as a child process on fresh, empty data in DIR, and driven by the same
 closed-loop workloads (--clients-list) one after the other, then both by
 an open loop at half the registry's peak. It prints every run, then the registry's figures over the
 baseline's. The exit status is 1 when a correctness check fails. The
-workload flags are those of 'registry bench'; its --url and --clients are
-not used here.
+workload flags are those of 'registry-bench bench'; its --url and
+--clients are not used here. The registry binary is --registry, or, when
+that is empty, cmd/registry built with 'go build' into DIR (run from the
+module root: go run ./cmd/registry-bench compare ...).
 
 Flags:
 `
@@ -31,12 +35,13 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	var c config
 	var cfg bench.CompareConfig
 	var f benchFlags
-	var clients, env string
+	var clients, env, registry string
 	fs := flagSet("compare", &c, stdout)
 	declareBench(fs, &cfg.Base, &f)
 	fs.StringVar(&cfg.Dir, "data", "", "directory for both systems' data (required; use a fresh one)")
 	fs.StringVar(&clients, "clients-list", "1,16,64,256,1024,4096", "closed-loop client counts, comma-separated")
 	fs.IntVar(&cfg.Rounds, "rounds", 1, "repeat everything, alternating the systems")
+	fs.StringVar(&registry, "registry", "", "the registry binary to run as 'registry dev'; empty builds ./cmd/registry into --data")
 	fs.StringVar(&env, "server-env", "", "environment for both servers, comma-separated NAME=value (e.g. GOMEMLIMIT=280MiB)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), compareHelp)
@@ -65,7 +70,12 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
 	}
-	cfg.Executable, cfg.Logger = exe, log
+	if registry == "" {
+		if registry, err = buildRegistry(ctx, cfg.Dir); err != nil {
+			return err
+		}
+	}
+	cfg.Registry, cfg.Baseline, cfg.Logger = registry, exe, log
 	res, err := bench.Compare(ctx, cfg)
 	if res != nil {
 		if f.json {
@@ -80,4 +90,19 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 		return fmt.Errorf("compare: %w", err)
 	}
 	return nil
+}
+
+// buildRegistry builds cmd/registry (the product, as `make build` does)
+// into dir, from the module the working directory is in.
+func buildRegistry(ctx context.Context, dir string) (string, error) {
+	bin, err := filepath.Abs(filepath.Join(dir, "registry"))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, envOr("GO", "go"), "build", "-o", bin, "github.com/usernameregistry/registry/cmd/registry")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the registry (or pass --registry): %w", err)
+	}
+	return bin, nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/usernameregistry/registry/internal/stack"
 )
 
-const baselineHelp = `Usage: registry baseline [flags]
+const baselineHelp = `Usage: registry-bench baseline [flags]
 
 Serves the registry's claim API (POST /v1/claims, GET /v1/usernames/{name})
 the classic way, for benchmarks: one PostgreSQL transaction per claim with
@@ -30,7 +30,7 @@ race the registry exists to prevent. Its tables are prefixed baseline_.
 Flags:
 `
 
-// baselineFlags are the flags of 'registry baseline' besides config's.
+// baselineFlags are the flags of 'registry-bench baseline' besides config's.
 type baselineFlags struct {
 	naive bool
 	reset bool
