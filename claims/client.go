@@ -294,7 +294,7 @@ func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, er
 	return &events.Decision{
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
-		Detail: "request_id was already used with a different command, username or user_id", PolicyVersion: PolicyVersion,
+		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
 		Command: cmd.command,
 	}, nil
 }

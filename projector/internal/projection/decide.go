@@ -154,7 +154,7 @@ func Decide(st *State, in *Claim) (Outcome, error) {
 		if prev.UserID == in.UserID && prev.Username == in.Username && samePayload(prev, in) {
 			return Outcome{Decision: prev.Decision, Value: prev.Value, Copy: true}, nil
 		}
-		d := in.rejection(events.ReasonRequestConflict, "request_id was already used with a different command, username or user_id", "")
+		d := in.rejection(events.ReasonRequestConflict, "request_id was already used with a different username or user_id", "")
 		out, err := encode(d)
 		if err == nil {
 			out.Next, err = next(in, d)
