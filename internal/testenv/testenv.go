@@ -17,18 +17,35 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/usernameregistry/registry/internal/pg"
+	"go.uber.org/goleak"
+
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // Main wraps a package's TestMain: it runs the tests, then stops the
 // private PostgreSQL cluster and terminates the containers, whichever were
-// started.
+// started, and then fails the run if any goroutine a test started is still
+// running (go.uber.org/goleak): every projector, reader, server and client
+// a test starts must be stopped by the time it ends.
 func Main(m *testing.M) {
 	code := m.Run()
 	shared.stop()
 	sharedKafka.stop()
+	if code == 0 {
+		if err := goleak.Find(LeakOptions()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left running after the tests: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
+}
+
+// LeakOptions are the goroutines goleak may find still running after a
+// package's tests, for packages that call goleak themselves: none but
+// the runtime's own.
+func LeakOptions() []goleak.Option {
+	return nil
 }
 
 // T is the part of testing.TB the helpers use, so that an Example (which
