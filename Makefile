@@ -14,9 +14,11 @@ run: ## run the whole registry embedded: go run ./cmd/registry dev
 test: ## run every test with the race detector: go test -race ./...
 	$(GO) test -race ./...
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and go mod tidy leaving nothing to change
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags failpoints,chaosbug ./cmd/registry ./projector
+	$(GO) mod tidy -diff
 
 fuzz: ## fuzz the username policy for a fixed number of runs (FUZZRUNS=2000000x)
 	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=$(or $(FUZZRUNS),2000000x) ./claims/

@@ -22,7 +22,8 @@ func start(t *testing.T, maxWaiters int) (*Reader, *kgo.Client) {
 	brokers, prod := testenv.Topics(t, 3)
 	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	ran := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-ran })             // the reader has stopped before the test ends
 	publish(t, prod, "old", events.OutcomeRegistered) // before the reader: must never be delivered
 	r, err := NewReader(ReaderConfig{Kafka: opts, MaxWaiters: maxWaiters, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -31,7 +32,7 @@ func start(t *testing.T, maxWaiters int) (*Reader, *kgo.Client) {
 	if _, _, err := r.Subscribe("x"); !errors.Is(err, ErrNotPositioned) {
 		t.Fatalf("Subscribe before Run: %v, want ErrNotPositioned", err)
 	}
-	go r.Run(ctx)
+	go func() { defer close(ran); r.Run(ctx) }() //nolint:errcheck // a stopped reader's error is not the test's subject
 	select {
 	case <-r.Positioned():
 	case <-time.After(10 * time.Second):

@@ -48,7 +48,7 @@ func declareBaseline(fs *flag.FlagSet, c *config, f *baselineFlags) {
 func runBaseline(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	var f baselineFlags
-	fs := flagSet("baseline", &c, stdout, "db-conns")
+	fs := flagSet("baseline", &c, stdout, "db-conns", "postgres")
 	declareBaseline(fs, &c, &f)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), baselineHelp)
@@ -60,7 +60,7 @@ func runBaseline(ctx context.Context, args []string, stdout io.Writer, log *slog
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
 		var err error
-		if cluster, err = startBaselinePostgres(ctx, c.dataDir, log); err != nil {
+		if cluster, err = startBaselinePostgres(ctx, c.dataDir, c.postgres, log); err != nil {
 			return err
 		}
 		defer stopDevPostgres(cluster, log)
@@ -71,7 +71,7 @@ func runBaseline(ctx context.Context, args []string, stdout io.Writer, log *slog
 
 // startBaselinePostgres starts a private cluster the way dev does, in its
 // own directory so the baseline's data never mixes with dev's.
-func startBaselinePostgres(ctx context.Context, dataDir string, log *slog.Logger) (*pglaunch.Cluster, error) {
+func startBaselinePostgres(ctx context.Context, dataDir string, bins pglaunch.Binaries, log *slog.Logger) (*pglaunch.Cluster, error) {
 	dir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func startBaselinePostgres(ctx context.Context, dataDir string, log *slog.Logger
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	return startDevPostgres(ctx, dir, log)
+	return startDevPostgres(ctx, dir, bins, log)
 }
 
 func serveBaseline(ctx context.Context, c *config, cfg baseline.Config, cluster *pglaunch.Cluster, stdout io.Writer) error {

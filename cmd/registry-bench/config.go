@@ -13,13 +13,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
 // This is cmd/registry's config.go cut down to the settings the tools
 // share with the registry (brokers and their security, partitions,
-// replication, the database, pool size, pprof). The README's configuration
-// table lists both binaries' flags, and TestReadmeConfigurationTable in
-// each checks its own against it, so the two cannot drift apart unseen.
+// replication, the database, pool size, PostgreSQL binaries, pprof). The
+// README's configuration table lists both binaries' flags, and
+// TestReadmeConfigurationTable in each checks its own against it, so the
+// two cannot drift apart unseen.
 //
 // Environment variables are read in cmd only. Each setting has a flag
 // whose default comes from its variable, except REGISTRY_LOG_LEVEL, which
@@ -63,15 +65,16 @@ func (c *config) envDuration(key string, def time.Duration) time.Duration {
 
 // config is every setting a subcommand may use.
 type config struct {
-	brokers     string         // REGISTRY_KAFKA_BROKERS
-	databaseURL string         // DATABASE_URL; empty means the PG* variables
-	httpAddr    string         // REGISTRY_HTTP_ADDR
-	partitions  int            // REGISTRY_PARTITIONS
-	replication int            // REGISTRY_REPLICATION_FACTOR
-	dbConns     int            // REGISTRY_DB_MAX_CONNS
-	security    kafka.Security // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
-	dataDir     string         // dev only
-	pprofAddr   string         // REGISTRY_PPROF_ADDR
+	brokers     string            // REGISTRY_KAFKA_BROKERS
+	databaseURL string            // DATABASE_URL; empty means the PG* variables
+	httpAddr    string            // REGISTRY_HTTP_ADDR
+	partitions  int               // REGISTRY_PARTITIONS
+	replication int               // REGISTRY_REPLICATION_FACTOR
+	dbConns     int               // REGISTRY_DB_MAX_CONNS
+	security    kafka.Security    // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
+	dataDir     string            // dev only
+	pprofAddr   string            // REGISTRY_PPROF_ADDR
+	postgres    pglaunch.Binaries // REGISTRY_POSTGRES*, baseline only
 
 	envErrs []error // malformed environment variables
 }
@@ -113,6 +116,16 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"db-conns": func() {
 			fs.IntVar(&c.dbConns, "db-conns", c.envInt("REGISTRY_DB_MAX_CONNS", 20), "PostgreSQL pool size per process (REGISTRY_DB_MAX_CONNS)")
 		},
+		"postgres": func() {
+			fs.Func("postgres", "server binaries for the private PostgreSQL: system, download (the pinned build, cached after the first run) or auto, the machine's if it has any (REGISTRY_POSTGRES; default auto)", func(s string) error {
+				var err error
+				c.postgres.Source, err = pglaunch.ParseSource(s)
+				return err
+			})
+			c.postgres.Source = pglaunch.Source(os.Getenv("REGISTRY_POSTGRES")) // checked in parse
+			fs.StringVar(&c.postgres.Mirror, "postgres-mirror", os.Getenv("REGISTRY_POSTGRES_MIRROR"), "Maven repository to download the pinned PostgreSQL build from; empty is Maven Central (REGISTRY_POSTGRES_MIRROR)")
+			fs.StringVar(&c.postgres.CacheDir, "postgres-cache", os.Getenv("REGISTRY_POSTGRES_CACHE"), "directory caching the downloaded PostgreSQL build; empty is the user's cache directory (REGISTRY_POSTGRES_CACHE)")
+		},
 		"pprof": func() {
 			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
 		},
@@ -138,6 +151,13 @@ func parse(fs *flag.FlagSet, args []string, c *config) error {
 	}
 	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
 		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
+	}
+	if fs.Lookup("postgres") != nil {
+		src, err := pglaunch.ParseSource(string(c.postgres.Source))
+		if err != nil {
+			return fmt.Errorf("REGISTRY_POSTGRES: %w", err)
+		}
+		c.postgres.Source = src
 	}
 	return nil
 }

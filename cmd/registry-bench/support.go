@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
@@ -22,9 +25,14 @@ const devDatabase = "registry"
 
 // startDevPostgres starts a durable private cluster under dir and creates
 // devDatabase in it, as `registry dev` does.
-func startDevPostgres(ctx context.Context, dir string, log *slog.Logger) (*pglaunch.Cluster, error) {
-	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log})
-	if err != nil {
+func startDevPostgres(ctx context.Context, dir string, bins pglaunch.Binaries, log *slog.Logger) (*pglaunch.Cluster, error) {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bins.Progress = os.Stderr
+	}
+	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log, Binaries: bins})
+	if errors.Is(err, pglaunch.ErrNoBinaries) {
+		return nil, fmt.Errorf("starting embedded PostgreSQL: %w", err) // says the ways out itself
+	} else if err != nil {
 		return nil, fmt.Errorf("starting embedded PostgreSQL (to use an existing server instead, set DATABASE_URL or --database): %w", err)
 	}
 	if err := createDatabase(ctx, cluster.URL("postgres"), devDatabase); err != nil {

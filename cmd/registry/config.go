@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/registrations"
 )
@@ -74,6 +75,7 @@ type config struct {
 	security    kafka.Security     // REGISTRY_KAFKA_TLS*, REGISTRY_KAFKA_SASL_*
 	dataDir     string             // dev only
 	pprofAddr   string             // REGISTRY_PPROF_ADDR
+	postgres    pglaunch.Binaries  // REGISTRY_POSTGRES*, dev only
 	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
 
 	envErrs []error // malformed environment variables
@@ -135,6 +137,16 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"data": func() {
 			fs.StringVar(&c.dataDir, "data", "./.registry", "directory for the embedded broker's and PostgreSQL's data")
 		},
+		"postgres": func() {
+			fs.Func("postgres", "server binaries for the private PostgreSQL: system, download (the pinned build, cached after the first run) or auto, the machine's if it has any (REGISTRY_POSTGRES; default auto)", func(s string) error {
+				var err error
+				c.postgres.Source, err = pglaunch.ParseSource(s)
+				return err
+			})
+			c.postgres.Source = pglaunch.Source(os.Getenv("REGISTRY_POSTGRES")) // checked in parse
+			fs.StringVar(&c.postgres.Mirror, "postgres-mirror", os.Getenv("REGISTRY_POSTGRES_MIRROR"), "Maven repository to download the pinned PostgreSQL build from; empty is Maven Central (REGISTRY_POSTGRES_MIRROR)")
+			fs.StringVar(&c.postgres.CacheDir, "postgres-cache", os.Getenv("REGISTRY_POSTGRES_CACHE"), "directory caching the downloaded PostgreSQL build; empty is the user's cache directory (REGISTRY_POSTGRES_CACHE)")
+		},
 		"pprof": func() {
 			fs.StringVar(&c.pprofAddr, "pprof", os.Getenv("REGISTRY_PPROF_ADDR"), "address serving Go's /debug/pprof/ profiles; empty serves none (REGISTRY_PPROF_ADDR)")
 		},
@@ -172,6 +184,13 @@ func parse(fs *flag.FlagSet, args []string, c *config) error {
 	}
 	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
 		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
+	}
+	if fs.Lookup("postgres") != nil {
+		src, err := pglaunch.ParseSource(string(c.postgres.Source))
+		if err != nil {
+			return fmt.Errorf("REGISTRY_POSTGRES: %w", err)
+		}
+		c.postgres.Source = src
 	}
 	if fs.Lookup("max-waiters") != nil && c.maxWaiters < 1 {
 		return fmt.Errorf("--max-waiters must be at least 1, got %d", c.maxWaiters)

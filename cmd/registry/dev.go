@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
@@ -22,7 +23,7 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "pprof", "hold")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
-		if cluster, err = startDevPostgres(ctx, dir, log); err != nil {
+		if cluster, err = startDevPostgres(ctx, dir, c.postgres, log); err != nil {
 			return err
 		}
 		defer stopDevPostgres(cluster, log)
@@ -79,9 +80,17 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 	return g.Wait()
 }
 
-func startDevPostgres(ctx context.Context, dir string, log *slog.Logger) (*pglaunch.Cluster, error) {
-	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log})
-	if err != nil {
+// startDevPostgres starts the durable private cluster in dir/postgres,
+// from the server binaries bins picks (downloading the pinned build on a
+// machine without any, with a progress bar when stderr is a terminal).
+func startDevPostgres(ctx context.Context, dir string, bins pglaunch.Binaries, log *slog.Logger) (*pglaunch.Cluster, error) {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		bins.Progress = os.Stderr
+	}
+	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log, Binaries: bins})
+	if errors.Is(err, pglaunch.ErrNoBinaries) {
+		return nil, fmt.Errorf("starting embedded PostgreSQL: %w", err) // says the ways out itself
+	} else if err != nil {
 		return nil, fmt.Errorf("starting embedded PostgreSQL (to use an existing server instead, set DATABASE_URL or --database): %w", err)
 	}
 	if err := createDatabase(ctx, cluster.URL("postgres"), devDatabase); err != nil {

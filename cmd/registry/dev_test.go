@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,12 +24,7 @@ import (
 // comes up ready, takes a claim, stops cleanly (PostgreSQL included), and
 // after a restart on the same data directory still knows the name.
 func TestDevPersistsAcrossRestarts(t *testing.T) {
-	if _, err := pglaunch.FindBinDir(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	requirePostgres(t)
 	dir := filepath.Join(searchableTempDir(t), "data")
 	user := uuid.NewString()
 
@@ -41,12 +38,73 @@ func TestDevPersistsAcrossRestarts(t *testing.T) {
 		t.Fatalf("PostgreSQL still running after dev stopped: postmaster.pid holds %q", strings.SplitN(string(pid), "\n", 2)[0])
 	}
 
-	url, stop = startDev(t, dir)
+	// A dead mirror: when the first start used the downloaded build, the
+	// second must take it from the cache without the network.
+	url, stop = startDev(t, dir, "--postgres-mirror", deadMirror(t))
 	defer stop()
 	var held map[string]any
 	getJSON(t, url+"/v1/usernames/ZOË", &held)
 	if held["user_id"] != user || held["canonical"] != "zoë" {
 		t.Fatalf("after restart: %v", held)
+	}
+}
+
+// requirePostgres makes sure dev will find PostgreSQL server binaries,
+// the way dev itself looks (REGISTRY_POSTGRES and its mirror and cache),
+// downloading the pinned build if that is the way. It skips the test when
+// there are none, or fails it under CI.
+func requirePostgres(t *testing.T) {
+	t.Helper()
+	src, err := pglaunch.ParseSource(os.Getenv("REGISTRY_POSTGRES"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	b := pglaunch.Binaries{Source: src, Mirror: os.Getenv("REGISTRY_POSTGRES_MIRROR"), CacheDir: os.Getenv("REGISTRY_POSTGRES_CACHE")}
+	if _, err := b.Dir(ctx); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+// deadMirror is a mirror URL on a closed port.
+func deadMirror(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String() + "/maven2"
+}
+
+// On a machine without server binaries and without network, dev stops
+// with what it tried and the two ways out.
+func TestDevWithoutPostgresSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	dead := deadMirror(t)
+	err := runDev(t.Context(), []string{
+		"--data", filepath.Join(t.TempDir(), "data"), "--http", "127.0.0.1:0", "--database", "",
+		"--postgres", "download", "--postgres-mirror", dead, "--postgres-cache", t.TempDir(),
+	}, io.Discard, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, pglaunch.ErrNoBinaries) {
+		t.Fatalf("want ErrNoBinaries, got %v", err)
+	}
+	for _, want := range []string{dead + "/io/zonky/test/postgres/", "connection refused", "apt-get install postgresql", "DATABASE_URL"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestDevRefusesUnknownPostgresSource(t *testing.T) {
+	t.Parallel()
+	err := runDev(t.Context(), []string{"--data", t.TempDir(), "--postgres", "docker"}, io.Discard, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "auto, system, download") {
+		t.Fatalf("want a refusal naming the choices, got %v", err)
 	}
 }
 
@@ -66,13 +124,13 @@ func searchableTempDir(t *testing.T) string {
 
 // startDev runs `registry dev` in process until stop is called and
 // returns its API URL once /readyz answers 200.
-func startDev(t *testing.T, dir string) (url string, stop func()) {
+func startDev(t *testing.T, dir string, extra ...string) (url string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- runDev(ctx, []string{"--data", dir, "--http", "127.0.0.1:0"}, pw, slog.New(slog.DiscardHandler))
+		done <- runDev(ctx, append([]string{"--data", dir, "--http", "127.0.0.1:0"}, extra...), pw, slog.New(slog.DiscardHandler))
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

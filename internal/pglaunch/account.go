@@ -15,6 +15,13 @@ import (
 // RHEL packages both create it.
 const serverUser = "postgres"
 
+// fallbackUser is the account used as root when serverUser does not exist:
+// every Linux and macOS system has it, so a bare machine (a fresh container
+// with Go and nothing else) can start the private cluster without anyone
+// creating an account first. It owns only the private cluster's data
+// directory, which is what PostgreSQL needs.
+const fallbackUser = "nobody"
+
 // account is the unprivileged OS user that initdb and postgres run as when
 // the caller is root. A nil *account means "run as the current user", which
 // keeps the non-root path free of special cases.
@@ -31,9 +38,20 @@ func serverAccount() (*account, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := user.Lookup(serverUser)
+	return pickAccount(user.Lookup)
+}
+
+// pickAccount returns serverUser's account, or fallbackUser's when the
+// machine has no serverUser; lookup is user.Lookup outside tests.
+func pickAccount(lookup func(string) (*user.User, error)) (*account, error) {
+	u, err := lookup(serverUser)
 	if err != nil {
-		return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to; looking up the %q user to run it as: %w", serverUser, err)
+		var errFallback error
+		if u, errFallback = lookup(fallbackUser); errFallback != nil {
+			return nil, fmt.Errorf("pglaunch: running as root, and PostgreSQL refuses to, so it runs as the %q account, or else %q; looking them up: %w, %w "+
+				"(create one with `useradd --system %s`, run as an ordinary user, or set DATABASE_URL to use an existing server)",
+				serverUser, fallbackUser, err, errFallback, serverUser)
+		}
 	}
 	return newAccount(u)
 }
@@ -111,7 +129,8 @@ func (a *account) chownTree(root string) error {
 // checkTraversable verifies that the account can reach dir, by checking
 // every directory from dir up to /. Without this the failure shows up later
 // as an opaque "permission denied" from initdb or from chdir in the child.
-func (a *account) checkTraversable(dir string) error {
+// what names dir in the advice ("the data directory").
+func (a *account) checkTraversable(dir, what string) error {
 	if a == nil {
 		return nil
 	}
@@ -122,8 +141,8 @@ func (a *account) checkTraversable(dir string) error {
 		}
 		if !a.canSearch(fi) {
 			return fmt.Errorf("pglaunch: user %q (which PostgreSQL runs as, because we are root) cannot traverse %s (mode %s); "+
-				"make every parent of the data directory searchable, e.g. `chmod o+x %s`, or use a directory elsewhere",
-				a.name, d, fi.Mode().Perm(), d)
+				"make every parent of %s searchable, e.g. `chmod o+x %s`, or use a directory elsewhere",
+				a.name, d, fi.Mode().Perm(), what, d)
 		}
 		if d == filepath.Dir(d) {
 			return nil

@@ -45,9 +45,13 @@ type Config struct {
 	// Logger receives lifecycle messages; it defaults to slog.Default().
 	// The server's own output goes to Dir/log/postgres.log, not here.
 	Logger *slog.Logger
-	// BinDir is the directory holding initdb and postgres; empty means
-	// FindBinDir().
+	// BinDir is the directory holding initdb and postgres. Empty means
+	// the directory Binaries gives.
 	BinDir string
+	// Binaries says where the server binaries come from when BinDir is
+	// empty: the machine's, or the pinned build downloaded into a cache.
+	// Its zero value takes the machine's when there are any.
+	Binaries Binaries
 }
 
 // withDefaults validates cfg and fills in defaults. Dir is made absolute
@@ -67,10 +71,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.BinDir == "" {
-		if cfg.BinDir, err = FindBinDir(); err != nil {
-			return cfg, err
-		}
+	if cfg.Binaries.Logger == nil {
+		cfg.Binaries.Logger = cfg.Logger
 	}
 	return cfg, nil
 }
@@ -96,8 +98,9 @@ type Cluster struct {
 
 // Start starts a private PostgreSQL server on cfg.Dir, running initdb first
 // if the directory holds no cluster, and returns once the server accepts
-// connections. ctx bounds the startup only; the server keeps running until
-// Stop is called or the calling process exits.
+// connections. ctx bounds the startup only (a download of the server
+// binaries included); the server keeps running until Stop is called or the
+// calling process exits.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -105,6 +108,14 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	acct, err := serverAccount()
 	if err != nil {
+		return nil, err
+	}
+	if cfg.BinDir == "" {
+		if cfg.BinDir, err = cfg.Binaries.Dir(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := acct.checkTraversable(cfg.BinDir, "the server binaries"); err != nil {
 		return nil, err
 	}
 	if err := prepareDataDir(cfg.Dir, acct); err != nil {

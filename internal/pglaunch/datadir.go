@@ -41,7 +41,7 @@ func prepareDataDir(dir string, acct *account) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("pglaunch: data directory %s is not a directory", dir)
 	}
-	if err := acct.checkTraversable(filepath.Dir(dir)); err != nil {
+	if err := acct.checkTraversable(filepath.Dir(dir), "the data directory"); err != nil {
 		return err
 	}
 	if hasCluster(dir) {

@@ -1,5 +1,13 @@
 // Package pglaunch starts a private PostgreSQL cluster from the machine's
-// PostgreSQL server binaries.
+// PostgreSQL server binaries, or from a pinned PostgreSQL build that it
+// downloads, verifies and caches when the machine has none.
+//
+// [Binaries] picks the binaries: the machine's ([FindBinDir]: PATH, then the
+// distributions' versioned directories), or Zonky's build of PostgreSQL
+// [PinnedVersion] for this OS and architecture, fetched once from Maven
+// Central or a mirror, checked against the SHA-256 kept in this package
+// before it is unpacked, and unpacked into a per-user cache that later
+// starts use without the network.
 //
 // It exists so that `registry dev` and test helpers can get a real database
 // without Docker or a system-wide service: [Start] runs initdb on a fresh data

@@ -19,11 +19,14 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// binDir returns the server binaries, skipping the test when there are
+// binDir returns the server binaries as `registry dev` would find them
+// (the machine's, or the pinned build), skipping the test when there are
 // none, except under CI where a missing binary is a broken environment.
 func binDir(t *testing.T) string {
 	t.Helper()
-	dir, err := FindBinDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	dir, err := testBinaries(t).Dir(ctx)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("CI=true and no PostgreSQL server binaries: %v", err)
@@ -284,7 +287,7 @@ func TestDirVersion(t *testing.T) {
 // process.
 func TestServerDiesWithParent(t *testing.T) {
 	if dir := os.Getenv("PGLAUNCH_HELPER_DIR"); dir != "" {
-		runHelper(dir)
+		runHelper(dir, os.Getenv("PGLAUNCH_HELPER_BIN"))
 		return
 	}
 	if runtime.GOOS != "linux" {
@@ -292,10 +295,10 @@ func TestServerDiesWithParent(t *testing.T) {
 	}
 	t.Parallel()
 	dir := filepath.Join(baseDir(t), "data")
-	binDir(t)
+	bin := binDir(t)
 
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestServerDiesWithParent$")
-	cmd.Env = append(os.Environ(), "PGLAUNCH_HELPER_DIR="+dir)
+	cmd.Env = append(os.Environ(), "PGLAUNCH_HELPER_DIR="+dir, "PGLAUNCH_HELPER_BIN="+bin)
 	cmd.Stderr = t.Output()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -324,8 +327,8 @@ func TestServerDiesWithParent(t *testing.T) {
 }
 
 // runHelper starts a cluster, reports the server pid and waits to be killed.
-func runHelper(dir string) {
-	c, err := Start(context.Background(), Config{Dir: dir})
+func runHelper(dir, bin string) {
+	c, err := Start(context.Background(), Config{Dir: dir, BinDir: bin})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -14,7 +14,14 @@
 //     testcontainers' reaper (Ryuk) removes them if the binary dies first.
 //  3. Otherwise the local path: PostgreSQL from a private cluster that the
 //     test binary starts once (internal/pglaunch, the launcher `registry
-//     dev` uses), Kafka from an in-process kfake broker per test.
+//     dev` uses), Kafka from an in-process kfake broker per test. The
+//     cluster's server binaries are found the way `registry dev` finds
+//     them, from the same variables: REGISTRY_POSTGRES (auto, the default:
+//     the machine's binaries, else the pinned build; system; download),
+//     REGISTRY_POSTGRES_MIRROR and REGISTRY_POSTGRES_CACHE. So a machine
+//     without PostgreSQL runs every PostgreSQL test on the downloaded
+//     build rather than skipping them; a value of REGISTRY_POSTGRES that
+//     does not parse fails the tests that need PostgreSQL.
 //
 // REGISTRY_TEST_DOCKER=1 without a reachable engine is not an error, under
 // CI=true or not: the binary prints one line on stderr saying so and why,

@@ -17,18 +17,35 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 
 	"github.com/usernameregistry/registry/internal/pg"
+	"go.uber.org/goleak"
+
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector/migrations"
 )
 
 // Main wraps a package's TestMain: it runs the tests, then stops the
 // private PostgreSQL cluster and terminates the containers, whichever were
-// started.
+// started, and then fails the run if any goroutine a test started is still
+// running (go.uber.org/goleak): every projector, reader, server and client
+// a test starts must be stopped by the time it ends.
 func Main(m *testing.M) {
 	code := m.Run()
 	shared.stop()
 	sharedKafka.stop()
+	if code == 0 {
+		if err := goleak.Find(LeakOptions()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left running after the tests: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
+}
+
+// LeakOptions are the goroutines goleak may find still running after a
+// package's tests, for packages that call goleak themselves: none but
+// the runtime's own.
+func LeakOptions() []goleak.Option {
+	return nil
 }
 
 // T is the part of testing.TB the helpers use, so that an Example (which
@@ -68,12 +85,15 @@ func unavailable(t T, format string, args ...any) {
 }
 
 type server struct {
-	once      sync.Once
-	url       string // base URL; the database name is replaced per test
-	err       error
-	cluster   *pglaunch.Cluster
-	dir       string
-	container testcontainers.Container // under REGISTRY_TEST_DOCKER=1
+	once sync.Once
+	url  string // base URL; the database name is replaced per test
+	err  error
+	// misconfigured marks an err that a variable's value caused: a
+	// mistake to fix, so it fails the test even outside CI.
+	misconfigured bool
+	cluster       *pglaunch.Cluster
+	dir           string
+	container     testcontainers.Container // under REGISTRY_TEST_DOCKER=1
 }
 
 var (
@@ -99,12 +119,40 @@ func (s *server) start() {
 	if s.err = os.Chmod(s.dir, 0o755); s.err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	bins, err := binaries()
+	if err != nil {
+		s.err, s.misconfigured = err, true
+		return
+	}
+	// A first download of the pinned build can take minutes on a slow line.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s.cluster, s.err = pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(s.dir, "data")})
+	binDir, err := bins.Dir(ctx)
+	if err != nil {
+		s.err = fmt.Errorf("%w (for the tests, TEST_DATABASE_URL names an existing server)", err)
+		return
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s.cluster, s.err = pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(s.dir, "data"), BinDir: binDir})
 	if s.err == nil {
 		s.url = s.cluster.URL("postgres")
 	}
+}
+
+// binaries is where the private cluster's server binaries come from: the
+// variables `registry dev` reads (REGISTRY_POSTGRES, REGISTRY_POSTGRES_MIRROR,
+// REGISTRY_POSTGRES_CACHE), so the tests find or download them the same way.
+func binaries() (pglaunch.Binaries, error) {
+	src, err := pglaunch.ParseSource(os.Getenv("REGISTRY_POSTGRES"))
+	if err != nil {
+		return pglaunch.Binaries{}, fmt.Errorf("REGISTRY_POSTGRES: %w", err)
+	}
+	return pglaunch.Binaries{
+		Source:   src,
+		Mirror:   os.Getenv("REGISTRY_POSTGRES_MIRROR"),
+		CacheDir: os.Getenv("REGISTRY_POSTGRES_CACHE"),
+	}, nil
 }
 
 func (s *server) stop() {
@@ -124,6 +172,9 @@ func (s *server) stop() {
 func Database(t T) (*pgxpool.Pool, string) {
 	t.Helper()
 	shared.once.Do(shared.start)
+	if shared.misconfigured {
+		t.Fatalf("PostgreSQL: %v", shared.err)
+	}
 	if shared.err != nil {
 		unavailable(t, "PostgreSQL: %v", shared.err)
 	}
