@@ -64,6 +64,13 @@ func BenchmarkRenameLatency(b *testing.B) {
 // until everything (including the renames' steps 2 and 3, which it writes
 // itself) is decided and published.
 func BenchmarkDrainMix(b *testing.B) {
+	b.Run("mix", func(b *testing.B) { drain(b, true) })
+	b.Run("claims-only", func(b *testing.B) { drain(b, false) })
+}
+
+// drain is BenchmarkDrainMix with the mix, or with only claims (the same
+// number of records) for comparison on the same machine and harness.
+func drain(b *testing.B, mix bool) {
 	for range b.N {
 		r := stacktest.Start(b, stacktest.Options{Partitions: 12})
 		cl, err := kgo.NewClient(append(r.Kafka, kgo.ProducerLinger(5*time.Millisecond))...)
@@ -92,6 +99,12 @@ func BenchmarkDrainMix(b *testing.B) {
 		for g := range groups {
 			u := uuid.NewString()
 			name := func(i int) string { return fmt.Sprintf("d%s-%d-%d", tag, g, i) }
+			if !mix {
+				for i := range 12 {
+					add(events.TypeClaimSubmitted, u, name(i), nil)
+				}
+				continue
+			}
 			for i := range 6 {
 				add(events.TypeClaimSubmitted, u, name(i), nil)
 			}
