@@ -10,7 +10,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/registrations"
 )

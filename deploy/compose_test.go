@@ -816,7 +816,7 @@ var metricRegistration = regexp.MustCompile(`Name:\s*"(registry_[a-z0-9_]+)"`)
 func exportedMetrics(t *testing.T) func(string) bool {
 	t.Helper()
 	names := map[string]bool{}
-	for _, f := range []string{"claims/metrics.go", "projector/metrics.go", "internal/stack/stack.go"} {
+	for _, f := range []string{"claims/metrics.go", "projector/metrics.go", "internal/app/stack/stack.go"} {
 		src, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)

@@ -17,9 +17,9 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/chaos"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/internal/tools/chaos"
 	"github.com/usernameregistry/registry/projector"
 )
 

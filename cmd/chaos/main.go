@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/chaos"
+	"github.com/usernameregistry/registry/internal/tools/chaos"
 )
 
 func main() {

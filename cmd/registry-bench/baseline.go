@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/usernameregistry/registry/internal/baseline"
+	"github.com/usernameregistry/registry/internal/app/stack"
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/pglaunch"
-	"github.com/usernameregistry/registry/internal/stack"
+	"github.com/usernameregistry/registry/internal/tools/baseline"
 )
 
 const baselineHelp = `Usage: registry-bench baseline [flags]

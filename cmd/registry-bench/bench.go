@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/bench"
+	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
 const benchHelp = `Usage: registry-bench bench [flags]

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/bench"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
 // runAsRegistry makes the test binary act as the registry-bench binary,

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/usernameregistry/registry/internal/bench"
+	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
 const benchProjectorHelp = `Usage: registry-bench bench-projector --data DIR [flags]

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/usernameregistry/registry/internal/bench"
+	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
 const compareHelp = `Usage: registry-bench compare --data DIR [flags]

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/usernameregistry/registry/projector/rebuild"
+	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
 
 const generateHelp = `Usage: registry-bench generate --claims N [flags]
@@ -30,7 +30,7 @@ Flags:
 
 func runGenerate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	var cfg rebuild.GenerateConfig
+	var cfg loadgen.GenerateConfig
 	def := cfg.WithDefaults()
 	fs := flagSet("generate", &c, stdout, "brokers", "partitions", "replication")
 	fs.IntVar(&cfg.Claims, "claims", 0, "how many claims records to write (required)")
@@ -55,7 +55,7 @@ func runGenerate(ctx context.Context, args []string, stdout io.Writer, log *slog
 	}
 	cfg.Kafka, cfg.Progress = opts, newProgress(log)
 	start := time.Now()
-	rep, err := rebuild.Generate(ctx, cfg)
+	rep, err := loadgen.Generate(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("generating: %w", err)
 	}

@@ -16,9 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/usernameregistry/registry/internal/app/stack"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
-	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/projector/migrations"
 )

@@ -1,6 +1,6 @@
 // Command registry runs the username registry. One binary, thin:
 // subcommands parse flags and environment into config and wire the
-// packages together (see internal/stack).
+// packages together (see internal/app/stack).
 //
 //	registry dev       everything embedded: broker, PostgreSQL, projector, API
 //	registry serve     the HTTP API only

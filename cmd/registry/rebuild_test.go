@@ -9,7 +9,7 @@ import (
 
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
-	"github.com/usernameregistry/registry/projector/rebuild"
+	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
 
 // TestRebuildAndReplayCommands drives the commands as an operator would
@@ -30,7 +30,7 @@ func TestRebuildAndReplayCommands(t *testing.T) {
 
 	// The claims and their decisions, as `registry-bench generate` writes
 	// them (that command is a tool, not part of this binary).
-	gen, err := rebuild.Generate(context.Background(), rebuild.GenerateConfig{Kafka: kafka.ClientOptions(brokers, testenv.Logger(t)),
+	gen, err := loadgen.Generate(context.Background(), loadgen.GenerateConfig{Kafka: kafka.ClientOptions(brokers, testenv.Logger(t)),
 		Claims: 2000, Decisions: true, Seed: 7})
 	if err != nil || gen.Claims != 2000 || gen.Decisions != 2000 {
 		t.Fatalf("generate: %v %+v", err, gen)

@@ -1,4 +1,4 @@
-package rebuild
+package rebuild_test
 
 import (
 	"context"
@@ -18,7 +18,9 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/internal/tools/loadgen"
 	"github.com/usernameregistry/registry/projector"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -41,15 +43,15 @@ func setup(t *testing.T) *env {
 	return &env{t: t, pool: pool, opts: kafka.ClientOptions(brokers, testenv.Logger(t)), prod: prod, seed: 1}
 }
 
-func (e *env) config() Config {
-	return Config{Kafka: e.opts, Pool: e.pool, Samples: 5, Logger: testenv.Logger(e.t)}
+func (e *env) config() rebuild.Config {
+	return rebuild.Config{Kafka: e.opts, Pool: e.pool, Samples: 5, Logger: testenv.Logger(e.t)}
 }
 
 // generate writes n claims (and, with decisions, their decisions).
 func (e *env) generate(n int, decisions bool) {
 	e.t.Helper()
 	e.seed++
-	_, err := Generate(context.Background(), GenerateConfig{Kafka: e.opts, Claims: n, Decisions: decisions, Seed: e.seed,
+	_, err := loadgen.Generate(context.Background(), loadgen.GenerateConfig{Kafka: e.opts, Claims: n, Decisions: decisions, Seed: e.seed,
 		HotNames: 20, Retry: 0.1, Conflict: 0.02, Poison: 0.01, Start: time.Now().Add(-time.Hour)})
 	if err != nil {
 		e.t.Fatalf("generating claims: %v", err)
@@ -90,7 +92,7 @@ func (e *env) awaitDecided() {
 	defer cl.Close()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ends, err := Ends(context.Background(), kadm.NewClient(cl), events.TopicClaims)
+		ends, err := rebuild.Ends(context.Background(), kadm.NewClient(cl), events.TopicClaims)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -153,7 +155,7 @@ func sameRows(t *testing.T, what string, got, want map[string][]string) {
 	}
 }
 
-func diffCount(r *VerifyReport, kind string) int64 {
+func diffCount(r *rebuild.VerifyReport, kind string) int64 {
 	for _, d := range r.Diffs {
 		if d.Kind == kind {
 			return d.Count
@@ -178,16 +180,16 @@ func TestRebuildAfterTruncateIsIdentical(t *testing.T) {
 	}
 
 	e.exec(`TRUNCATE usernames, requests, claim_partitions`)
-	rep, err := Build(context.Background(), e.config())
+	rep, err := rebuild.Build(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Ledger != int64(len(want["requests"])) || rep.Holders != int64(len(want["usernames"])) || rep.Unreadable != 0 || rep.Contradicting != 0 {
 		t.Errorf("build report %+v; want %d ledger rows, %d holders, nothing unreadable", rep, len(want["requests"]), len(want["usernames"]))
 	}
-	sameRows(t, "shadow", e.snapshot(ShadowSchema), want)
+	sameRows(t, "shadow", e.snapshot(rebuild.ShadowSchema), want)
 
-	v, err := Verify(context.Background(), e.config())
+	v, err := rebuild.Verify(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func TestRebuildAfterTruncateIsIdentical(t *testing.T) {
 		t.Errorf("verify against an empty live projection: drift %v, %+v", v.Drift(), v.Diffs)
 	}
 
-	sw, err := Swap(context.Background(), e.config())
+	sw, err := rebuild.Swap(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,8 +211,8 @@ func TestRebuildAfterTruncateIsIdentical(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{sw.OldSchema}.Sanitize()+`.usernames`).Scan(&old); err != nil || old != 0 {
 		t.Errorf("the replaced (truncated) tables in %s: %d rows, %v", sw.OldSchema, old, err)
 	}
-	if _, err := Verify(context.Background(), e.config()); !errors.Is(err, ErrShadowIncomplete) {
-		t.Errorf("verify after the swap consumed the shadow: %v, want ErrShadowIncomplete", err)
+	if _, err := rebuild.Verify(context.Background(), e.config()); !errors.Is(err, rebuild.ErrShadowIncomplete) {
+		t.Errorf("verify after the swap consumed the shadow: %v, want rebuild.ErrShadowIncomplete", err)
 	}
 
 	// The projector resumes from the rebuilt offsets: nothing is decided
@@ -219,11 +221,11 @@ func TestRebuildAfterTruncateIsIdentical(t *testing.T) {
 	e.projector()
 	e.generate(300, false)
 	e.awaitDecided()
-	rep2, err := Build(context.Background(), e.config())
+	rep2, err := rebuild.Build(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, err := Verify(context.Background(), e.config())
+	v2, err := rebuild.Verify(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,16 +241,16 @@ func TestRebuildToleratesCopiesAndPoison(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	e.generate(800, true)
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatal(err)
 	}
-	want := e.snapshot(ShadowSchema)
+	want := e.snapshot(rebuild.ShadowSchema)
 
 	// Republish the first 50 decisions of partition 1 (a crash between
 	// publish and outbox delete does this), and add records no consumer
 	// can use.
 	var copies []*kgo.Record
-	err := read(context.Background(), e.opts, events.TopicRegistrations, Offsets{}, Offsets{1: 50}, func(_ int32, recs []*kgo.Record) error {
+	err := rebuild.Read(context.Background(), e.opts, events.TopicRegistrations, rebuild.Offsets{}, rebuild.Offsets{1: 50}, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			copies = append(copies, events.DecisionRecord(r.Key, r.Partition, string(r.Headers[0].Value), r.Value))
 		}
@@ -273,11 +275,11 @@ func TestRebuildToleratesCopiesAndPoison(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep, err := Build(context.Background(), e.config())
+	rep, err := rebuild.Build(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameRows(t, "shadow with copies and poison", e.snapshot(ShadowSchema), want)
+	sameRows(t, "shadow with copies and poison", e.snapshot(rebuild.ShadowSchema), want)
 	if rep.Unreadable != 4 || len(rep.UnreadableSamples) != 4 {
 		t.Errorf("unreadable %d: %q; want 4", rep.Unreadable, rep.UnreadableSamples)
 	}
@@ -309,17 +311,17 @@ func TestInterruptedRebuildLeavesLiveUntouched(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := e.config()
 	cfg.Progress = cancelOnAdd{cancel}
-	if _, err := Build(ctx, cfg); !errors.Is(err, context.Canceled) {
+	if _, err := rebuild.Build(ctx, cfg); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted build: %v, want context.Canceled", err)
 	}
 	sameRows(t, "live after an interrupted build", e.snapshot("public"), want)
-	if _, err := Swap(context.Background(), e.config()); !errors.Is(err, ErrShadowIncomplete) {
-		t.Fatalf("swap of an interrupted build: %v, want ErrShadowIncomplete", err)
+	if _, err := rebuild.Swap(context.Background(), e.config()); !errors.Is(err, rebuild.ErrShadowIncomplete) {
+		t.Fatalf("swap of an interrupted build: %v, want rebuild.ErrShadowIncomplete", err)
 	}
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatalf("rerun: %v", err)
 	}
-	sameRows(t, "rerun", e.snapshot(ShadowSchema), want)
+	sameRows(t, "rerun", e.snapshot(rebuild.ShadowSchema), want)
 }
 
 type cancelOnAdd struct{ cancel context.CancelFunc }
@@ -336,7 +338,7 @@ func TestGuardsRefuseIncompleteLog(t *testing.T) {
 	e.generate(50, true)
 	adm := kadm.NewClient(e.prod)
 	ctx := context.Background()
-	if _, err := CheckLog(ctx, adm, events.Topics{}); err != nil {
+	if _, err := rebuild.CheckLog(ctx, adm, events.Topics{}); err != nil {
 		t.Fatalf("complete log refused: %v", err)
 	}
 	resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("604800000")}}, events.TopicRegistrations)
@@ -346,7 +348,7 @@ func TestGuardsRefuseIncompleteLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(ctx, e.config()); !errors.Is(err, ErrIncompleteLog) || !strings.Contains(err.Error(), "retention.ms=604800000") {
+	if _, err := rebuild.Build(ctx, e.config()); !errors.Is(err, rebuild.ErrIncompleteLog) || !strings.Contains(err.Error(), "retention.ms=604800000") {
 		t.Errorf("finite retention: %v", err)
 	}
 	if _, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("-1")}}, events.TopicRegistrations); err != nil {
@@ -359,8 +361,8 @@ func TestGuardsRefuseIncompleteLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Replay(ctx, ReplayConfig{Config: e.config()})
-	if !errors.Is(err, ErrIncompleteLog) || !strings.Contains(err.Error(), "claims partition 0 starts at offset 1") {
+	_, err = rebuild.Replay(ctx, rebuild.ReplayConfig{Config: e.config()})
+	if !errors.Is(err, rebuild.ErrIncompleteLog) || !strings.Contains(err.Error(), "claims partition 0 starts at offset 1") {
 		t.Errorf("deleted records: %v", err)
 	}
 }
@@ -385,7 +387,7 @@ func TestRebuildWhileClaimsFlowThenSwap(t *testing.T) {
 	go func() {
 		var err error
 		for i := 0; flowCtx.Err() == nil && err == nil; i++ {
-			_, err = Generate(flowCtx, GenerateConfig{Kafka: e.opts, Claims: 40, Seed: uint64(1000 + i), HotNames: 20, Retry: 0.1,
+			_, err = loadgen.Generate(flowCtx, loadgen.GenerateConfig{Kafka: e.opts, Claims: 40, Seed: uint64(1000 + i), HotNames: 20, Retry: 0.1,
 				Start: time.Now().Add(-time.Minute)})
 			if err == nil {
 				_, err = store.Holder(flowCtx, "nobody") // a cached statement on the live tables
@@ -397,10 +399,10 @@ func TestRebuildWhileClaimsFlowThenSwap(t *testing.T) {
 		flowing <- err
 	}()
 
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatal(err)
 	}
-	sw, err := Swap(context.Background(), e.config())
+	sw, err := rebuild.Swap(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,17 +422,17 @@ func TestRebuildWhileClaimsFlowThenSwap(t *testing.T) {
 		t.Fatalf("the API's cached statements after the swap: %v", err)
 	}
 
-	audit, err := Replay(context.Background(), ReplayConfig{Config: e.config()})
+	audit, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if audit.Diverged() || audit.Pending != 0 || audit.Matched != audit.Decided || audit.Unreadable.Count != 0 {
 		t.Errorf("replay after the swap: %+v", audit)
 	}
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatal(err)
 	}
-	v, err := Verify(context.Background(), e.config())
+	v, err := rebuild.Verify(context.Background(), e.config())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,14 +455,14 @@ func TestReplayAgreesAcrossProjectorRestarts(t *testing.T) {
 	}
 	e.projector()
 	e.awaitDecided()
-	rep, err := Replay(context.Background(), ReplayConfig{Config: e.config()})
+	rep, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Diverged() || rep.Claims != 1600 || rep.Matched != rep.Decided || rep.Pending != 0 || rep.ClaimVersions[1] == 0 {
 		t.Errorf("replay: %+v", rep)
 	}
-	live, replayed := e.snapshot("public"), e.snapshot(ReplaySchema)
+	live, replayed := e.snapshot("public"), e.snapshot(rebuild.ReplaySchema)
 	delete(live, "claim_partitions") // the replay's positions are the claims' ends, equal here
 	sameRows(t, "replayed projection", replayed, live)
 }
@@ -473,7 +475,7 @@ func TestReplayReportsDivergenceAndPolicyVersions(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	e.generate(300, true)
-	rep, err := Replay(context.Background(), ReplayConfig{Config: e.config()})
+	rep, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
 	if err != nil || rep.Diverged() || rep.Matched != rep.Decided {
 		t.Fatalf("generated decisions do not replay: %v %+v", err, rep)
 	}
@@ -493,14 +495,14 @@ func TestReplayReportsDivergenceAndPolicyVersions(t *testing.T) {
 		UserID: "9a1c0d7e-0000-4000-8000-0000000000aa", Username: "zed", Canonical: "zed", Outcome: events.OutcomeRegistered,
 		HolderRequestID: "9a1c0d7e-0000-4000-8000-000000000001", RegisteredAt: &at, ClaimPartition: c.Partition, ClaimOffset: c.Offset, PolicyVersion: 2})
 
-	_, err = Replay(context.Background(), ReplayConfig{Config: e.config()})
-	if !errors.Is(err, ErrPolicyVersion) || !strings.Contains(err.Error(), "--policy-version 1") {
+	_, err = rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
+	if !errors.Is(err, rebuild.ErrPolicyVersion) || !strings.Contains(err.Error(), "--policy-version 1") {
 		t.Fatalf("claims under version 2: %v, want a refusal naming --policy-version", err)
 	}
-	if _, err := Replay(context.Background(), ReplayConfig{Config: e.config(), PolicyVersion: 2}); err == nil {
+	if _, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: 2}); err == nil {
 		t.Fatal("--policy-version 2 accepted by a build that decides under version 1")
 	}
-	rep, err = Replay(context.Background(), ReplayConfig{Config: e.config(), PolicyVersion: 1})
+	rep, err = rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

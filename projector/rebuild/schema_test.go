@@ -1,4 +1,4 @@
-package rebuild
+package rebuild_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/projector/migrations"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 // catalog describes the projection tables of schema as PostgreSQL's
@@ -78,13 +79,13 @@ func TestRebuildKeepsTheSchema(t *testing.T) {
 
 	cfg := e.config()
 	cfg.Migrations = ms
-	if _, err := Build(context.Background(), cfg); err != nil {
+	if _, err := rebuild.Build(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.catalog(ShadowSchema); !slices.Equal(got, live) {
+	if got := e.catalog(rebuild.ShadowSchema); !slices.Equal(got, live) {
 		t.Errorf("shadow catalog differs from live:\n got %q\nwant %q", got, live)
 	}
-	if _, err := Swap(context.Background(), cfg); err != nil {
+	if _, err := rebuild.Swap(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.catalog("public"); !slices.Equal(got, live) {
@@ -106,10 +107,10 @@ func TestRebuildWithoutTheMigrationLosesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.generate(50, true)
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatal(err)
 	}
-	if got, live := e.catalog(ShadowSchema), e.catalog("public"); slices.Equal(got, live) {
+	if got, live := e.catalog(rebuild.ShadowSchema), e.catalog("public"); slices.Equal(got, live) {
 		t.Errorf("shadow built without the test-only migration has the live catalog: %q", got)
 	}
 }

@@ -15,5 +15,5 @@
 //     and the generator.
 //
 // The chaos harness keeps its own, independent model of the rules on
-// purpose (internal/chaos): it checks this code rather than reusing it.
+// purpose (internal/tools/chaos): it checks this code rather than reusing it.
 package projection

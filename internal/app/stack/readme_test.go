@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 // readmeExample is one `$ curl …` of README.md's HTTP API section and the
@@ -32,7 +32,7 @@ type readmeExample struct {
 // next top-level section.
 func readmeExamples(t *testing.T) []readmeExample {
 	t.Helper()
-	raw, err := os.ReadFile("../../README.md")
+	raw, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 // TestBadInput: every malformed request gets a clear 4xx answer and

@@ -12,9 +12,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/internal/baseline"
 	"github.com/usernameregistry/registry/internal/httpwire"
 	"github.com/usernameregistry/registry/internal/testenv"
+	"github.com/usernameregistry/registry/internal/tools/baseline"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/httpwire"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 

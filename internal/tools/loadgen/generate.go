@@ -1,4 +1,4 @@
-package rebuild
+package loadgen
 
 import (
 	"cmp"
@@ -11,14 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/loadgen"
-	"github.com/usernameregistry/registry/projector/internal/projection"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 // GenerateConfig configures Generate.
@@ -28,7 +26,7 @@ type GenerateConfig struct {
 	// Claims is how many claims records to write. Required.
 	Claims int
 	// Decisions also writes each claim's decision to registrations, decided
-	// by the projector's own rule (projection.Redecider), as if a projector
+	// by the projector's own rule (rebuild.Decider), as if a projector
 	// had run: this fills a registry for a rebuild without running one.
 	// Without it only claims are written, and a running projector decides
 	// them through the real pipeline. With it, no projector should be
@@ -56,7 +54,7 @@ type GenerateConfig struct {
 	// Defaults to 2026-01-01T00:00:00Z.
 	Start time.Time
 	// Progress receives progress. Defaults to none.
-	Progress Progress
+	Progress rebuild.Progress
 }
 
 // GenerateReport counts what Generate wrote.
@@ -95,7 +93,7 @@ func Generate(ctx context.Context, cfg GenerateConfig) (*GenerateReport, error) 
 		return nil, err
 	}
 	defer cl.Close()
-	partitions, err := CheckLog(ctx, kadm.NewClient(cl), events.Topics{})
+	partitions, err := rebuild.CheckLog(ctx, kadm.NewClient(cl), events.Topics{})
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +112,7 @@ func Generate(ctx context.Context, cfg GenerateConfig) (*GenerateReport, error) 
 		}
 		rep.Claims += int64(n)
 		if cfg.Decisions {
-			ds, err := g.decide(recs)
+			ds, err := g.decider.Decide(recs)
 			if err != nil {
 				return rep, err
 			}
@@ -137,14 +135,13 @@ type generator struct {
 	tag        string
 	seq        uint64
 	hot        []string
-	recent     *loadgen.Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
-	deciders   map[int32]*projection.Redecider
-	firsts     *firstDecisions
+	recent     *Ring[*events.ClaimSubmitted] // recent claims, for retries and conflicts
+	decider    *rebuild.Decider
 }
 
 func newGenerator(cfg GenerateConfig, partitions int32) *generator {
-	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: loadgen.New[*events.ClaimSubmitted](recentClaims),
-		tag: strconv.FormatUint(cfg.Seed, 36), deciders: map[int32]*projection.Redecider{}, firsts: newFirstDecisions(1 << 14)}
+	g := &generator{cfg: cfg, partitions: partitions, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), recent: New[*events.ClaimSubmitted](recentClaims),
+		tag: strconv.FormatUint(cfg.Seed, 36), decider: rebuild.NewDecider(partitions)}
 	for i := range cfg.HotNames {
 		g.hot = append(g.hot, "hot"+g.tag+"o"+strconv.Itoa(i))
 	}
@@ -208,96 +205,11 @@ func (g *generator) name() string {
 }
 
 func (g *generator) uuid() string {
-	return loadgen.UUID(g.rng).String()
+	return UUID(g.rng).String()
 }
 
-// decide returns the decision records for produced claims records, as a
-// projector would publish them: per partition in offset order, a copy of
-// the first decision for a repeated request_id.
-func (g *generator) decide(recs []*kgo.Record) ([]*kgo.Record, error) {
-	sorted := slices.Clone(recs)
-	slices.SortFunc(sorted, func(a, b *kgo.Record) int {
-		return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
-	})
-	out := make([]*kgo.Record, 0, len(recs))
-	for _, r := range sorted {
-		rd := g.deciders[r.Partition]
-		if rd == nil {
-			rd = projection.NewRedecider(int(g.partitions))
-			g.deciders[r.Partition] = rd
-		}
-		res, err := rd.Redecide(r)
-		if err != nil {
-			return nil, err
-		}
-		d := first{typ: "", value: res.Value}
-		if res.Copy {
-			id, err := claimRequestID(r)
-			if err != nil {
-				return nil, err
-			}
-			if d = g.firsts.get(r.Partition, id); d.value == nil {
-				return nil, fmt.Errorf("claims %d/%d repeats request %s, whose decision is no longer remembered", r.Partition, r.Offset, id)
-			}
-		} else {
-			d.typ = res.Decision.Type()
-			if res.Change.Entry != nil {
-				g.firsts.put(r.Partition, res.Decision.RequestID, d)
-			}
-		}
-		out = append(out, events.DecisionRecord(r.Key, r.Partition, d.typ, d.value))
-	}
-	return out, nil
-}
+type noProgress struct{}
 
-// claimRequestID returns a readable claims record's request_id, in
-// canonical form.
-func claimRequestID(r *kgo.Record) (string, error) {
-	c, err := events.DecodeClaim(r)
-	if err != nil {
-		return "", err
-	}
-	id, err := uuid.Parse(c.RequestID)
-	if err != nil {
-		return "", err
-	}
-	return id.String(), nil
-}
-
-// firstDecisions remembers the bytes of the last n first decisions, by
-// partition and request_id, so a repeated claim can be answered with a
-// copy. Retries only repeat recent claims, so a bounded memory suffices.
-type firstDecisions struct {
-	n     int
-	m     map[firstKey]first
-	order []firstKey
-	pos   int
-}
-
-type first struct {
-	typ   string
-	value []byte
-}
-
-type firstKey struct {
-	partition int32
-	requestID string
-}
-
-func newFirstDecisions(n int) *firstDecisions {
-	return &firstDecisions{n: n, m: map[firstKey]first{}}
-}
-
-func (f *firstDecisions) get(p int32, id string) first { return f.m[firstKey{p, id}] }
-
-func (f *firstDecisions) put(p int32, id string, v first) {
-	k := firstKey{p, id}
-	if len(f.order) < f.n {
-		f.order = append(f.order, k)
-	} else {
-		delete(f.m, f.order[f.pos])
-		f.order[f.pos] = k
-		f.pos = (f.pos + 1) % f.n
-	}
-	f.m[k] = v
-}
+func (noProgress) Start(string, int64) {}
+func (noProgress) Add(int)             {}
+func (noProgress) Finish()             {}

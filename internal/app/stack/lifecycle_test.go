@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 func jsonBody(kv ...string) string {

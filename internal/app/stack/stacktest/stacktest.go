@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/internal/app/stack"
 	"github.com/usernameregistry/registry/internal/kafka"
-	"github.com/usernameregistry/registry/internal/stack"
 	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/projector"
 )

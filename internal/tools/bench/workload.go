@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/internal/loadgen"
+	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
 
 // claim is one request the load generator sends.

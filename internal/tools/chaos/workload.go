@@ -17,7 +17,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/loadgen"
+	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
 
 // Shares of the workload's operations.

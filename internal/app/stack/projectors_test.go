@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/projector"
 )
 

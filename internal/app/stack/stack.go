@@ -21,8 +21,8 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/app/ui"
 	"github.com/usernameregistry/registry/internal/kafka"
-	"github.com/usernameregistry/registry/internal/ui"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/registrations"
 )

@@ -2,7 +2,7 @@
 // claim API (POST /v1/claims), measures throughput and latency, and checks
 // every answer for the two promises the API makes: a name has one holder,
 // and a request_id has one decision. It speaks only HTTP, so it measures
-// the registry and the classic baseline (internal/baseline) alike.
+// the registry and the classic baseline (internal/tools/baseline) alike.
 //
 // Two loops:
 //

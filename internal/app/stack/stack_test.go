@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 // TestConcurrentClaims: 2,000 concurrent claims over 100 names by

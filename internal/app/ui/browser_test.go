@@ -16,9 +16,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/ui"
 	"github.com/usernameregistry/registry/internal/testenv"
-	"github.com/usernameregistry/registry/internal/ui"
 )
 
 const chromiumPath = "/usr/bin/chromium" // Debian's package

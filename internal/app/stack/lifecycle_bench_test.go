@@ -13,7 +13,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 // BenchmarkRenameLatency measures, against one in-process registry (one

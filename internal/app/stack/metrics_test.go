@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/usernameregistry/registry/internal/stack/stacktest"
+	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
 
 // TestMetrics: after a win, a taken and a pending claim, /metrics shows
