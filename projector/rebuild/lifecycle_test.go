@@ -1,4 +1,4 @@
-package rebuild
+package rebuild_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 // produceCommand writes one command to its key's partition of claims.
@@ -103,19 +104,19 @@ func TestRebuildAndReplayCoverNamesThatChangeHands(t *testing.T) {
 		t.Errorf("live: %d holds, %d reservations, %d rename locks; want some, 4, 0", len(live["holds"]), len(live["reservations"]), len(live["rename_locks"]))
 	}
 
-	if _, err := Build(context.Background(), e.config()); err != nil {
+	if _, err := rebuild.Build(context.Background(), e.config()); err != nil {
 		t.Fatal(err)
 	}
-	sameRows(t, "rebuilt projection", e.snapshot(ShadowSchema), live)
+	sameRows(t, "rebuilt projection", e.snapshot(rebuild.ShadowSchema), live)
 
-	rep, err := Replay(context.Background(), ReplayConfig{Config: e.config()})
+	rep, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.Diverged() || rep.Matched != rep.Decided || rep.Pending != 0 {
 		t.Errorf("replay: %+v", rep)
 	}
-	replayed := e.snapshot(ReplaySchema)
+	replayed := e.snapshot(rebuild.ReplaySchema)
 	delete(live, "claim_partitions")
 	sameRows(t, "replayed projection", replayed, live)
 }
