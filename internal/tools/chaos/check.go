@@ -27,10 +27,12 @@ const (
 	PropReplayEqual    = "g" // projection = reference model = rebuild from registrations
 	PropAllDecided     = "h" // no claim undecided after the final phase
 	PropNoStaleWriter  = "i" // a partition's stored position only moves forward: no zombie wrote
+	// (j) to (m), the lifecycle names': lifecycle.go.
 )
 
 // Properties lists every property, in report order.
-var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter}
+var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter,
+	PropKeyOneHolder, PropNoGrantInHold, PropRenameOutcome, PropLifeProjection}
 
 // PropertyNames describes each property in one line.
 var PropertyNames = map[string]string{
@@ -43,6 +45,10 @@ var PropertyNames = map[string]string{
 	PropReplayEqual:    "projection = model = rebuild",
 	PropAllDecided:     "every claim decided",
 	PropNoStaleWriter:  "no stale writer moved a partition's position",
+	PropKeyOneHolder:   "lifecycle: one holder per key at every position",
+	PropNoGrantInHold:  "lifecycle: no grant to another user inside a hold",
+	PropRenameOutcome:  "lifecycle: every rename ends in exactly one outcome",
+	PropLifeProjection: "lifecycle: projection = fold of the decisions",
 }
 
 // LedgerRow is a row of the requests table.
@@ -155,14 +161,19 @@ type checker struct {
 }
 
 // Check checks every property over in.
-func Check(in *Input) *Report {
+func Check(full *Input) *Report {
+	in := splitLifecycle(full)
 	c := &checker{in: in, r: &Report{Counts: map[string]int{}, Examples: map[string][]string{}, Results: map[string]int{}, Kinds: map[string]int{}}}
 	for _, p := range Properties {
 		c.r.Counts[p] = 0
 	}
-	for _, op := range in.Ops {
+	for _, op := range full.Ops {
 		c.r.Kinds[op.Kind]++
-		if op.Kind != KindPoison {
+		switch op.Kind {
+		case KindPoison:
+		case KindLifecycle:
+			c.r.Results[op.Command+":"+op.Result]++
+		default:
 			c.r.Results[op.Result]++
 		}
 	}
@@ -177,6 +188,11 @@ func Check(in *Input) *Report {
 	for _, w := range c.in.StaleWrites {
 		c.r.add(PropNoStaleWriter, "%s", w)
 	}
+	life := &checker{in: full, r: c.r, held: map[string]Holding{}}
+	for _, h := range full.Usernames {
+		life.held[h.Canonical] = h
+	}
+	life.lifecycleChecks()
 	return c.r
 }
 

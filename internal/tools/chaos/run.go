@@ -205,7 +205,7 @@ func (r *run) start(ctx context.Context) error {
 	}
 	for i := range r.cfg.APIs {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i]))
-		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr}, env, procLog)
+		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr, "--hold", lifecycleHold.String()}, env, procLog)
 		a.onExit = onExit
 		r.apis, r.apiURLs = append(r.apis, a), append(r.apiURLs, "http://"+addr)
 		go a.supervise(ctx)
@@ -290,6 +290,11 @@ func (r *run) client(ctx context.Context, id int) {
 		}
 		op.API %= len(r.apiURLs)
 		wait := time.Duration(500+r.work.intn(2500)) * time.Millisecond
+		if op.Kind == KindLifecycle {
+			sendLifecycle(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], &op, wait)
+			r.hist.Add(op)
+			continue
+		}
 		// The request outlives the load phase: cutting it would only
 		// turn answers into unknowns.
 		send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], &op, wait)
