@@ -44,12 +44,16 @@ USER nonroot:nonroot
 # Inside a container the binary's loopback defaults (127.0.0.1:8080 for the
 # API, 127.0.0.1:9091 for projector metrics) would be unreachable from
 # anywhere else, so listen on every interface. A flag or the variable set
-# at run time still wins.
+# at run time still wins. The operator pages (REGISTRY_OPS_ADDR) stay on
+# loopback unless the deployment says where they may be reached: they have
+# no authentication of their own (docker-compose.yml sets 0.0.0.0:9090 on
+# its private network).
 ENV REGISTRY_HTTP_ADDR=0.0.0.0:8080 \
     REGISTRY_METRICS_ADDR=0.0.0.0:9091
-# 8080: the API, its /healthz, /readyz, /ui and /metrics (serve).
+# 8080: the API, its /healthz and /readyz (serve).
+# 9090: the operator pages, /ui and /metrics (serve, with REGISTRY_OPS_ADDR).
 # 9091: the projector's /metrics (project).
-EXPOSE 8080 9091
+EXPOSE 8080 9090 9091
 # No CMD: pick the command (serve, project, migrate, rejections) explicitly.
 # Without one the binary prints its usage and exits.
 ENTRYPOINT ["/registry"]

@@ -38,6 +38,10 @@ var (
 	// ErrUnavailable: the claim could not be written to Kafka. It may
 	// still have been written; retry with the same request_id.
 	ErrUnavailable = errors.New("claims topic unavailable")
+	// ErrLedgerUnavailable: the request ledger (the database) could not be
+	// read to answer a retried request_id. Nothing was written; retry with
+	// the same request_id.
+	ErrLedgerUnavailable = errors.New("request ledger unavailable")
 )
 
 // ClientConfig configures a Client.
@@ -52,12 +56,23 @@ type ClientConfig struct {
 	// seconds; the decider adds it to the deciding record's timestamp).
 	// 0 means no hold; cmd/registry defaults it to 30 days.
 	HoldPeriod time.Duration
+	// AdminKeys signs the administrative commands (reserve, unreserve,
+	// transfer: events.HeaderProof) the projectors obey only when signed.
+	// Nil sends them unsigned, and they are decided invalid.
+	AdminKeys *events.AdminKeys
 	// Topics names the registry's topics; claims go to Topics.Claims.
 	// Defaults to events' default names.
 	Topics events.Topics
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
+	// Caller names the service this client writes claims for; it is
+	// recorded in every claim (events.ClaimSubmitted.Caller) and shown with
+	// its decision. A Request's own Caller wins. The embedded client writes
+	// straight to Kafka: what authenticates it is its Kafka credential,
+	// and write access to claims is as powerful as the API's claim scope
+	// (docs/deployment.md). Optional.
+	Caller string
 	// Now stamps SubmittedAt. Defaults to time.Now.
 	Now func() time.Time
 	// Metrics records claims written and time to decision. Defaults to
@@ -97,6 +112,9 @@ type Request struct {
 	RequestID string // optional UUID; one is generated when empty. Reuse it to retry.
 	UserID    string // UUID of the user; required
 	Username  string // as typed
+	// Caller names the service asking, recorded in the claim; empty uses
+	// ClientConfig.Caller. The HTTP API sets it to the authenticated caller.
+	Caller string
 }
 
 // Result is how a claim ended.
@@ -155,6 +173,16 @@ type command struct {
 	command string
 }
 
+// admin reports whether cmd is an administrative command, which carries
+// a proof.
+func (c *command) admin() bool {
+	switch c.typ {
+	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
+		return true
+	}
+	return false
+}
+
 // to is a rename's to as typed; empty for the other commands.
 func (c *command) to() string {
 	if c.body.Rename != nil {
@@ -174,7 +202,7 @@ func (c *Client) submit(ctx context.Context, cmd *command, retried bool) (*Submi
 		// decision lands just after this lookup, producing again makes the
 		// projector re-emit it, so the waiter below still gets it.
 		if s.res.Decision, err = c.stored(ctx, cmd); err != nil {
-			return nil, fmt.Errorf("%w: looking up the request ledger: %w", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: looking up request_id %s: %w", ErrLedgerUnavailable, claim.RequestID, err)
 		}
 		if s.res.Decision != nil {
 			return s, nil
@@ -198,6 +226,9 @@ func (c *Client) produce(ctx context.Context, cmd *command) (*kgo.Record, error)
 		return nil, err
 	}
 	rec.Topic = c.cfg.Topics.Claims
+	if cmd.admin() && c.cfg.AdminKeys != nil {
+		c.cfg.AdminKeys.Sign(rec)
+	}
 	if err := c.cfg.Producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -225,6 +256,9 @@ func (s *Submission) Await(ctx context.Context) Result {
 func (s *Submission) Close() { s.cancel() }
 
 func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+	if req.Caller == "" {
+		req.Caller = c.cfg.Caller
+	}
 	return Check(req, c.cfg.Now())
 }
 
@@ -245,7 +279,7 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	}
 	return &events.ClaimSubmitted{
 		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(),
+		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(), Caller: req.Caller,
 	}, nil
 }
 

@@ -42,7 +42,11 @@ func ExampleClient() {
 		panic(err)
 	}
 	defer producer.Close()
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: decisions})
+	// Caller is the name this service's claims carry (decisions and
+	// `registry rejections` show it). Writing to the claims topic is as
+	// powerful as the API's claim scope: the Kafka credentials in kafka
+	// are this client's token (docs/deployment.md).
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: decisions, Caller: "signup-eu"})
 	if err != nil {
 		panic(err)
 	}
@@ -61,13 +65,13 @@ func ExampleClient() {
 		case res.Decision == nil:
 			fmt.Println("pending: ask again later with request_id", res.RequestID)
 		case res.Decision.Outcome == events.OutcomeRegistered:
-			fmt.Println(req.Username, "registered as", res.Decision.Canonical, "won:", res.Won)
+			fmt.Println(req.Username, "registered as", res.Decision.Canonical, "won:", res.Won, "by", res.Decision.Caller)
 		default:
 			fmt.Println(req.Username, "rejected:", res.Decision.Reason, "held as", res.Decision.Conflicts)
 		}
 	}
 	// Output:
-	// Alice registered as alice won: true
+	// Alice registered as alice won: true by signup-eu
 	// ALICE rejected: taken held as alice
 	// аlice rejected: confusable held as alice
 }

@@ -95,7 +95,7 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		"GET /v1/admin/requests/{request_id}":  a.getDecision,
 	}
 	for pattern, h := range routes {
-		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, h))
+		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
 	return mux, nil
 }
@@ -125,7 +125,7 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
-	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username}
+	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username, Caller: CallerFrom(r.Context())}
 	sub, err := a.cfg.Client.Submit(r.Context(), req)
 	if err != nil {
 		a.claimError(w, err)
@@ -141,16 +141,23 @@ func (a *api) waitParam(r *http.Request) (time.Duration, error) {
 }
 
 func (a *api) claimError(w http.ResponseWriter, err error) {
+	// Only ErrInvalid's text reaches the caller: the others wrap driver and
+	// broker errors, which name hosts, users and ports. Those go to the log.
 	switch {
 	case errors.Is(err, ErrInvalid):
 		writeInvalid(w, events.ReasonInvalid, err.Error())
 	case errors.Is(err, ErrOverloaded):
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
-		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", err.Error())
-	case errors.Is(err, ErrUnavailable):
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrLedgerUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
-		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
+	case errors.Is(err, ErrUnavailable):
+		a.log.Error("claim failed: claims topic unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the claim could not be written to the claims topic in time; it may still have been written: retry with the same request_id")
 	default:
 		a.log.Error("claim failed", "error", err)
 		w.Header().Set("Retry-After", "2")
@@ -237,14 +244,22 @@ func (a *api) nameState(w http.ResponseWriter, r *http.Request, name Username) {
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {
 	a.log.Error("lookup failed", "error", err)
 	w.Header().Set("Retry-After", "2")
-	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable")
+	httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer; retry shortly")
 }
 
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := a.cfg.Ready(ctx); err != nil {
-		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": err.Error()})
+		// The error names hosts and users: the log has it, the body says
+		// which part is down in words (see ReadyError).
+		a.log.Warn("not ready", "error", err)
+		detail := "not ready"
+		var re *ReadyError
+		if errors.As(err, &re) {
+			detail = re.Detail
+		}
+		httpwire.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unready", "detail": detail})
 		return
 	}
 	httpwire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})

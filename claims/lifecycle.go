@@ -1,6 +1,7 @@
 package claims
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -16,6 +17,7 @@ type ReleaseRequest struct {
 	RequestID string // optional UUID; generated when empty. Reuse it to retry.
 	UserID    string // UUID of the holder; required
 	Username  string // the name, as typed
+	Caller    string // the service asking; empty uses ClientConfig.Caller
 }
 
 // RenameRequest moves a user from one name (which it holds) to another.
@@ -23,6 +25,7 @@ type RenameRequest struct {
 	RequestID string // optional UUID; generated when empty
 	UserID    string // UUID of from's holder; required
 	From, To  string // as typed
+	Caller    string // the service asking; empty uses ClientConfig.Caller
 }
 
 // TransferRequest gives a held name to another user (an administrator's
@@ -31,6 +34,7 @@ type TransferRequest struct {
 	RequestID string // optional UUID; generated when empty
 	Username  string // the held name
 	ToUserID  string // UUID of the new holder; required
+	Caller    string // the service asking; empty uses ClientConfig.Caller
 }
 
 // ReserveRequest reserves a name at runtime, or (Unreserve) lifts such a
@@ -38,6 +42,7 @@ type TransferRequest struct {
 type ReserveRequest struct {
 	RequestID string // optional UUID; generated when empty
 	Username  string
+	Caller    string // the service asking; empty uses ClientConfig.Caller
 }
 
 // Release gives req's name up: "released" (with held_until when the hold
@@ -51,7 +56,7 @@ func (c *Client) Release(ctx context.Context, req ReleaseRequest) (Result, error
 // SubmitRelease publishes a release (see Submit for the split of the write
 // and the wait).
 func (c *Client) SubmitRelease(ctx context.Context, req ReleaseRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.UserID, req.Username)
+	body, err := c.body(req.RequestID, req.UserID, req.Username, req.Caller)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +73,7 @@ func (c *Client) Rename(ctx context.Context, req RenameRequest) (Result, error) 
 
 // SubmitRename publishes a rename's first step.
 func (c *Client) SubmitRename(ctx context.Context, req RenameRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.UserID, req.From)
+	body, err := c.body(req.RequestID, req.UserID, req.From, req.Caller)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +98,7 @@ func (c *Client) Transfer(ctx context.Context, req TransferRequest) (Result, err
 
 // SubmitTransfer publishes a transfer.
 func (c *Client) SubmitTransfer(ctx context.Context, req TransferRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.ToUserID, req.Username)
+	body, err := c.body(req.RequestID, req.ToUserID, req.Username, req.Caller)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +128,7 @@ func (c *Client) SubmitReserve(ctx context.Context, req ReserveRequest, reserve 
 		return nil, err
 	}
 	body := &events.ClaimSubmitted{RequestID: requestID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: c.cfg.Now().UTC()}
+		PolicyVersion: PolicyVersion, SubmittedAt: c.cfg.Now().UTC(), Caller: cmp.Or(req.Caller, c.cfg.Caller)}
 	cmd := &command{typ: events.TypeReservationSubmitted, body: body, command: events.CommandReserve}
 	if !reserve {
 		cmd.typ, cmd.command = events.TypeUnreservation, events.CommandUnreserve
@@ -133,8 +138,8 @@ func (c *Client) SubmitReserve(ctx context.Context, req ReserveRequest, reserve 
 
 // body checks the fields every user command has and builds its record
 // body; errors wrap ErrInvalid.
-func (c *Client) body(requestID, userID, username string) (*events.ClaimSubmitted, error) {
-	return Check(Request{RequestID: requestID, UserID: userID, Username: username}, c.cfg.Now())
+func (c *Client) body(requestID, userID, username, caller string) (*events.ClaimSubmitted, error) {
+	return Check(Request{RequestID: requestID, UserID: userID, Username: username, Caller: cmp.Or(caller, c.cfg.Caller)}, c.cfg.Now())
 }
 
 func awaitSubmitted(ctx context.Context) func(*Submission, error) (Result, error) {

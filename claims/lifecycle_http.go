@@ -54,7 +54,7 @@ func (a *api) postRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.run(w, r, "/v1/releases/", func(ctx context.Context) (*Submission, error) {
-		return a.cfg.Client.SubmitRelease(ctx, ReleaseRequest{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
+		return a.cfg.Client.SubmitRelease(ctx, ReleaseRequest{Caller: CallerFrom(ctx), RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username})
 	})
 }
 
@@ -68,7 +68,7 @@ func (a *api) postRename(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.run(w, r, "/v1/renames/", func(ctx context.Context) (*Submission, error) {
-		return a.cfg.Client.SubmitRename(ctx, RenameRequest{RequestID: body.RequestID, UserID: body.UserID, From: *body.From, To: *body.To})
+		return a.cfg.Client.SubmitRename(ctx, RenameRequest{Caller: CallerFrom(ctx), RequestID: body.RequestID, UserID: body.UserID, From: *body.From, To: *body.To})
 	})
 }
 
@@ -86,7 +86,7 @@ func (a *api) postTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.run(w, r, "/v1/admin/transfers/", func(ctx context.Context) (*Submission, error) {
-		return a.cfg.Client.SubmitTransfer(ctx, TransferRequest{RequestID: body.RequestID, Username: *body.Username, ToUserID: body.ToUserID})
+		return a.cfg.Client.SubmitTransfer(ctx, TransferRequest{Caller: CallerFrom(ctx), RequestID: body.RequestID, Username: *body.Username, ToUserID: body.ToUserID})
 	})
 }
 
@@ -100,7 +100,7 @@ func (a *api) reserve(w http.ResponseWriter, r *http.Request, reserve bool) {
 	}
 	name := r.PathValue("username")
 	a.run(w, r, "/v1/admin/requests/", func(ctx context.Context) (*Submission, error) {
-		return a.cfg.Client.SubmitReserve(ctx, ReserveRequest{RequestID: body.RequestID, Username: name}, reserve)
+		return a.cfg.Client.SubmitReserve(ctx, ReserveRequest{Caller: CallerFrom(ctx), RequestID: body.RequestID, Username: name}, reserve)
 	})
 }
 

@@ -499,9 +499,10 @@ func TestKafkaClusters(t *testing.T) {
 	}
 }
 
-// listenPort is the port a registry service serves HTTP on: the API's
-// address for serve, the metrics address for project; "" for other
-// commands. The address must be reachable from other containers.
+// listenPort is the port a registry service serves its metrics on: the
+// operator address for serve (the API's own port serves no metrics), the
+// metrics address for project; "" for other commands. The address must be
+// reachable from other containers.
 func listenPort(t *testing.T, name string, s types.ServiceConfig) string {
 	t.Helper()
 	var key string
@@ -510,7 +511,7 @@ func listenPort(t *testing.T, name string, s types.ServiceConfig) string {
 		t.Errorf("registry service %s has no command", name)
 		return ""
 	case s.Command[0] == "serve":
-		key = "REGISTRY_HTTP_ADDR"
+		key = "REGISTRY_OPS_ADDR"
 	case s.Command[0] == "project":
 		key = "REGISTRY_METRICS_ADDR"
 	default:

@@ -128,6 +128,10 @@ type ClaimSubmitted struct {
 	Key           string    `json:"key"`            // the policy's partition key, equal to the record key
 	PolicyVersion int       `json:"policy_version"` // the username policy version that computed Canonical and Key
 	SubmittedAt   time.Time `json:"submitted_at"`   // when the API accepted the request; informational only
+	// Caller names the service that wrote the claim: the API's
+	// authenticated caller (never its token), or the embedded client's
+	// ClientConfig.Caller. Empty in records written before it existed.
+	Caller string `json:"caller,omitempty"`
 
 	// HoldSeconds is, for a release and a rename, the hold period in
 	// force when the API accepted it (its --hold); 0 means none. The
@@ -171,6 +175,7 @@ type Decision struct {
 	Reason    string `json:"reason,omitempty"`         // set when Outcome is "rejected"
 	Detail    string `json:"detail,omitempty"`         // for "invalid" and "request_conflict": why, for a person
 	Conflicts string `json:"conflicts_with,omitempty"` // for "taken" and "confusable": the holder's canonical name
+	Caller    string `json:"caller,omitempty"`         // the decided claim's Caller, copied from its record; empty when it had none
 
 	// HolderRequestID is, for "registered", the request that first won the
 	// name. It differs from RequestID when a user claims a name it already

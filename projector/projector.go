@@ -67,6 +67,12 @@ type Config struct {
 	// an error it returns fails that step as a lost connection would. For
 	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
 	Failpoint func(name string) error
+	// AdminKeys verifies the proof an administrative command written to
+	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
+	// means every administrative command is decided invalid. Give every
+	// projector and every API node the same key file (and the replay audit,
+	// once it decides administrative commands).
+	AdminKeys *events.AdminKeys
 	// Metrics receives the projector's metrics. Defaults to unregistered
 	// metrics.
 	Metrics *Metrics
@@ -525,6 +531,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
 				b.ins[i] = projection.Parse(r, int(p.cfg.Partitions))
+				if b.ins[i].Admin() && b.ins[i].Invalid == "" {
+					b.ins[i].Invalid = checkAdminProof(p.cfg.AdminKeys, r)
+				}
 			}
 			live = append(live, b)
 		}

@@ -421,7 +421,9 @@ func (s *Store) Decision(ctx context.Context, requestID string) (*events.Decisio
 	s.inFlight = true
 	s.mu.Unlock()
 	if lead {
-		s.lookups(ctx)
+		// On its own goroutine, so this caller still gives up when its own
+		// ctx ends: the queries are bounded apart from it (see lookups).
+		go s.lookups(ctx)
 	}
 	select {
 	case <-l.done:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/usernameregistry/registry/internal/tools/bench"
@@ -34,6 +35,8 @@ type benchFlags struct {
 func declareBench(fs *flag.FlagSet, cfg *bench.Config, f *benchFlags) {
 	def := bench.Config{}.WithDefaults()
 	fs.StringVar(&cfg.URL, "url", def.URL, "base `URL` of the claim API")
+	// The token is read from the environment only: a flag would show it in ps.
+	cfg.Token = os.Getenv("REGISTRY_BENCH_TOKEN")
 	fs.IntVar(&cfg.Clients, "clients", def.Clients, "closed loop: concurrent clients, each waiting for its answer before the next claim")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: claims per second, sent on schedule whatever the answers (0: closed loop)")
 	fs.DurationVar(&cfg.Duration, "duration", def.Duration, "measured part of the run")

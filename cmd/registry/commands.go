@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/usernameregistry/registry/internal/app/stack"
+	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/projector"
@@ -44,9 +45,26 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 
 func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof", "hold")
+	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof",
+		"tokens", "listeners", "admin-key", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
+	}
+	// Before connecting to anything: a deployment missing its tokens file
+	// fails at once, naming --tokens, instead of starting open.
+	if err := c.auth.checkServe(); err != nil {
+		return err
+	}
+	tokens, err := c.auth.loadTokens()
+	if err != nil {
+		return err
+	}
+	if _, err := c.auth.loadAdminKeys(); err != nil {
+		return err
+	}
+	reloadOnHUP(ctx, tokens, log)
+	if tokens == nil {
+		log.Warn("serving the API WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach it can claim any name for any user")
 	}
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
@@ -56,13 +74,16 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 		return err
 	}
 	defer pool.Close()
-	return serveAPI(ctx, &c, opts, pool, newRegistry(), stdout, log)
+	return serveAPI(ctx, &c, tokens, opts, pool, newRegistry(), stdout, log)
 }
 
 func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof", "session-timeout")
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof", "session-timeout", "admin-key")
 	if err := parse(fs, args, &c); err != nil {
+		return err
+	}
+	if _, err := c.auth.loadAdminKeys(); err != nil {
 		return err
 	}
 	hook, err := failpointHook()
@@ -144,24 +165,56 @@ func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error)
 	return n, nil
 }
 
-// serveAPI runs the API node; its GET /metrics serves everything in reg.
-func serveAPI(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) error {
-	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, HoldPeriod: c.hold, Metrics: reg, Gatherer: reg, Logger: log})
+// serveAPI runs the API node; the GET /metrics of its operator listener
+// serves everything in reg. Nil tokens serves the API open.
+func serveAPI(ctx context.Context, c *config, tokens *auth.Store, opts []kgo.Opt, pool *pgxpool.Pool, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) error {
+	keys, err := c.auth.loadAdminKeys()
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", c.httpAddr)
+	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, HoldPeriod: c.hold, AdminKeys: keys, Metrics: reg, Gatherer: reg, Tokens: tokens, Logger: log})
 	if err != nil {
+		return err
+	}
+	ls := stack.Listeners{APIConfig: stack.ServeConfig{TLSCertFile: c.auth.tlsCert, TLSKeyFile: c.auth.tlsKey}}
+	if ls.API, err = net.Listen("tcp", c.httpAddr); err != nil {
 		api.Close()
 		return fmt.Errorf("listening on %s: %w", c.httpAddr, err)
 	}
-	fmt.Fprintf(stdout, "registry API listening on http://%s\n", ln.Addr())
-	return stack.RunAPI(ctx, api, ln)
+	if c.auth.opsAddr != "" {
+		ls.Ops, err = net.Listen("tcp", c.auth.opsAddr)
+		switch {
+		case err != nil && c.auth.opsExplicit:
+			ls.API.Close()
+			api.Close()
+			return fmt.Errorf("listening on %s for the operator pages (--ops-addr): %w", c.auth.opsAddr, err)
+		case err != nil:
+			// The default address is taken (another registry on this host,
+			// or a Prometheus): the API still runs, without its pages.
+			log.Warn("operator pages not served: the default --ops-addr is in use; pass --ops-addr to choose another",
+				"addr", c.auth.opsAddr, "error", err)
+			ls.Ops = nil
+		}
+	}
+	scheme := "http"
+	if c.auth.tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "registry API listening on %s://%s\n", scheme, ls.API.Addr())
+	if ls.Ops != nil {
+		fmt.Fprintf(stdout, "operator pages on http://%s/ui and http://%s/metrics\n", ls.Ops.Addr(), ls.Ops.Addr())
+	}
+	return stack.RunAPI(ctx, api, ls)
 }
 
 func runProjector(ctx context.Context, c *config, opts []kgo.Opt, pool *pgxpool.Pool, partitions int32, reg prometheus.Registerer, log *slog.Logger) error {
+	keys, err := c.auth.loadAdminKeys()
+	if err != nil {
+		return err
+	}
 	p, err := projector.New(projector.Config{
-		Kafka: opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
+		AdminKeys: keys,
+		Kafka:     opts, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Group: c.group, Partitions: partitions,
 		SessionTimeout: c.session, Failpoint: c.failpoint,
 		Metrics: projector.NewMetrics(reg), Logger: log,
 	}, pool)

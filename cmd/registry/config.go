@@ -77,6 +77,7 @@ type config struct {
 	pprofAddr   string             // REGISTRY_PPROF_ADDR
 	postgres    pglaunch.Binaries  // REGISTRY_POSTGRES*, dev only
 	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
+	auth        authConfig         // tokens, TLS, the operator listener, admin keys
 
 	envErrs []error // malformed environment variables
 }
@@ -158,6 +159,9 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", claims.DefaultHoldPeriod),
 				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
 		},
+		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve") },
+		"listeners": func() { c.auth.listenerFlags(fs) },
+		"admin-key": func() { c.auth.adminKeyFlag(fs) },
 		"metrics": func() {
 			fs.StringVar(&c.metricsAddr, "metrics", envOr("REGISTRY_METRICS_ADDR", "127.0.0.1:9091"),
 				"address serving the projector's GET /metrics; empty serves none (REGISTRY_METRICS_ADDR)")
@@ -182,6 +186,7 @@ func parse(fs *flag.FlagSet, args []string, c *config) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	c.auth.noteExplicit(fs)
 	if fs.Lookup("partitions") != nil && (c.partitions < 1 || c.partitions > 10000) {
 		return fmt.Errorf("--partitions must be between 1 and 10000, got %d", c.partitions)
 	}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
 
+	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
@@ -23,9 +26,25 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "hold")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
+	}
+	if err := c.auth.checkTLS(); err != nil {
+		return err
+	}
+	tokens, err := c.auth.loadTokens()
+	if err != nil {
+		return err
+	}
+	if _, err := c.auth.loadAdminKeys(); err != nil {
+		return err
+	}
+	reloadOnHUP(ctx, tokens, log)
+	if tokens == nil {
+		log.Warn("the API is open: no tokens file, so every request is served as caller \"anonymous\"; pass --tokens FILE to require bearer tokens")
+	} else {
+		log.Info("the API requires bearer tokens", "file", tokens.Path(), "callers", tokens.Callers().Len())
 	}
 	if err := servePprof(ctx, &c, stdout); err != nil {
 		return err
@@ -37,6 +56,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
+	}
+	if c.auth.adminKeyFile == "" {
+		if c.auth.adminKeyFile, err = devAdminKey(dir); err != nil {
+			return err
+		}
 	}
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
@@ -53,10 +77,10 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	defer broker.Close()
 	c.brokers = broker.ListenAddrs()[0]
 	log.Info("embedded services up", "kafka", c.brokers, "data", dir, "embedded_postgres", cluster != nil)
-	return runDevProcesses(ctx, &c, cluster, stdout, log)
+	return runDevProcesses(ctx, &c, tokens, cluster, stdout, log)
 }
 
-func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
+func runDevProcesses(ctx context.Context, c *config, tokens *auth.Store, cluster *pglaunch.Cluster, stdout io.Writer, log *slog.Logger) error {
 	opts, pool, partitions, err := connect(ctx, c, log)
 	if err != nil {
 		return err
@@ -65,7 +89,7 @@ func runDevProcesses(ctx context.Context, c *config, cluster *pglaunch.Cluster, 
 	reg := newRegistry() // one process: the API's /metrics shows the projector's too
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return runProjector(gctx, c, opts, pool, partitions, reg, log) })
-	g.Go(func() error { return serveAPI(gctx, c, opts, pool, reg, stdout, log) })
+	g.Go(func() error { return serveAPI(gctx, c, tokens, opts, pool, reg, stdout, log) })
 	g.Go(func() error {
 		if cluster == nil {
 			return nil // an external database: its health is its operator's
@@ -126,4 +150,23 @@ func stopDevPostgres(cluster *pglaunch.Cluster, log *slog.Logger) {
 		return
 	}
 	log.Info("embedded PostgreSQL stopped", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// devAdminKey returns the admin key file dev uses when none is given: one
+// key made on first start and kept in the data directory, so the API node
+// can sign administrative commands and the projector verify them across
+// restarts.
+func devAdminKey(dir string) (string, error) {
+	path := filepath.Join(dir, "admin.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", fmt.Errorf("making the dev admin key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte("dev "+hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the dev admin key: %w", err)
+	}
+	return path, nil
 }

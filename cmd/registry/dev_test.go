@@ -130,7 +130,7 @@ func startDev(t *testing.T, dir string, extra ...string) (url string, stop func(
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- runDev(ctx, append([]string{"--data", dir, "--http", "127.0.0.1:0"}, extra...), pw, slog.New(slog.DiscardHandler))
+		done <- runDev(ctx, append([]string{"--data", dir, "--http", "127.0.0.1:0", "--ops-addr", ""}, extra...), pw, slog.New(slog.DiscardHandler))
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

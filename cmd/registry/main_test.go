@@ -18,7 +18,12 @@ func TestCommandLineErrors(t *testing.T) {
 		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
 		{[]string{"project", "--partitions", "0"}, "--partitions must be between 1 and 10000"},
 		{[]string{"serve", "--max-waiters", "0"}, "--max-waiters must be at least 1"},
-		{[]string{"serve", "--brokers", " , "}, "no Kafka brokers"},
+		{[]string{"serve", "--insecure-no-auth", "--brokers", " , "}, "no Kafka brokers"},
+		{[]string{"serve", "--brokers", "127.0.0.1:1"}, "needs --tokens FILE"},
+		{[]string{"serve", "--tokens", "/nonexistent/tokens", "--insecure-no-auth"}, "contradict"},
+		{[]string{"serve", "--tokens", "/nonexistent/tokens"}, "reading tokens file"},
+		{[]string{"serve", "--insecure-no-auth", "--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
+		{[]string{"dev", "--tls-key", "k.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"migrate", "--database", "postgres://127.0.0.1:1/x?connect_timeout=1"}, "connecting to PostgreSQL at 127.0.0.1:1"},
 	}
 	for _, c := range cases {

@@ -35,7 +35,8 @@ published more than once is printed once (copies are recognised among the
 last 100000 distinct decisions). Needs only Kafka, not the database.
 
 Line format: record time (UTC), reason, username as typed, then
-canonical=, user=, request=, conflicts_with=, detail= (when set),
+canonical=, user=, request=, caller= (the service that sent the claim),
+conflicts_with=, detail= (when set),
 claim_partition= and claim_offset= of the claim record that was decided.
 
 Flags:
@@ -227,6 +228,9 @@ func textLine(d *events.Decision, ts time.Time) []byte {
 	}
 	b = appendField(b, "user", d.UserID)
 	b = appendField(b, "request", d.RequestID)
+	if d.Caller != "" {
+		b = appendField(b, "caller", d.Caller)
+	}
 	if d.Conflicts != "" {
 		b = appendField(b, "conflicts_with", d.Conflicts)
 	}

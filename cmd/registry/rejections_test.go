@@ -97,6 +97,7 @@ func TestRejectionsPrintsEachRejectionOnce(t *testing.T) {
 	t.Parallel()
 	brokers, prod := rejectionsBroker(t)
 	taken := decision("r1", "ALICE", "alice", 1, events.ReasonTaken)
+	taken.Caller = "signup-eu"
 	testenv.PublishDecisions(t, prod, time.Time{},
 		decision("r0", "alice", "alice", 0, ""), // a registration: never shown
 		taken, taken,
@@ -109,7 +110,7 @@ func TestRejectionsPrintsEachRejectionOnce(t *testing.T) {
 		t.Fatalf("want 3 lines, one per rejection:\n%s", strings.Join(lines, "\n"))
 	}
 	for i, want := range []string{
-		"  taken             ALICE             canonical=alice  user=u-r1  request=r1  conflicts_with=alice  claim_partition=0 claim_offset=1",
+		"  taken             ALICE             canonical=alice  user=u-r1  request=r1  caller=signup-eu  conflicts_with=alice  claim_partition=0 claim_offset=1",
 		"  confusable        аlice             user=u-r2  request=r2  conflicts_with=аlice  claim_partition=0 claim_offset=2",
 		`  invalid           "has space"       user=u-r3  request=r3  claim_partition=0 claim_offset=3`,
 	} {

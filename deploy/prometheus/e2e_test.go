@@ -34,7 +34,7 @@ func TestPrometheusScrapesRegistry(t *testing.T) {
 	t.Parallel()
 	bin := tool(t, "prometheus")
 	r := stacktest.Start(t, stacktest.Options{Projectors: 1, APIs: 1})
-	api := r.APIs[0].URL
+	api, ops := r.APIs[0].URL, r.APIs[0].OpsURL
 
 	if code := claim(t, api, "alice", uuid.NewString()); code != http.StatusCreated {
 		t.Fatalf("first claim for alice answered %d, want 201", code)
@@ -42,11 +42,11 @@ func TestPrometheusScrapesRegistry(t *testing.T) {
 	if code := claim(t, api, "alice", uuid.NewString()); code != http.StatusConflict {
 		t.Fatalf("second claim for alice answered %d, want 409 taken", code)
 	}
-	if code, body := get(t, api+"/metrics"); code != http.StatusOK {
-		t.Fatalf("GET %s/metrics answered %d (the API node serves no metrics): %s", api, code, body)
+	if code, body := get(t, ops+"/metrics"); code != http.StatusOK {
+		t.Fatalf("GET %s/metrics answered %d (the API node's operator listener serves no metrics): %s", ops, code, body)
 	}
 
-	prom := startPrometheus(t, bin, strings.TrimPrefix(api, "http://"))
+	prom := startPrometheus(t, bin, strings.TrimPrefix(ops, "http://"))
 	const query = `registry_decisions_total{outcome="rejected",reason="taken"}`
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -43,6 +43,9 @@ func do(t testing.TB, method, url, body string) reply {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Errorf("%s %s: %v", method, url, err)

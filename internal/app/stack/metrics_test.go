@@ -20,7 +20,7 @@ func TestMetrics(t *testing.T) {
 	want(t, "taken", post(t, api, newID(), newID(), "KIM"), http.StatusConflict, "rejected", "taken", "kim")
 	waitSettled(t, r)
 
-	body := scrape(t, api.URL+"/metrics")
+	body := scrape(t, api.OpsURL+"/metrics")
 	for series, min := range map[string]float64{
 		`registry_claims_submitted_total{node="api-1"}`:                                                 2,
 		`registry_decisions_total{node="projector-1",outcome="registered",reason=""}`:                   1,

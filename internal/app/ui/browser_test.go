@@ -34,7 +34,7 @@ func TestPageShowsRejection(t *testing.T) {
 	node := reg.APIs[0]
 	ctx := browser(t)
 
-	step(t, ctx, "open the page", chromedp.Navigate(node.URL+"/ui"))
+	step(t, ctx, "open the page", chromedp.Navigate(node.OpsURL+"/ui"))
 	waitFor(t, ctx, "the page to load its history and connect", `document.body.dataset.state === 'live'`, 10*time.Second)
 
 	claim(t, node.URL, "rejectme", "7d3f2b0e-5a61-4c1e-9f5b-2b8c1d4e6a01", http.StatusCreated)

@@ -21,6 +21,7 @@ type Rejection struct {
 	Canonical string    `json:"canonical,omitempty"`
 	Conflicts string    `json:"conflicts_with,omitempty"`
 	UserID    string    `json:"user_id,omitempty"`
+	Caller    string    `json:"caller,omitempty"` // the service that sent the claim
 	RequestID string    `json:"request_id"`
 	Detail    string    `json:"detail,omitempty"`
 }
@@ -85,6 +86,7 @@ func newRejection(d *events.Decision, at time.Time, seq uint64) Rejection {
 		Canonical: canonical,
 		Conflicts: d.Conflicts,
 		UserID:    d.UserID,
+		Caller:    d.Caller,
 		RequestID: d.RequestID,
 		Detail:    d.Detail,
 	}

@@ -20,9 +20,12 @@ const (
 	retryMillis    = 2000
 )
 
+// errTooMany refuses a stream past Config.MaxSubscribers.
+var errTooMany = errors.New("too many live pages are open")
+
 // subscriber is one open event stream.
 type subscriber struct {
-	ch      chan Rejection
+	ch      chan []byte   // encoded "rejection" events, shared by every stream: never modified
 	dropped chan struct{} // closed when the stream fell behind; the page reconnects
 }
 
@@ -34,7 +37,10 @@ func (u *UI) subscribe() (*subscriber, error) {
 		return nil, errors.New("the UI is closed")
 	default:
 	}
-	s := &subscriber{ch: make(chan Rejection, subBuffer), dropped: make(chan struct{})}
+	if len(u.subs) >= u.cfg.MaxSubscribers {
+		return nil, errTooMany
+	}
+	s := &subscriber{ch: make(chan []byte, subBuffer), dropped: make(chan struct{})}
 	u.subs[s] = struct{}{}
 	return s, nil
 }
@@ -45,13 +51,22 @@ func (u *UI) unsubscribe(s *subscriber) {
 	delete(u.subs, s)
 }
 
-// publish hands r to every stream without waiting; u.mu is held. A stream
-// whose buffer is full is dropped rather than waited for: Observe runs on
-// the decisions reader, which must never stall behind a page.
+// publish encodes r once and hands the same bytes to every stream without
+// waiting; u.mu is held. A stream whose buffer is full is dropped rather
+// than waited for: Observe runs on the decisions reader, which must never
+// stall behind a page.
 func (u *UI) publish(r Rejection) {
+	if len(u.subs) == 0 {
+		return
+	}
+	ev, err := encodeEvent("rejection", r)
+	if err != nil {
+		u.log.Error("encoding a rejection for the live page", "error", err)
+		return
+	}
 	for s := range u.subs {
 		select {
-		case s.ch <- r:
+		case s.ch <- ev:
 		default:
 			delete(u.subs, s)
 			close(s.dropped)
@@ -64,6 +79,11 @@ func (u *UI) publish(r Rejection) {
 // stream falls behind, or Close is called.
 func (u *UI) serveEvents(w http.ResponseWriter, r *http.Request) {
 	sub, err := u.subscribe()
+	if errors.Is(err, errTooMany) {
+		w.Header().Set("Retry-After", "10")
+		http.Error(w, fmt.Sprintf("%s (at most %d); close one and reload", err, u.cfg.MaxSubscribers), http.StatusServiceUnavailable)
+		return
+	}
 	if err != nil {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
@@ -96,8 +116,8 @@ func (u *UI) pump(ctx context.Context, sub *subscriber, s *stream) {
 			return
 		case <-sub.dropped:
 			return
-		case rej := <-sub.ch:
-			err = s.event("rejection", rej)
+		case ev := <-sub.ch:
+			err = s.writeBytes(batch(ev, sub.ch))
 		case <-stats.C:
 			err = s.event("stats", u.statsNow(ctx))
 		case <-heartbeat.C:
@@ -107,6 +127,20 @@ func (u *UI) pump(ctx context.Context, sub *subscriber, s *stream) {
 			return
 		}
 	}
+}
+
+// batch appends to first the events already waiting in ch, without
+// waiting for more, so a busy stream takes one write and one flush for
+// many rejections instead of one each. first is shared: it is copied.
+func batch(first []byte, ch <-chan []byte) []byte {
+	if len(ch) == 0 {
+		return first
+	}
+	out := append(make([]byte, 0, len(first)*(len(ch)+1)), first...)
+	for range len(ch) {
+		out = append(out, <-ch...)
+	}
+	return out
 }
 
 // stream writes server-sent events, each flushed at once.
@@ -120,18 +154,29 @@ func newStream(w http.ResponseWriter) *stream {
 }
 
 func (s *stream) event(name string, v any) error {
-	data, err := json.Marshal(v)
+	ev, err := encodeEvent(name, v)
 	if err != nil {
 		return err
 	}
-	return s.write(fmt.Sprintf("event: %s\ndata: %s\n\n", name, data))
+	return s.writeBytes(ev)
 }
 
-func (s *stream) write(text string) error {
+// encodeEvent is one server-sent event whose data is v as JSON.
+func encodeEvent(name string, v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "event: %s\ndata: %s\n\n", name, data), nil
+}
+
+func (s *stream) write(text string) error { return s.writeBytes([]byte(text)) }
+
+func (s *stream) writeBytes(b []byte) error {
 	// The deadline catches a client that stopped reading without closing;
 	// servers that do not support deadlines rely on the heartbeat failing.
 	_ = s.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := io.WriteString(s.w, text); err != nil {
+	if _, err := s.w.Write(b); err != nil {
 		return err
 	}
 	return s.rc.Flush()

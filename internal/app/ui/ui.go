@@ -31,6 +31,13 @@ type Config struct {
 	// most about once a second however many pages are open, with a context
 	// that ends after 1.5s.
 	Stats func(ctx context.Context) (Stats, error)
+	// MaxSubscribers bounds the open GET /ui/events streams; past it a new
+	// one gets 503 with Retry-After. Every rejection is encoded once and
+	// the same bytes are handed to every stream, so the decisions reader's
+	// cost per rejection does not grow with the pages open, but each stream
+	// still holds a goroutine, a buffer and a connection. Defaults to 32,
+	// more operators than watch one node at once.
+	MaxSubscribers int
 	// Window is how much history the chart keeps, in whole seconds, at
 	// least 1s and at most 1h. Defaults to 15m.
 	Window time.Duration
@@ -80,6 +87,10 @@ func New(cfg Config) (*UI, error) {
 		return nil, errors.New("ui: Config.Stats is required")
 	}
 	cfg = cfg.WithDefaults()
+	cfg.MaxSubscribers = cmp.Or(cfg.MaxSubscribers, 32)
+	if cfg.MaxSubscribers < 1 {
+		return nil, fmt.Errorf("ui: MaxSubscribers %d is below 1", cfg.MaxSubscribers)
+	}
 	if cfg.Window < time.Second || cfg.Window > maxWindow {
 		return nil, fmt.Errorf("ui: Window %v is outside 1s..%v", cfg.Window, maxWindow)
 	}

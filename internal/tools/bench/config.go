@@ -16,6 +16,9 @@ import (
 type Config struct {
 	// URL is the API's base URL. Defaults to http://127.0.0.1:8080.
 	URL string
+	// Token is the bearer token sent with every claim (a caller with the
+	// claim scope); empty sends none, for an open API.
+	Token string
 	// Clients is the number of closed-loop clients, each sending its next
 	// claim when the previous one is answered. Ignored when Rate is set.
 	// Defaults to 16.

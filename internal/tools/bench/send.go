@@ -29,10 +29,11 @@ const maxAnswerBytes = 64 << 10
 type sender struct {
 	client *http.Client
 	url    string // POST target, ?wait= included
+	token  string // bearer token; empty sends none
 }
 
 func newSender(cfg Config) *sender {
-	return &sender{client: cfg.httpClient(), url: cfg.URL + "/v1/claims?wait=" + cfg.Wait.String()}
+	return &sender{client: cfg.httpClient(), url: cfg.URL + "/v1/claims?wait=" + cfg.Wait.String(), token: cfg.Token}
 }
 
 // answerBody is the part of an answer the benchmark reads.
@@ -53,6 +54,9 @@ func (s *sender) send(ctx context.Context, c claim) (Answer, string, error) {
 		return Answer{}, errOther, fmt.Errorf("building request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return Answer{}, errorType(err), err

@@ -3,6 +3,9 @@ package chaos
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +108,7 @@ type run struct {
 	projectors []*proc
 	apis       []*proc
 	apiURLs    []string
+	token      string // the workload's bearer token; the API nodes hold its hash
 	seeds      []string
 	work       *workload
 	hist       History
@@ -203,9 +207,13 @@ func (r *run) start(ctx context.Context) error {
 		r.projectors = append(r.projectors, p)
 		go p.supervise(ctx)
 	}
+	tokens, err := r.writeTokens()
+	if err != nil {
+		return err
+	}
 	for i := range r.cfg.APIs {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i]))
-		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr, "--hold", lifecycleHold.String()}, env, procLog)
+		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr, "--tokens", tokens, "--ops-addr", "", "--hold", lifecycleHold.String()}, env, procLog)
 		a.onExit = onExit
 		r.apis, r.apiURLs = append(r.apis, a), append(r.apiURLs, "http://"+addr)
 		go a.supervise(ctx)
@@ -297,7 +305,7 @@ func (r *run) client(ctx context.Context, id int) {
 		}
 		// The request outlives the load phase: cutting it would only
 		// turn answers into unknowns.
-		send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], &op, wait)
+		send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], r.token, &op, wait)
 		r.hist.Add(op)
 		if op.Result == ResultUnknown && op.Code != http.StatusAccepted {
 			// A real client backs off after an error instead of
@@ -670,4 +678,21 @@ func (d *database) collect(ctx context.Context, in *Input) error {
 		return fmt.Errorf("reading usernames: %w", err)
 	}
 	return nil
+}
+
+// writeTokens gives the workload a fresh bearer token and writes the API
+// nodes' tokens file (its SHA-256 only) into the run's directory, so the
+// run goes through authentication as production does.
+func (r *run) writeTokens() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	r.token = hex.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(r.token))
+	path := filepath.Join(r.cfg.Dir, "tokens")
+	if err := os.WriteFile(path, []byte("chaos claim,read "+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the tokens file: %w", err)
+	}
+	return path, nil
 }

@@ -121,7 +121,7 @@ type answer struct {
 }
 
 // send posts op to url and fills in its result.
-func send(ctx context.Context, client *http.Client, url string, op *Op, wait time.Duration) {
+func send(ctx context.Context, client *http.Client, url, token string, op *Op, wait time.Duration) {
 	body, _ := json.Marshal(map[string]string{"request_id": op.RequestID, "user_id": op.UserID, "username": op.Username})
 	op.Invoke = time.Now()
 	defer func() { op.Complete = time.Now() }()
@@ -131,6 +131,8 @@ func send(ctx context.Context, client *http.Client, url string, op *Op, wait tim
 		op.Error = err.Error()
 		return
 	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := client.Do(req)
 	if err != nil {
 		op.Error = err.Error()

@@ -41,6 +41,8 @@ type Claim struct {
 	// Type is the record's command type (one of events.CommandTypes);
 	// TypeClaimSubmitted for a record that could not be read.
 	Type string
+	// Caller is the service that wrote the command, as recorded in it.
+	Caller string
 	// HoldSeconds is the hold period the command carries (release, rename).
 	HoldSeconds int64
 	// Rename is a rename step's saga data; To is its to name, valid in
@@ -62,7 +64,7 @@ func Parse(r *kgo.Record, partitions int) Claim {
 		return in
 	}
 	in.Type, in.HoldSeconds, in.Rename = typ, c.HoldSeconds, c.Rename
-	in.UserID, in.Username = storable(c.UserID), storable(c.Username)
+	in.UserID, in.Username, in.Caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
 		in.RequestID = positionID(r.Partition, r.Offset)
@@ -265,7 +267,7 @@ func (in *Claim) base(outcome string) *events.Decision {
 	return &events.Decision{
 		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical,
 		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
-		Command: in.command(), ToUsername: in.toUsername(),
+		Command: in.command(), ToUsername: in.toUsername(), Caller: in.Caller,
 	}
 }
 

@@ -71,6 +71,17 @@ func checkCommand(in *Claim) string {
 	return ""
 }
 
+// Admin reports whether in is an administrative command (reserve,
+// unreserve, transfer): the projector refuses one without a valid proof
+// (projector's checkAdminProof) as invalid.
+func (in *Claim) Admin() bool {
+	switch in.Type {
+	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
+		return true
+	}
+	return false
+}
+
 // heldUntil is when a hold of in's hold period starts at in's record
 // ends; nil when the period is 0.
 func (in *Claim) heldUntil() *time.Time {
@@ -131,7 +142,7 @@ func decideFinish(st *State, in *Claim) *events.Decision {
 		RequestID: r.RequestID, UserID: in.UserID, Username: first.Username, Canonical: in.Name.Canonical,
 		ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
 		Command: events.CommandRename, From: r.FromCanonical, To: r.ToCanonical, ToUsername: first.ToUsername,
-		Step: 3,
+		Step: 3, Caller: first.Caller,
 	}
 	if r.Outcome == events.OutcomeRegistered {
 		d.Outcome, d.HeldUntil = events.OutcomeRenamed, in.heldUntil()
@@ -174,7 +185,7 @@ func next(in *Claim, d *events.Decision) (*kgo.Record, error) {
 		return nil, nil
 	}
 	step := *r
-	c := &events.ClaimSubmitted{UserID: in.UserID, PolicyVersion: claims.PolicyVersion, SubmittedAt: in.Timestamp,
+	c := &events.ClaimSubmitted{UserID: in.UserID, PolicyVersion: claims.PolicyVersion, SubmittedAt: in.Timestamp, Caller: in.Caller,
 		HoldSeconds: in.HoldSeconds, Rename: &step}
 	switch {
 	case in.Type == events.TypeRenameSubmitted && d.Outcome == events.OutcomeRenaming:

@@ -3,6 +3,7 @@ package projection
 import (
 	"bytes"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -208,5 +209,44 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("partition %d ledger %s: folded %s, live %s", p, rid, f.Requests[rid].Value, e.Value)
 			}
 		}
+	}
+}
+
+// TestDecisionNamesCaller: a decision carries its command's caller (a
+// rename's final decision its first step's), and a claim written before
+// callers existed (no "caller" field) is decided exactly as before, its
+// decision without one.
+func TestDecisionNamesCaller(t *testing.T) {
+	t.Parallel()
+	user := uuid.NewString()
+	old := record(t, 0, uuid.NewString(), user, "callerless")
+	if strings.Contains(string(old.Value), `"caller"`) {
+		t.Fatalf("a claim without a caller encodes one: %s", old.Value)
+	}
+	c, err := events.DecodeClaim(record(t, 1, uuid.NewString(), uuid.NewString(), "callerless"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Caller = "signup"
+	signup, err := events.ClaimRecord(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signup.Partition, signup.Offset = old.Partition, 1
+	st := NewState()
+	var ds []*events.Decision
+	for _, r := range []*kgo.Record{old, signup} {
+		in := Parse(r, testPartitions)
+		out, err := Decide(st, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, out.Decision)
+	}
+	if ds[0].Caller != "" || ds[1].Caller != "signup" || ds[1].Reason != events.ReasonTaken {
+		t.Fatalf("decisions %+v %+v", ds[0], ds[1])
+	}
+	if v, _ := events.DecisionValue(ds[0]); strings.Contains(string(v), `"caller"`) {
+		t.Errorf("an old claim's decision gained a caller field: %s", v)
 	}
 }

@@ -5,10 +5,13 @@ package stacktest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,7 +20,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/app/stack"
+	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/projector"
@@ -33,10 +38,17 @@ type Options struct {
 	// HoldPeriod is the API nodes' hold period for releases and renames;
 	// 0 means none.
 	HoldPeriod time.Duration
+	// AdminKeys signs (API nodes) and verifies (projectors) administrative
+	// commands. Defaults to a key made for the registry.
+	AdminKeys *events.AdminKeys
 	// SessionTimeout for projectors; short, so tests that stop one see
 	// its partitions move quickly. Defaults to 6s (kfake's minimum).
 	SessionTimeout time.Duration
-	Logger         *slog.Logger
+	// Tokens authenticates the API nodes' callers; nil runs them open.
+	Tokens *auth.Store
+	// MaxPageSubscribers bounds each node's live-page streams (0: default).
+	MaxPageSubscribers int
+	Logger             *slog.Logger
 }
 
 // Registry is a running registry.
@@ -59,8 +71,9 @@ type Registry struct {
 // APINode is a running API node.
 type APINode struct {
 	*stack.API
-	URL  string // http://127.0.0.1:port
-	stop func()
+	URL    string // http://127.0.0.1:port, the public API
+	OpsURL string // http://127.0.0.1:port, the operator pages (/ui, /metrics)
+	stop   func()
 }
 
 // Stop shuts the node down and waits for it.
@@ -77,6 +90,15 @@ func Start(t testenv.T, opts Options) *Registry {
 	}
 	if opts.Logger == nil {
 		opts.Logger = testenv.Logger(t)
+	}
+	if opts.AdminKeys == nil {
+		secret := make([]byte, 32)
+		rand.Read(secret) //nolint:errcheck // crypto/rand.Read does not fail
+		keys, err := events.ParseAdminKeys(strings.NewReader("test " + hex.EncodeToString(secret)))
+		if err != nil {
+			t.Fatalf("admin key: %v", err)
+		}
+		opts.AdminKeys = keys
 	}
 	r := &Registry{t: t, opts: opts, Brokers: testenv.Kafka(t), Metrics: prometheus.NewRegistry()}
 	r.Pool, r.DBURL = testenv.Database(t)
@@ -135,7 +157,7 @@ func (r *Registry) StartProjector() *Projector {
 	pr, err := projector.New(projector.Config{
 		Kafka: r.Kafka, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Partitions: r.opts.Partitions,
 		SessionTimeout: r.opts.SessionTimeout, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond,
-		Metrics: projector.NewMetrics(reg), Logger: r.opts.Logger,
+		Metrics: projector.NewMetrics(reg), AdminKeys: r.opts.AdminKeys, Logger: r.opts.Logger,
 	}, r.Pool)
 	if err != nil {
 		r.t.Fatalf("projector: %v", err)
@@ -169,8 +191,8 @@ func (r *Registry) StartAPI() *APINode {
 	slot := len(r.APIs) - 1
 	r.mu.Unlock()
 	a, err := stack.NewAPI(stack.APIConfig{
-		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, HoldPeriod: r.opts.HoldPeriod, Logger: r.opts.Logger,
-		Metrics: reg, Gatherer: r.Metrics,
+		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, HoldPeriod: r.opts.HoldPeriod, AdminKeys: r.opts.AdminKeys, Logger: r.opts.Logger,
+		Metrics: reg, Gatherer: r.Metrics, Tokens: r.opts.Tokens, MaxPageSubscribers: r.opts.MaxPageSubscribers,
 	})
 	if err != nil {
 		r.t.Fatalf("api: %v", err)
@@ -179,11 +201,15 @@ func (r *Registry) StartAPI() *APINode {
 	if err != nil {
 		r.t.Fatalf("listen: %v", err)
 	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		r.t.Fatalf("listen: %v", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- stack.RunAPI(ctx, a, ln) }()
+	go func() { done <- stack.RunAPI(ctx, a, stack.Listeners{API: ln, Ops: opsLn}) }()
 	var once sync.Once
-	n := &APINode{API: a, URL: "http://" + ln.Addr().String(), stop: func() {
+	n := &APINode{API: a, URL: "http://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(), stop: func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

@@ -157,6 +157,7 @@
     cell(tr, r.conflicts_with || '').className = 'name';
     const user = r.user_id || '';
     cell(tr, user.length > 8 ? user.slice(0, 8) + '…' : user, user).className = 'user';
+    cell(tr, r.caller || '').className = 'name';
     return tr;
   }
 
