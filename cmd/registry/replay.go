@@ -36,7 +36,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	var c config
 	var from string
 	var samples, policy, workers int
-	fs := flagSet("replay", &c, stdout, "brokers", "database")
+	fs := flagSet("replay", &c, stdout, "brokers", "database", "admin-key")
 	fs.StringVar(&from, "from", "claims", "the topic to replay; only claims (registry rebuild reads registrations)")
 	fs.IntVar(&policy, "policy-version", 0, "replay claims made under other policy versions under this one, which must be this build's; report the names that would change")
 	fs.IntVar(&samples, "samples", 10, "how many examples of each kind of divergence to print")

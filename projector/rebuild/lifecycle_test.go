@@ -3,6 +3,7 @@ package rebuild_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ func (e *env) produceCommand(typ, requestID, userID, username string, hold time.
 		e.t.Fatal(err)
 	}
 	rec.Partition = events.Partition(rec.Key, testPartitions)
+	switch typ {
+	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
+		e.keys.Sign(rec)
+	}
 	if err := e.prod.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -49,6 +54,11 @@ func (e *env) rename(userID, from, to string) {
 func TestRebuildAndReplayCoverNamesThatChangeHands(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
+	keys, err := events.ParseAdminKeys(strings.NewReader("test " + strings.Repeat("5a", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keys = keys
 	e.projector()
 	users := make([]string, 6)
 	for i := range users {

@@ -34,6 +34,7 @@ type env struct {
 	opts []kgo.Opt
 	prod *kgo.Client
 	seed uint64
+	keys *events.AdminKeys // signs (the tests) and verifies (projector, replay) administrative commands; nil: none
 }
 
 func setup(t *testing.T) *env {
@@ -44,7 +45,7 @@ func setup(t *testing.T) *env {
 }
 
 func (e *env) config() rebuild.Config {
-	return rebuild.Config{Kafka: e.opts, Pool: e.pool, Samples: 5, Logger: testenv.Logger(e.t)}
+	return rebuild.Config{Kafka: e.opts, Pool: e.pool, Samples: 5, AdminKeys: e.keys, Logger: testenv.Logger(e.t)}
 }
 
 // generate writes n claims (and, with decisions, their decisions).
@@ -62,7 +63,7 @@ func (e *env) generate(n int, decisions bool) {
 func (e *env) projector() (stop func()) {
 	e.t.Helper()
 	p, err := projector.New(projector.Config{Kafka: e.opts, Partitions: testPartitions, Logger: testenv.Logger(e.t),
-		SessionTimeout: 6 * time.Second}, e.pool)
+		SessionTimeout: 6 * time.Second, AdminKeys: e.keys}, e.pool)
 	if err != nil {
 		e.t.Fatal(err)
 	}

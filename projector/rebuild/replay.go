@@ -271,7 +271,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	}
 	defer pr.reg.close()
 	pr.hashes = make([]uint64, 0, min(claimEnd, 1<<20))
-	rd := projection.NewRedecider(int(pr.partitions))
+	rd := projection.NewRedecider(int(pr.partitions), pr.cfg.AdminKeys)
 	n := 0
 	for {
 		rec, err := claimsIn.next(ctx)

@@ -54,6 +54,10 @@ type Config struct {
 	// Topics names the registry's topics. Defaults to events' default
 	// names.
 	Topics events.Topics
+	// AdminKeys verify administrative commands when the replay audit
+	// decides them again, as the projectors' keys did; nil refuses them
+	// all (a registry without keys decided them so).
+	AdminKeys *events.AdminKeys
 	// Migrations build the shadow's tables, as they built the live ones.
 	// Defaults to the projection's (projector/migrations); a test that
 	// migrated its live database further passes the same longer list.

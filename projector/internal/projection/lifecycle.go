@@ -82,6 +82,20 @@ func (in *Claim) Admin() bool {
 	return false
 }
 
+// AdminProblem is the decider's gate for administrative commands: why rec
+// (one of them) must be decided invalid, or "" when its events.HeaderProof
+// verifies under keys. It depends only on the record and the keys, so the
+// projector and the replay audit decide alike.
+func AdminProblem(keys *events.AdminKeys, rec *kgo.Record) string {
+	if keys == nil {
+		return "administrative command refused: this registry holds no admin key (--admin-key-file)"
+	}
+	if err := keys.Verify(rec); err != nil {
+		return "administrative command refused: " + err.Error()
+	}
+	return ""
+}
+
 // heldUntil is when a hold of in's hold period starts at in's record
 // ends; nil when the period is 0.
 func (in *Claim) heldUntil() *time.Time {

@@ -53,6 +53,9 @@ func (l *logSim) append(rec *kgo.Record) *events.Decision {
 		l.offsets[r.Partition]++
 		l.now = l.now.Add(time.Second)
 		in := Parse(r, testPartitions)
+		if in.Admin() && in.Invalid == "" {
+			in.Invalid = AdminProblem(testKeys, r) // as the projector does
+		}
 		out, err := Decide(l.state(r.Partition), &in)
 		if err != nil {
 			l.t.Fatal(err)
@@ -81,8 +84,15 @@ func command(t *testing.T, typ, requestID, userID, username string, hold time.Du
 	if err != nil {
 		t.Fatal(err)
 	}
+	switch typ {
+	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
+		testKeys.Sign(rec)
+	}
 	return rec
 }
+
+// testKeys signs and verifies the tests' administrative commands.
+var testKeys, _ = events.ParseAdminKeys(strings.NewReader("test " + strings.Repeat("a5", 32)))
 
 func renameRecord(t *testing.T, requestID, userID, from, to string, hold time.Duration) *kgo.Record {
 	t.Helper()
@@ -144,6 +154,9 @@ func TestLifecycle(t *testing.T) {
 	expect(t, "unreserve quill", l.append(command(t, events.TypeUnreservation, id(), "", "quill", 0)), "unreserved", "")
 	expect(t, "transfer oskar to ann", l.append(command(t, events.TypeTransferSubmitted, id(), ann, "oskar", 0)), "transferred", "")
 	expect(t, "transfer nobody", l.append(command(t, events.TypeTransferSubmitted, id(), ann, "nobody", 0)), "rejected", "not_held")
+	forged := command(t, events.TypeTransferSubmitted, id(), ben, "oskar", 0)
+	forged.Headers = forged.Headers[:len(forged.Headers)-1] // the proof header, appended last by Sign
+	expect(t, "an unsigned transfer", l.append(forged), "rejected", "invalid")
 	expect(t, "rename retried", l.append(renameRecord(t, ren, ann, "lina", "mira", hold)), "renamed", "")
 	l.now = l.now.Add(hold)
 	expect(t, "ben claims lina after its hold", l.append(record(t, 0, id(), ben, "lina")), "registered", "")
@@ -166,7 +179,7 @@ func TestLifecycle(t *testing.T) {
 	rds := map[int32]*Redecider{}
 	for _, r := range l.recs {
 		if rds[r.Partition] == nil {
-			rds[r.Partition] = NewRedecider(testPartitions)
+			rds[r.Partition] = NewRedecider(testPartitions, testKeys)
 		}
 		got, err := rds[r.Partition].Redecide(r)
 		if err != nil {

@@ -31,6 +31,7 @@ type Redecider struct {
 	seed       maphash.Seed
 	requests   map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
 	holders    map[string]compactHolder // key -> holder
+	keys       *events.AdminKeys        // verifies administrative commands
 	// The rest of the state is kept whole: holds, runtime reservations,
 	// rename locks, and the ledger entries of renames (step 3 reads its
 	// rename's first decision). There are few of each.
@@ -60,9 +61,13 @@ type Redecision struct {
 
 // NewRedecider returns a Redecider for claims topics of the given partition
 // count, starting from an empty partition.
-func NewRedecider(partitions int) *Redecider {
+//
+// Administrative commands are checked against keys as the projector
+// checks them (AdminProblem); nil keys refuse them all, as a projector
+// without keys does.
+func NewRedecider(partitions int, keys ...*events.AdminKeys) *Redecider {
 	return &Redecider{
-		partitions: partitions, seed: maphash.MakeSeed(),
+		partitions: partitions, seed: maphash.MakeSeed(), keys: firstKeys(keys),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
 		holds: map[string]*Hold{}, reserved: map[string]*Reservation{}, locks: map[string]*Lock{}, renames: map[string]*Entry{},
 		st: *NewState(),
@@ -75,6 +80,9 @@ func NewRedecider(partitions int) *Redecider {
 // compact state does not keep the first decision's bytes).
 func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 	in := Parse(rec, r.partitions)
+	if in.Admin() && in.Invalid == "" {
+		in.Invalid = AdminProblem(r.keys, rec)
+	}
 	r.load(&in)
 	out, err := Decide(&r.st, &in)
 	if err != nil {
@@ -191,4 +199,11 @@ func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(
 func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
 	in := Parse(rec, partitions)
 	return in.RequestID, in.UserID, in.Username
+}
+
+func firstKeys(keys []*events.AdminKeys) *events.AdminKeys {
+	if len(keys) == 0 {
+		return nil
+	}
+	return keys[0]
 }
