@@ -78,7 +78,7 @@ func (w *workload) lifecycle() Op {
 
 // sendLifecycle sends a lifecycle op and fills in its result: the status,
 // or the reason of a rejection, or unknown.
-func sendLifecycle(ctx context.Context, client *http.Client, url string, op *Op, wait time.Duration) {
+func sendLifecycle(ctx context.Context, client *http.Client, url, token string, op *Op, wait time.Duration) {
 	method, path, body := http.MethodPost, "", map[string]string{"request_id": op.RequestID}
 	switch op.Command {
 	case "claim":
@@ -102,6 +102,10 @@ func sendLifecycle(ctx context.Context, client *http.Client, url string, op *Op,
 	if err != nil {
 		op.Error = err.Error()
 		return
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if len(raw) > 0 {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := client.Do(req)
 	if err != nil {
