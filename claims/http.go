@@ -122,10 +122,10 @@ func (a *api) postClaim(w http.ResponseWriter, r *http.Request) {
 		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return
 	}
+	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username, Caller: CallerFrom(r.Context())}
 	// ?wait bounds the wait for a decision, not the write: a claim is
 	// written (or refused) whatever the wait, so a short wait never turns
 	// a slow write into a 503.
-	req := Request{RequestID: body.RequestID, UserID: body.UserID, Username: body.Username, Caller: CallerFrom(r.Context())}
 	sub, err := a.cfg.Client.Submit(r.Context(), req)
 	if err != nil {
 		a.claimError(w, err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 const testPartitions = 12
@@ -28,4 +29,22 @@ func record(t testing.TB, offset int64, requestID, userID, username string) *kgo
 	rec.Partition, rec.Offset = events.Partition(rec.Key, testPartitions), offset
 	rec.Timestamp = time.Date(2026, 11, 22, 0, 0, 0, int(offset), time.UTC)
 	return rec
+}
+
+func newState() *projection.State { return projection.NewState() }
+
+// decideAll decides recs in order with the projector's rule and returns
+// the decisions.
+func decideAll(t *testing.T, st *projection.State, recs ...*kgo.Record) []*events.Decision {
+	t.Helper()
+	var out []*events.Decision
+	for _, r := range recs {
+		in := projection.Parse(r, testPartitions)
+		o, err := projection.Decide(st, &in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o.Decision)
+	}
+	return out
 }

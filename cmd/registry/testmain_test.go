@@ -11,9 +11,9 @@ import (
 // tests that start it as a child process.
 const runAsRegistry = "REGISTRY_TEST_RUN_MAIN"
 
-// TestMain fails the package when a test leaves a goroutine running
-// (testenv.Main runs goleak after the tests), unless the binary runs as
-// the registry.
+// TestMain runs main when the test binary is started as the registry, and
+// otherwise the tests, failing the package when one leaves a goroutine
+// running (testenv.Main runs goleak after the tests).
 func TestMain(m *testing.M) {
 	if os.Getenv(runAsRegistry) == "1" {
 		main()

@@ -23,6 +23,7 @@ type readmeExample struct {
 	method  string
 	url     string
 	body    []byte
+	request map[string]string // the request's -H headers, $TOKEN unexpanded
 	status  string            // "201 Created"
 	headers map[string]string // as shown (Date and Content-Length are left out)
 	answer  string            // the JSON body
@@ -55,7 +56,7 @@ func readmeExamples(t *testing.T) []readmeExample {
 func parseExample(t *testing.T, ex string) readmeExample {
 	t.Helper()
 	lines := strings.Split(strings.TrimSpace(ex), "\n")
-	e := readmeExample{command: lines[0], method: http.MethodGet, headers: map[string]string{}}
+	e := readmeExample{command: lines[0], method: http.MethodGet, headers: map[string]string{}, request: map[string]string{}}
 	cmd := lines[0]
 	if rest, ok := strings.CutPrefix(cmd, "printf "); ok { // printf 'FORMAT' ARG | curl …
 		args := words(t, rest[:strings.Index(rest, "|")])
@@ -71,7 +72,9 @@ func parseExample(t *testing.T, ex string) readmeExample {
 			i++
 			e.method = w[i]
 		case "-H":
-			i++ // the request's own headers change nothing the API answers
+			i++
+			k, v, _ := strings.Cut(w[i], ": ")
+			e.request[k] = v
 		case "-d":
 			i++
 			e.body = []byte(w[i])
@@ -96,16 +99,17 @@ func parseExample(t *testing.T, ex string) readmeExample {
 }
 
 // words splits a shell command line: words separated by spaces, with
-// single quotes around words that have them.
+// single or double quotes around words that have them.
 func words(t *testing.T, s string) []string {
 	t.Helper()
 	var out []string
 	var cur strings.Builder
+	var quote rune
 	quoted, in := false, false
 	for _, r := range s {
 		switch {
-		case r == '\'':
-			quoted, in = !quoted, true
+		case (r == '\'' || r == '"') && (!quoted || r == quote):
+			quoted, in, quote = !quoted, true, r
 		case r == ' ' && !quoted:
 			if in {
 				out = append(out, cur.String())
@@ -140,7 +144,11 @@ func TestReadmeHTTPExamples(t *testing.T) {
 	if len(examples) < 20 {
 		t.Fatalf("found %d examples in README.md; the parser lost some", len(examples))
 	}
-	reg := stacktest.Start(t, stacktest.Options{Partitions: 1, Projectors: 1, APIs: 1})
+	// The examples ran with $TOKEN a caller holding the claim and read
+	// scopes.
+	const token = "tok-readme-5f1c"
+	reg := stacktest.Start(t, stacktest.Options{Partitions: 1, Projectors: 1, APIs: 1,
+		Tokens: newStore(t, tokensFile(t, tokenLine("readme", "claim,read", token)))})
 	base := reg.APIs[0].URL
 	skipped := 0
 	for _, e := range examples {
@@ -151,7 +159,7 @@ func TestReadmeHTTPExamples(t *testing.T) {
 		url := base + strings.TrimPrefix(e.url, "http://127.0.0.1:18181")
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			status, headers, body := exampleRequest(t, e.method, url, e.body)
+			status, headers, body := exampleRequest(t, e.method, url, e.body, e.request, token)
 			// A status URL right after a 202 may still say 404 for a moment.
 			if status == "404 Not Found" && e.status != status && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
@@ -164,14 +172,17 @@ func TestReadmeHTTPExamples(t *testing.T) {
 	t.Logf("checked %d examples; %d need a registry in another state and were not run", len(examples)-skipped, skipped)
 }
 
-func exampleRequest(t *testing.T, method, url string, body []byte) (string, http.Header, []byte) {
+func exampleRequest(t *testing.T, method, url string, body []byte, headers map[string]string, token string) (string, http.Header, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl -d sends
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // what curl -d sends unless told otherwise
+	}
+	for k, v := range headers {
+		req.Header.Set(k, strings.ReplaceAll(v, "$TOKEN", token))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

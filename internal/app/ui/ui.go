@@ -74,6 +74,7 @@ type UI struct {
 // to it: the one place the defaults are written.
 func (cfg Config) WithDefaults() Config {
 	cfg.Window = cmp.Or(cfg.Window, 15*time.Minute)
+	cfg.MaxSubscribers = cmp.Or(cfg.MaxSubscribers, 32)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -41,7 +41,7 @@ func Read(t testing.TB, path string) []Row {
 		if len(cells) < 6 || (!strings.HasPrefix(strings.TrimSpace(cells[1]), "`--") && strings.TrimSpace(cells[1]) != "–") {
 			continue
 		}
-		r := Row{Flag: strings.Trim(strings.TrimSpace(cells[1]), "`-–"), Env: strings.Trim(strings.TrimSpace(cells[2]), "`–")}
+		r := Row{}
 		def := strings.TrimSpace(cells[3])
 		if m := regexp.MustCompile("^`([^`]*)`").FindStringSubmatch(def); m != nil {
 			r.Default = m[1]
@@ -52,7 +52,17 @@ func Read(t testing.TB, path string) []Row {
 		for _, c := range strings.Split(cells[4], ",") {
 			r.Commands = append(r.Commands, strings.Trim(strings.TrimSpace(c), "`"))
 		}
-		rows = append(rows, r)
+		// A row may name several flags and their variables in order
+		// ("`--tls-cert`, `--tls-key`"): one Row each.
+		flags, envs := strings.Split(cells[1], ","), strings.Split(cells[2], ",")
+		for i, f := range flags {
+			one := r
+			one.Flag = strings.Trim(strings.TrimSpace(f), "`-–")
+			if i < len(envs) {
+				one.Env = strings.Trim(strings.TrimSpace(envs[i]), "`–")
+			}
+			rows = append(rows, one)
+		}
 	}
 	if len(rows) < 10 {
 		t.Fatalf("found %d rows in the configuration table; the parser lost some", len(rows))

@@ -35,14 +35,13 @@ type Claim struct {
 	RequestID string // a UUID in canonical form: the claim's, or derived from the position
 	UserID    string
 	Username  string
+	Caller    string          // the service that wrote the claim, as recorded in it
 	Name      claims.Username // valid only when Invalid == ""
 	Invalid   string          // why the claim is invalid; empty when it is valid
 
 	// Type is the record's command type (one of events.CommandTypes);
 	// TypeClaimSubmitted for a record that could not be read.
 	Type string
-	// Caller is the service that wrote the command, as recorded in it.
-	Caller string
 	// HoldSeconds is the hold period the command carries (release, rename).
 	HoldSeconds int64
 	// Rename is a rename step's saga data; To is its to name, valid in
@@ -265,9 +264,9 @@ func (in *Claim) toUsername() string {
 
 func (in *Claim) base(outcome string) *events.Decision {
 	return &events.Decision{
-		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical,
+		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical, Caller: in.Caller,
 		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
-		Command: in.command(), ToUsername: in.toUsername(), Caller: in.Caller,
+		Command: in.command(), ToUsername: in.toUsername(),
 	}
 }
 
