@@ -62,6 +62,8 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	if _, err := c.auth.loadAdminKeys(); err != nil {
 		return err
 	}
+	ctx, stopHUP := context.WithCancel(ctx)
+	defer stopHUP() // the reload goroutine ends with the command, even when it fails (goleak found it left running)
 	reloadOnHUP(ctx, tokens, log)
 	if tokens == nil {
 		log.Warn("serving the API WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach it can claim any name for any user")

@@ -40,6 +40,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	if _, err := c.auth.loadAdminKeys(); err != nil {
 		return err
 	}
+	ctx, stopHUP := context.WithCancel(ctx)
+	defer stopHUP() // the reload goroutine ends with the command, even when it fails (goleak found it left running)
 	reloadOnHUP(ctx, tokens, log)
 	if tokens == nil {
 		log.Warn("the API is open: no tokens file, so every request is served as caller \"anonymous\"; pass --tokens FILE to require bearer tokens")
