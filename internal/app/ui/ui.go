@@ -88,7 +88,6 @@ func New(cfg Config) (*UI, error) {
 		return nil, errors.New("ui: Config.Stats is required")
 	}
 	cfg = cfg.WithDefaults()
-	cfg.MaxSubscribers = cmp.Or(cfg.MaxSubscribers, 32)
 	if cfg.MaxSubscribers < 1 {
 		return nil, fmt.Errorf("ui: MaxSubscribers %d is below 1", cfg.MaxSubscribers)
 	}
