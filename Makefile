@@ -20,8 +20,8 @@ lint: ## gofmt, go vet, and go mod tidy leaving nothing to change
 	$(GO) vet -tags failpoints,chaosbug ./cmd/registry ./projector
 	$(GO) mod tidy -diff
 
-fuzz: ## fuzz the username policy for a fixed number of runs (FUZZRUNS=2000000x)
-	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=$(or $(FUZZRUNS),2000000x) ./claims/
+fuzz: ## fuzz the username policy (version 2) for a fixed number of runs (FUZZRUNS=2000000x)
+	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=$(or $(FUZZRUNS),2000000x) ./claims/username/
 
 build: ## build bin/registry
 	$(GO) build -o bin/registry ./cmd/registry

@@ -6,13 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
+
+// ErrInvalid is wrapped by every rejection of a request the API refuses
+// itself, the username policy's included (username.ErrInvalid).
+var ErrInvalid = username.ErrInvalid
+
+// InvalidError carries a reason a person understands.
+type InvalidError = username.InvalidError
 
 // Decisions delivers decisions read from the registrations topic.
 // *registrations.Reader implements it.
@@ -42,6 +51,10 @@ var (
 	// read to answer a retried request_id. Nothing was written; retry with
 	// the same request_id.
 	ErrLedgerUnavailable = errors.New("request ledger unavailable")
+	// ErrPolicyUnavailable: the username policy version the deployment
+	// decides under could not be read from the database. Nothing was
+	// written; retry.
+	ErrPolicyUnavailable = errors.New("username policy version unavailable")
 )
 
 // ClientConfig configures a Client.
@@ -63,6 +76,18 @@ type ClientConfig struct {
 	// Topics names the registry's topics; claims go to Topics.Claims.
 	// Defaults to events' default names.
 	Topics events.Topics
+	// Policy is the username policy the deployment decides under, as
+	// recorded in its database (projector.PolicyVersion): claims are
+	// normalized and stamped with it, and lookups answer under it. When
+	// nil, PolicyVersion reads it; when both are nil, it is the latest
+	// version, username.Latest.
+	Policy *username.Policy
+	// PolicyVersion, when Policy is nil, reads the version the deployment
+	// decides under the first time a claim or a lookup needs it, and again
+	// until a read succeeds: a database that is down when the client starts
+	// makes claims fail with ErrPolicyUnavailable (503) until it answers,
+	// not the client fail to start.
+	PolicyVersion func(ctx context.Context) (int, error)
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -83,14 +108,24 @@ type ClientConfig struct {
 }
 
 // Client claims usernames and awaits their decisions.
-type Client struct{ cfg ClientConfig }
+type Client struct {
+	cfg    ClientConfig
+	policy atomic.Pointer[username.Policy] // once known
+}
 
 // NewClient returns a Client.
 func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Producer == nil || cfg.Decisions == nil {
 		return nil, errors.New("claims: ClientConfig needs a Producer and Decisions")
 	}
-	return &Client{cfg: cfg.WithDefaults()}, nil
+	c := &Client{cfg: cfg.WithDefaults()}
+	switch {
+	case cfg.Policy != nil:
+		c.policy.Store(cfg.Policy)
+	case cfg.PolicyVersion == nil:
+		c.policy.Store(username.MustVersion(username.Latest))
+	}
+	return c, nil
 }
 
 // WithDefaults returns cfg with every unset field that has a default set
@@ -158,7 +193,7 @@ type Submission struct {
 // and the wait different deadlines. The subscription is released by Await
 // or Close.
 func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
-	claim, err := c.build(req)
+	claim, err := c.build(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -255,16 +290,45 @@ func (s *Submission) Await(ctx context.Context) Result {
 // Close releases the subscription without waiting.
 func (s *Submission) Close() { s.cancel() }
 
-func (c *Client) build(req Request) (*events.ClaimSubmitted, error) {
+func (c *Client) build(ctx context.Context, req Request) (*events.ClaimSubmitted, error) {
 	if req.Caller == "" {
 		req.Caller = c.cfg.Caller
 	}
-	return Check(req, c.cfg.Now())
+	policy, err := c.Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return CheckPolicy(policy, req, c.cfg.Now())
 }
 
-// Check validates req (UUIDs, the username policy) and turns it into the
-// claim the API would publish, stamped now. Its errors wrap ErrInvalid.
+// Policy is the username policy the client claims under. It fails,
+// wrapping ErrPolicyUnavailable, only while the configured PolicyVersion
+// cannot be read.
+func (c *Client) Policy(ctx context.Context) (*username.Policy, error) {
+	if p := c.policy.Load(); p != nil {
+		return p, nil
+	}
+	v, err := c.cfg.PolicyVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPolicyUnavailable, err)
+	}
+	p, err := username.ForVersion(v)
+	if err != nil {
+		return nil, fmt.Errorf("the database's username policy: %w", err)
+	}
+	c.policy.Store(p)
+	return p, nil
+}
+
+// Check validates req (UUIDs, the latest username policy) and turns it
+// into the claim the API of a new registry would publish, stamped now. Its
+// errors wrap ErrInvalid.
 func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
+	return CheckPolicy(username.MustVersion(username.Latest), req, now)
+}
+
+// CheckPolicy is Check under the given policy version.
+func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	requestID, err := parseID("request_id", req.RequestID, true)
 	if err != nil {
 		return nil, err
@@ -273,13 +337,13 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 	if err != nil {
 		return nil, err
 	}
-	name, err := Normalize(req.Username)
+	name, err := policy.Normalize(req.Username)
 	if err != nil {
 		return nil, err
 	}
 	return &events.ClaimSubmitted{
 		RequestID: requestID, UserID: userID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: now.UTC(), Caller: req.Caller,
+		PolicyVersion: policy.Version(), SubmittedAt: now.UTC(), Caller: req.Caller,
 	}, nil
 }
 
@@ -318,7 +382,7 @@ func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, er
 		}
 		return d, nil
 	}
-	if !sameKey(d, claim) {
+	if !c.sameKey(d, claim) {
 		// Stored for a name in another partition. This claim's own
 		// partition decides it on its merits (docs/design.md), perhaps
 		// already has: only that decision may answer it, so produce and
@@ -328,15 +392,15 @@ func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, er
 	return &events.Decision{
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
-		Detail: "request_id was already used with a different username or user_id", PolicyVersion: PolicyVersion,
+		Detail: "request_id was already used with a different username or user_id", PolicyVersion: claim.PolicyVersion,
 		Command: cmd.command,
 	}, nil
 }
 
 // sameKey reports whether d decides a name with claim's partition key,
 // so that the projector would answer claim from the same ledger.
-func sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	n, err := Normalize(d.Canonical)
+func (c *Client) sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
+	n, err := c.policy.Load().Normalize(d.Canonical)
 	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 

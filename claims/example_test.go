@@ -53,7 +53,8 @@ func ExampleClient() {
 
 	for _, req := range []claims.Request{
 		{UserID: "6f1c1a43-54b5-4a4e-8d8e-2c9d7b6f0a11", Username: "Alice"},
-		{UserID: "0d9f5b5e-1f42-4c57-a5a4-8f1f0e7a9c22", Username: "ALICE"},
+		{UserID: "0d9f5b5e-1f42-4c57-a5a4-8f1f0e7a9c22", Username: "alice"},
+		{UserID: "0d9f5b5e-1f42-4c57-a5a4-8f1f0e7a9c22", Username: "a1ice"}, // digit one
 		{UserID: "0d9f5b5e-1f42-4c57-a5a4-8f1f0e7a9c22", Username: "аlice"}, // Cyrillic а
 	} {
 		wait, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -72,6 +73,7 @@ func ExampleClient() {
 	}
 	// Output:
 	// Alice registered as alice won: true by signup-eu
-	// ALICE rejected: taken held as alice
-	// аlice rejected: confusable held as alice
+	// alice rejected: taken held as alice
+	// a1ice rejected: confusable held as alice
+	// error: username mixes the Cyrillic and Latin scripts ('а', U+0430, is Cyrillic); a name is written in one script, or mixes Latin only with Han, Hiragana, Katakana, Hangul and Bopomofo, or with one other script that is not Cyrillic or Greek
 }

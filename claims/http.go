@@ -4,12 +4,17 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/httpwire"
 )
@@ -17,8 +22,9 @@ import (
 // Directory answers the API's read queries. *projector.Store implements it.
 type Directory interface {
 	Ledger
-	// Holder returns who holds canonical, or nil when nobody does.
-	Holder(ctx context.Context, canonical string) (*Registration, error)
+	// HolderOfKey returns who holds a name with the given key (the
+	// username policy's Key), or nil when nobody does.
+	HolderOfKey(ctx context.Context, key string) (*Registration, error)
 	// NameState says whether the name with partition key key is in a hold
 	// or reserved at runtime (for a name nobody holds).
 	NameState(ctx context.Context, key string) (NameState, error)
@@ -45,6 +51,10 @@ type HandlerConfig struct {
 	DefaultWait time.Duration
 	// MaxWait caps ?wait=. Defaults to 30s.
 	MaxWait time.Duration
+	// Partitions is the claims topic's partition count, so that a lookup
+	// can say which partition a name's key belongs in. When 0, lookups
+	// leave the partition out.
+	Partitions int32
 	// Metrics records HTTP latency, 202s and 503s; use the Client's so
 	// one /metrics shows both. Defaults to unregistered metrics.
 	Metrics *Metrics
@@ -78,11 +88,10 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	a := &api{cfg: cfg, log: cfg.Logger.With("component", "api")}
 	mux := http.NewServeMux()
 	routes := map[string]http.HandlerFunc{
-		"POST /v1/claims":              a.postClaim,
-		"GET /v1/claims/{request_id}":  a.getClaim,
-		"GET /v1/usernames/{username}": a.getUsername,
-		"GET /healthz":                 healthz,
-		"GET /readyz":                  a.readyz,
+		"POST /v1/claims":             a.postClaim,
+		"GET /v1/claims/{request_id}": a.getClaim,
+		"GET /healthz":                healthz,
+		"GET /readyz":                 a.readyz,
 
 		"POST /v1/releases":                    a.postRelease,
 		"GET /v1/releases/{request_id}":        a.getDecision,
@@ -97,7 +106,45 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
-	return mux, nil
+	return RawUsernamePaths(cfg.Metrics.InstrumentHTTP(lookupPattern, http.HandlerFunc(a.getUsername)), mux), nil
+}
+
+// UsernamesPrefix is the path under which GET looks a username up.
+const UsernamesPrefix = "/v1/usernames/"
+
+// lookupPattern labels the lookup in the HTTP metrics.
+const lookupPattern = "GET /v1/usernames/{username}"
+
+// RawUsernamePaths sends every request under /v1/usernames/ to lookup and
+// the rest to next. ServeMux cleans a path before it routes it, answering
+// a redirect for "/v1/usernames/.." or "/v1/usernames/a//b", which would
+// take the client away from the name it asked about: every path under the
+// prefix is a name (refused by the policy when it is not a valid one), so
+// lookup reads it from the raw path itself. Put it in front of any
+// ServeMux that serves the API.
+func RawUsernamePaths(lookup, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, UsernamesPrefix) && !strings.HasPrefix(r.URL.EscapedPath(), UsernamesPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		lookup.ServeHTTP(w, r)
+	})
+}
+
+// pathUsername is the name in a lookup's path, percent-decoded once.
+func pathUsername(r *http.Request) (string, error) {
+	raw := strings.TrimPrefix(r.URL.EscapedPath(), UsernamesPrefix)
+	name, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", errors.New("the username in the path is not validly percent-encoded")
+	}
+	return name, nil
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -150,6 +197,10 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 		a.cfg.Metrics.overloadRefusals.Inc()
 		w.Header().Set("Retry-After", "1")
 		httpwire.WriteError(w, http.StatusServiceUnavailable, "overloaded", "too many claims are waiting for a decision on this node; retry shortly")
+	case errors.Is(err, ErrPolicyUnavailable):
+		a.log.Error("claim failed: database unreachable", "error", err)
+		w.Header().Set("Retry-After", "2")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while reading its username policy version; nothing was written: retry")
 	case errors.Is(err, ErrLedgerUnavailable):
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
@@ -204,41 +255,153 @@ func (a *api) getClaim(w http.ResponseWriter, r *http.Request) {
 	httpwire.WriteJSON(w, http.StatusOK, body)
 }
 
-func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
-	name, err := Normalize(r.PathValue("username"))
-	if err != nil {
-		writeInvalid(w, events.ReasonInvalid, err.Error())
-		return
-	}
-	reg, err := a.cfg.Directory.Holder(r.Context(), name.Canonical)
-	if err != nil {
-		a.lookupFailed(w, err)
-		return
-	}
-	if reg == nil {
-		a.nameState(w, r, name)
-		return
-	}
-	httpwire.WriteJSON(w, http.StatusOK, reg)
+// Availability is the answer of GET /v1/usernames/{name}: what a claim of
+// the name by a new user would get right now (docs/usernames.md, "The
+// lookup"). Nothing is written.
+type Availability struct {
+	// Username is, for a held name, the holder's name as typed in the
+	// winning claim; otherwise the name as asked.
+	Username      string     `json:"username,omitempty"`
+	Canonical     string     `json:"canonical,omitempty"`      // the canonical form; empty when invalid
+	Key           string     `json:"key,omitempty"`            // the key a claim record must carry; empty when invalid
+	Partition     *int32     `json:"partition,omitempty"`      // the claims partition of Key (murmur2); absent when invalid
+	PolicyVersion int        `json:"policy_version"`           // the username policy version that answered
+	Status        string     `json:"status"`                   // held, available, confusable, reserved or invalid
+	Available     bool       `json:"available"`                // whether a new user's claim would win the name
+	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, held, invalid)
+	ConflictsWith string     `json:"conflicts_with,omitempty"` // for held and confusable: the holder's canonical name
+	Detail        string     `json:"detail,omitempty"`         // for invalid: why, for a person
+	UserID        string     `json:"user_id,omitempty"`        // for held: the holder
+	RequestID     string     `json:"request_id,omitempty"`     // for held: the winning claim's request
+	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
+	// HeldUntil is, for a name in a hold after a release (reason held),
+	// when the hold ends (RFC 3339); only its former holder may claim it
+	// before then.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
 }
 
-// nameState answers for a name nobody holds: held (by the hold in the
-// projection, until its held_until by this server's clock; the decider
-// itself compares record timestamps), reserved, or unknown.
-func (a *api) nameState(w http.ResponseWriter, r *http.Request, name Username) {
-	st, err := a.cfg.Directory.NameState(r.Context(), name.Key)
+// describe fills in the name's canonical form, key and partition.
+func (a *api) describe(av *Availability, name username.Username) {
+	av.Canonical, av.Key = name.Canonical, name.Key
+	if a.cfg.Partitions > 0 {
+		p := events.Partition([]byte(name.Key), int(a.cfg.Partitions))
+		av.Partition = &p
+	}
+}
+
+// invalidName answers a name the policy refuses, as a claim would be
+// refused, and where the name still has a key, names the held name it
+// looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
+// and looks like a held "orchid5".
+func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed string, av Availability, refusal error) (int, Availability, error) {
+	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
+	var keys []string
+	if name, ok := policy.Inspect(typed); ok {
+		a.describe(&av, name)
+		keys = append(keys, name.Key)
+	}
+	if shown, ok := policy.ShownKey(typed); ok && shown != av.Key {
+		keys = append(keys, shown)
+	}
+	for _, key := range keys {
+		reg, err := a.cfg.Directory.HolderOfKey(ctx, key)
+		if err != nil {
+			return 0, av, err
+		}
+		if reg == nil {
+			continue
+		}
+		av.ConflictsWith = reg.Canonical
+		av.Detail += fmt.Sprintf("; it also looks like %q, which is held", reg.Canonical)
+		break
+	}
+	return http.StatusUnprocessableEntity, av, nil
+}
+
+// Lookup statuses, and the codes they are answered with.
+const (
+	StatusHeld       = "held"       // 200: the holder is in the body, or (reason held) the hold's held_until
+	StatusAvailable  = "available"  // 404: no holder; a claim would win it
+	StatusConfusable = "confusable" // 409: a name with the same key is held
+	StatusReserved   = "reserved"   // 409: on the reserved list
+	StatusInvalid    = "invalid"    // 422: the policy refuses the name
+)
+
+func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
+	typed, err := pathUsername(r)
+	if err != nil {
+		av := Availability{Status: StatusInvalid, Reason: events.ReasonInvalid, Detail: err.Error()}
+		if p, err := a.cfg.Client.Policy(r.Context()); err == nil {
+			av.PolicyVersion = p.Version()
+		}
+		httpwire.WriteJSON(w, http.StatusUnprocessableEntity, av)
+		return
+	}
+	status, av, err := a.availability(r.Context(), typed)
 	if err != nil {
 		a.lookupFailed(w, err)
 		return
 	}
-	switch {
-	case st.Reserved:
-		httpwire.WriteJSON(w, http.StatusOK, httpwire.Answer{Canonical: name.Canonical, Status: "reserved"})
-	case st.HeldUntil != nil && time.Now().Before(*st.HeldUntil):
-		httpwire.WriteJSON(w, http.StatusOK, httpwire.Answer{Canonical: st.HeldCanonical, Status: "held", HeldUntil: st.HeldUntil})
-	default:
-		httpwire.WriteJSON(w, http.StatusNotFound, httpwire.Answer{Canonical: name.Canonical, Status: "unknown"})
+	httpwire.WriteJSON(w, status, av)
+}
+
+// availability decides a lookup as decideFresh in package projector would
+// decide a claim by a new user: invalid, reserved (by the policy or at
+// runtime), held (by a holder, or in a hold after a release), confusable,
+// or free.
+func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
+	policy, err := a.cfg.Client.Policy(ctx)
+	if err != nil {
+		return 0, Availability{}, err
 	}
+	av := Availability{PolicyVersion: policy.Version()}
+	if utf8.ValidString(typed) {
+		av.Username = typed
+	}
+	name, err := policy.Normalize(typed)
+	if err != nil {
+		return a.invalidName(ctx, policy, typed, av, err)
+	}
+	a.describe(&av, name)
+	if policy.Reserved(name) {
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	}
+	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case reg == nil:
+		return a.unheld(ctx, name, av)
+	case reg.Canonical == name.Canonical:
+		at := reg.RegisteredAt
+		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
+		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		return http.StatusOK, av, nil
+	default:
+		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
+		return http.StatusConflict, av, nil
+	}
+}
+
+// unheld answers for a name whose key nobody holds: reserved at runtime
+// (409, as a name on the policy's list), in a hold after a release (200,
+// status held, with held_until: by this server's clock; the decider itself
+// compares record timestamps), or available (404).
+func (a *api) unheld(ctx context.Context, name username.Username, av Availability) (int, Availability, error) {
+	st, err := a.cfg.Directory.NameState(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case st.Reserved:
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	case st.HeldUntil != nil && time.Now().Before(*st.HeldUntil):
+		av.Status, av.Reason, av.ConflictsWith, av.HeldUntil = StatusHeld, events.ReasonHeld, st.HeldCanonical, st.HeldUntil
+		return http.StatusOK, av, nil
+	}
+	av.Status, av.Available = StatusAvailable, true
+	return http.StatusNotFound, av, nil
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {

@@ -56,7 +56,7 @@ func (c *Client) Release(ctx context.Context, req ReleaseRequest) (Result, error
 // SubmitRelease publishes a release (see Submit for the split of the write
 // and the wait).
 func (c *Client) SubmitRelease(ctx context.Context, req ReleaseRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.UserID, req.Username, req.Caller)
+	body, err := c.body(ctx, req.RequestID, req.UserID, req.Username, req.Caller)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +73,15 @@ func (c *Client) Rename(ctx context.Context, req RenameRequest) (Result, error) 
 
 // SubmitRename publishes a rename's first step.
 func (c *Client) SubmitRename(ctx context.Context, req RenameRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.UserID, req.From, req.Caller)
+	body, err := c.body(ctx, req.RequestID, req.UserID, req.From, req.Caller)
 	if err != nil {
 		return nil, err
 	}
-	to, err := Normalize(req.To)
+	policy, err := c.Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	to, err := policy.Normalize(req.To)
 	if err != nil {
 		return nil, &InvalidError{Detail: "to: " + err.Error()}
 	}
@@ -98,7 +102,7 @@ func (c *Client) Transfer(ctx context.Context, req TransferRequest) (Result, err
 
 // SubmitTransfer publishes a transfer.
 func (c *Client) SubmitTransfer(ctx context.Context, req TransferRequest) (*Submission, error) {
-	body, err := c.body(req.RequestID, req.ToUserID, req.Username, req.Caller)
+	body, err := c.body(ctx, req.RequestID, req.ToUserID, req.Username, req.Caller)
 	if err != nil {
 		return nil, err
 	}
@@ -123,12 +127,16 @@ func (c *Client) SubmitReserve(ctx context.Context, req ReserveRequest, reserve 
 	if err != nil {
 		return nil, err
 	}
-	name, err := Normalize(req.Username)
+	policy, err := c.Policy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name, err := policy.Normalize(req.Username)
 	if err != nil {
 		return nil, err
 	}
 	body := &events.ClaimSubmitted{RequestID: requestID, Username: req.Username, Canonical: name.Canonical, Key: name.Key,
-		PolicyVersion: PolicyVersion, SubmittedAt: c.cfg.Now().UTC(), Caller: cmp.Or(req.Caller, c.cfg.Caller)}
+		PolicyVersion: policy.Version(), SubmittedAt: c.cfg.Now().UTC(), Caller: cmp.Or(req.Caller, c.cfg.Caller)}
 	cmd := &command{typ: events.TypeReservationSubmitted, body: body, command: events.CommandReserve}
 	if !reserve {
 		cmd.typ, cmd.command = events.TypeUnreservation, events.CommandUnreserve
@@ -137,9 +145,11 @@ func (c *Client) SubmitReserve(ctx context.Context, req ReserveRequest, reserve 
 }
 
 // body checks the fields every user command has and builds its record
-// body; errors wrap ErrInvalid.
-func (c *Client) body(requestID, userID, username, caller string) (*events.ClaimSubmitted, error) {
-	return Check(Request{RequestID: requestID, UserID: userID, Username: username, Caller: cmp.Or(caller, c.cfg.Caller)}, c.cfg.Now())
+// body under the policy version in force (as a claim's, see build);
+// errors wrap ErrInvalid, or ErrPolicyUnavailable while the version
+// cannot be read.
+func (c *Client) body(ctx context.Context, requestID, userID, username, caller string) (*events.ClaimSubmitted, error) {
+	return c.build(ctx, Request{RequestID: requestID, UserID: userID, Username: username, Caller: cmp.Or(caller, c.cfg.Caller)})
 }
 
 func awaitSubmitted(ctx context.Context) func(*Submission, error) (Result, error) {

@@ -1,14 +1,8 @@
 package claims
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -46,7 +40,7 @@ type reserveBody struct {
 
 func (a *api) postRelease(w http.ResponseWriter, r *http.Request) {
 	var body releaseBody
-	if !a.readBody(w, r, &body, false) {
+	if !a.readBody(w, r, &body, false, "release") {
 		return
 	}
 	if body.Username == nil {
@@ -60,7 +54,7 @@ func (a *api) postRelease(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) postRename(w http.ResponseWriter, r *http.Request) {
 	var body renameBody
-	if !a.readBody(w, r, &body, false) {
+	if !a.readBody(w, r, &body, false, "rename") {
 		return
 	}
 	if body.From == nil || body.To == nil {
@@ -74,7 +68,7 @@ func (a *api) postRename(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) postTransfer(w http.ResponseWriter, r *http.Request) {
 	var body transferBody
-	if !a.readBody(w, r, &body, false) {
+	if !a.readBody(w, r, &body, false, "transfer") {
 		return
 	}
 	if body.Username == nil {
@@ -95,7 +89,7 @@ func (a *api) deleteReserved(w http.ResponseWriter, r *http.Request) { a.reserve
 
 func (a *api) reserve(w http.ResponseWriter, r *http.Request, reserve bool) {
 	var body reserveBody
-	if !a.readBody(w, r, &body, true) {
+	if !a.readBody(w, r, &body, true, "reservation") {
 		return
 	}
 	name := r.PathValue("username")
@@ -146,33 +140,13 @@ func (a *api) getDecision(w http.ResponseWriter, r *http.Request) {
 	httpwire.WriteJSON(w, status, body)
 }
 
-// readBody decodes a JSON body into dst strictly (unknown fields refused,
-// UTF-8 checked), answering the error itself; an empty body is allowed
-// when optional.
-func (a *api) readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) bool {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, httpwire.MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		httpwire.WriteError(w, http.StatusRequestEntityTooLarge, events.ReasonInvalid, fmt.Sprintf("request body is larger than %d bytes", httpwire.MaxBodyBytes))
-		return false
-	case err != nil:
-		httpwire.WriteError(w, http.StatusBadRequest, events.ReasonInvalid, fmt.Sprintf("reading request body: %v", err))
-		return false
-	case optional && len(bytes.TrimSpace(raw)) == 0:
-		return true
-	case !utf8.Valid(raw):
-		writeInvalid(w, events.ReasonInvalid, "request body is not valid UTF-8")
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
-		writeInvalid(w, events.ReasonInvalid, fmt.Sprintf("request body is not valid: %v", err))
-		return false
-	}
-	if dec.More() {
-		writeInvalid(w, events.ReasonInvalid, "request body holds more than one JSON value")
+// readBody decodes a JSON body into dst strictly, as POST /v1/claims
+// does (httpwire.ReadJSON: unknown, duplicate or wrong-case field names
+// are refused with 422), answering the error itself; an empty body is
+// allowed when optional. what names the body in the error ("release").
+func (a *api) readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool, what string) bool {
+	if status, err := httpwire.ReadJSON(w, r, dst, optional, what); err != nil {
+		httpwire.WriteError(w, status, events.ReasonInvalid, err.Error())
 		return false
 	}
 	return true

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
@@ -42,12 +42,12 @@ func newCrashWorld(t *testing.T) *crashWorld {
 	pool, url := testenv.Database(t)
 	u1, u2, r1 := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	var recs []*kgo.Record
-	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "grаce"}, {uuid.NewString(), u2, "heidi"}} {
-		name, err := claims.Normalize(c[2])
+	for _, c := range [][3]string{{r1, u1, "grace"}, {uuid.NewString(), u2, "Grace"}, {r1, u1, "grace"}, {uuid.NewString(), u2, "gr\u0251ce"}, {uuid.NewString(), u2, "heidi"}} {
+		name, err := username.Normalize(c[2])
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: c[0], UserID: c[1], Username: c[2], Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +311,7 @@ func produce(t *testing.T, addr string, from, to int, create bool) map[int32]int
 	for i := from; i < to; i++ {
 		name := fmt.Sprintf("ivan%d", i)
 		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: uuid.NewString(), Username: name,
-			Canonical: name, Key: name, PolicyVersion: claims.PolicyVersion})
+			Canonical: name, Key: name, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,7 +97,7 @@ func TestRoundFencesOnlyStalePartitions(t *testing.T) {
 
 // batchOf makes a one-record batch for st, parsed as a round would.
 func (p *Projector) batchOf(st *partitionState, rec *kgo.Record) *batch {
-	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []projection.Claim{projection.Parse(rec, int(p.cfg.Partitions))}}
+	return &batch{st: st, recs: []*kgo.Record{rec}, ins: []projection.Claim{projection.Parse(rec, projection.Rules{Partitions: int(p.cfg.Partitions), Policy: latestPolicy})}}
 }
 
 // TestFenceWaitsForBatchInFlight: the compare-and-set locks the partition

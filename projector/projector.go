@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
@@ -43,6 +44,11 @@ type Config struct {
 	// Partitions is the partition count of the claims topic, as checked at
 	// start. Required.
 	Partitions int32
+	// PolicyVersion, when not 0, is the username policy version this
+	// projector must decide under; Run refuses a database recorded under
+	// another. When 0, Run decides under the recorded version, recording
+	// username.Latest in a new database (see PolicyVersion).
+	PolicyVersion int
 	// SessionTimeout is how long the group waits for a silent member before
 	// giving its partitions to another. Defaults to 45s.
 	SessionTimeout time.Duration
@@ -113,6 +119,9 @@ type Projector struct {
 	// roundTypes are the command types of the round being published, for
 	// the typed after-publish failpoints; nil when relaying.
 	roundTypes []string
+
+	rules projection.Rules // the partition count and the username policy claims are checked against
+
 	// pub publishes decisions and lists log ends. It is not a group member,
 	// so it lives for the whole Run while group members come and go.
 	pub *kgo.Client
@@ -138,7 +147,12 @@ func New(cfg Config, pool *pgxpool.Pool) (*Projector, error) {
 		return nil, errors.New("projector: Kafka options, Partitions and a database pool are required")
 	}
 	cfg = cfg.WithDefaults()
-	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{}}, nil
+	policy, err := username.ForVersion(cmp.Or(cfg.PolicyVersion, username.Latest))
+	if err != nil {
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	return &Projector{cfg: cfg, pool: pool, log: cfg.Logger.With("component", "projector"), owned: map[int32]*partitionState{},
+		rules: projection.Rules{Partitions: int(cfg.Partitions), Policy: policy}}, nil
 }
 
 // ErrOffsetBeyondLogEnd is wrapped when a partition's stored next offset is
@@ -149,6 +163,11 @@ var ErrOffsetBeyondLogEnd = errors.New("stored offset is beyond the end of the c
 // ErrLayoutChanged is wrapped when the claims topic's partition count
 // differs from the one recorded at first run.
 var ErrLayoutChanged = errors.New("claims partition count changed")
+
+// ErrPolicyVersion is wrapped when the username policy version recorded
+// in the database is not one this projector can or may decide under: a
+// registry never mixes versions (docs/design.md, "Policy version pinning").
+var ErrPolicyVersion = errors.New("username policy version mismatch")
 
 // Run consumes claims until ctx ends (a clean stop, returning nil) or a
 // fatal condition halts it. A batch in flight when ctx ends is finished.
@@ -165,6 +184,13 @@ func (p *Projector) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: the database was built for %d partitions, the topic has %d; names would move between partitions",
 			ErrLayoutChanged, stored, p.cfg.Partitions)
 	}
+	if p.rules.Policy, err = p.recordedPolicy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	p.log.Info("deciding under username policy", "policy_version", p.rules.Policy.Version())
 	runCtx, halt := context.WithCancelCause(ctx)
 	defer halt(nil)
 	p.halt = halt
@@ -183,6 +209,25 @@ func (p *Projector) Run(ctx context.Context) error {
 		return cause
 	}
 	return err
+}
+
+// recordedPolicy returns the policy recorded in the database, recording
+// the configured (or latest) version in a new one.
+func (p *Projector) recordedPolicy(ctx context.Context) (*username.Policy, error) {
+	want := cmp.Or(p.cfg.PolicyVersion, username.Latest)
+	stored, err := recordPolicy(ctx, p.pool, want)
+	if err != nil {
+		return nil, err
+	}
+	if p.cfg.PolicyVersion != 0 && stored != p.cfg.PolicyVersion {
+		return nil, fmt.Errorf("%w: the database decides under version %d, this projector was told to decide under %d",
+			ErrPolicyVersion, stored, p.cfg.PolicyVersion)
+	}
+	policy, err := username.ForVersion(stored)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the database decides under version %d: %w", ErrPolicyVersion, stored, err)
+	}
+	return policy, nil
 }
 
 // errRejoin asks member to leave the group and join again: a partition was
@@ -530,7 +575,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = projection.Parse(r, int(p.cfg.Partitions))
+				b.ins[i] = projection.Parse(r, p.rules)
 				if b.ins[i].Admin() && b.ins[i].Invalid == "" {
 					b.ins[i].Invalid = checkAdminProof(p.cfg.AdminKeys, r)
 				}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
@@ -15,14 +15,17 @@ const testPartitions = 12
 
 // record builds the claims record the API would produce for username,
 // at the given offset of its key's partition.
-func record(t testing.TB, offset int64, requestID, userID, username string) *kgo.Record {
+// latestPolicy is the policy a new registry decides under.
+var latestPolicy = username.MustVersion(username.Latest)
+
+func record(t testing.TB, offset int64, requestID, userID, typed string) *kgo.Record {
 	t.Helper()
-	name, err := claims.Normalize(username)
+	name, err := username.Normalize(typed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
-		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +42,7 @@ func decideAll(t *testing.T, st *projection.State, recs ...*kgo.Record) []*event
 	t.Helper()
 	var out []*events.Decision
 	for _, r := range recs {
-		in := projection.Parse(r, testPartitions)
+		in := projection.Parse(r, projection.Rules{Partitions: testPartitions, Policy: latestPolicy})
 		o, err := projection.Decide(st, &in)
 		if err != nil {
 			t.Fatal(err)

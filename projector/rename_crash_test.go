@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/projector"
@@ -32,12 +32,12 @@ func newRenameWorld(t *testing.T) *renameWorld {
 	v := uuid.NewString()
 	var recs []*kgo.Record
 	add := func(typ, id, user, name string, rename *events.RenameStep) {
-		n, err := claims.Normalize(name)
+		n, err := username.Normalize(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rec, err := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: n.Canonical, Key: n.Key,
-			PolicyVersion: claims.PolicyVersion, HoldSeconds: 3600, Rename: rename})
+			PolicyVersion: username.Latest, HoldSeconds: 3600, Rename: rename})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,8 +45,8 @@ func newRenameWorld(t *testing.T) *renameWorld {
 		recs = append(recs, rec)
 	}
 	step := func(id, from, to string) *events.RenameStep {
-		f, _ := claims.Normalize(from)
-		tn, _ := claims.Normalize(to)
+		f, _ := username.Normalize(from)
+		tn, _ := username.Normalize(to)
 		return &events.RenameStep{RequestID: id, From: from, FromCanonical: f.Canonical, FromKey: f.Key, To: to, ToCanonical: tn.Canonical, ToKey: tn.Key}
 	}
 	add(events.TypeClaimSubmitted, uuid.NewString(), w.u, "from1", nil)

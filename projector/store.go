@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/internal/fence"
 	"github.com/usernameregistry/registry/projector/internal/projection"
@@ -82,6 +83,14 @@ SELECT username, canonical, user_id::text, request_id::text, registered_at FROM 
 	sqlHold     = `SELECT canonical, held_until FROM holds WHERE key = $1`
 	sqlReserved = `SELECT canonical FROM reservations WHERE key = $1`
 
+	sqlHolderOfKey = `
+SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE key = $1`
+
+	sqlPolicy = `
+INSERT INTO username_policy (version) VALUES ($1)
+ON CONFLICT (singleton) DO UPDATE SET version = username_policy.version
+RETURNING version`
+
 	sqlLayout = `
 INSERT INTO topic_layout (topic, partitions) VALUES ($1, $2)
 ON CONFLICT (topic) DO UPDATE SET partitions = topic_layout.partitions
@@ -133,6 +142,25 @@ func recordLayout(ctx context.Context, pool *pgxpool.Pool, claimsTopic string, p
 		return 0, fmt.Errorf("recording topic layout: %w", err)
 	}
 	return stored, nil
+}
+
+// recordPolicy stores the username policy version on a database's first
+// run and returns the stored one (migration 002 records version 1 for a
+// database that already held version-1 data).
+func recordPolicy(ctx context.Context, pool *pgxpool.Pool, version int) (int, error) {
+	var stored int
+	if err := pool.QueryRow(ctx, sqlPolicy, version).Scan(&stored); err != nil {
+		return 0, fmt.Errorf("recording the username policy version: %w", err)
+	}
+	return stored, nil
+}
+
+// PolicyVersion returns the username policy version the deployment decides
+// under, as recorded in its database, recording username.Latest when none
+// is yet (a new registry). The API and the projector both use it, so they
+// never decide and claim under different versions.
+func PolicyVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	return recordPolicy(ctx, pool, username.Latest)
 }
 
 // loadStates reads the ledger entries and holders that a round's claims
@@ -488,13 +516,26 @@ func (s *Store) query(ctx context.Context, batch []*lookup) {
 
 // Holder returns who holds canonical, or nil when nobody does.
 func (s *Store) Holder(ctx context.Context, canonical string) (*claims.Registration, error) {
+	return s.holder(ctx, sqlHolder, canonical)
+}
+
+// PolicyVersion is PolicyVersion on the store's database.
+func (s *Store) PolicyVersion(ctx context.Context) (int, error) { return PolicyVersion(ctx, s.pool) }
+
+// HolderOfKey returns who holds the name with the given key, or nil when
+// nobody does.
+func (s *Store) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
+	return s.holder(ctx, sqlHolderOfKey, key)
+}
+
+func (s *Store) holder(ctx context.Context, query, arg string) (*claims.Registration, error) {
 	r := &claims.Registration{}
-	err := s.pool.QueryRow(ctx, sqlHolder, canonical).Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt)
+	err := s.pool.QueryRow(ctx, query, arg).Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking up username %q: %w", canonical, err)
+		return nil, fmt.Errorf("looking up the holder of %q: %w", arg, err)
 	}
 	r.RegisteredAt = r.RegisteredAt.UTC()
 	return r, nil

@@ -9,7 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
@@ -34,7 +34,7 @@ func TestTwoRegistriesOnOneBroker(t *testing.T) {
 	defer prod.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	name, err := claims.Normalize("alice")
+	name, err := username.Normalize("alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestTwoRegistriesOnOneBroker(t *testing.T) {
 		}
 		pool, _ := testenv.Database(t)
 		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: r.user, Username: "alice",
-			Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+			Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 		if err != nil {
 			t.Fatal(err)
 		}

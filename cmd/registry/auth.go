@@ -26,11 +26,11 @@ type authConfig struct {
 	adminKeyFile   string // REGISTRY_ADMIN_KEY_FILE
 }
 
-func (a *authConfig) tokenFlags(fs *flag.FlagSet, serve bool) {
+func (a *authConfig) tokenFlags(fs *flag.FlagSet, serve bool, envErrs *[]error) {
 	fs.StringVar(&a.tokensFile, "tokens", os.Getenv("REGISTRY_TOKENS_FILE"),
 		"file of callers, one a line: NAME SCOPES SHA256HEX; reloaded on SIGHUP (REGISTRY_TOKENS_FILE)")
 	if serve {
-		fs.BoolVar(&a.insecureNoAuth, "insecure-no-auth", envOr("REGISTRY_INSECURE_NO_AUTH", "") == "true",
+		fs.BoolVar(&a.insecureNoAuth, "insecure-no-auth", envBool("REGISTRY_INSECURE_NO_AUTH", envErrs),
 			"serve the API to anyone, without --tokens: for tests only (REGISTRY_INSECURE_NO_AUTH=true)")
 	}
 }

@@ -106,7 +106,7 @@ func TestSIGHUPReloadsTokens(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}
-	if c, _ := code(added, "GET", "/v1/usernames/nobody", ""); c != 401 {
+	if c, _ := code(added, "GET", "/v1/usernames/no-one-here", ""); c != 401 {
 		t.Fatalf("the token to be added, before the reload: %d", c)
 	}
 
@@ -121,7 +121,7 @@ func TestSIGHUPReloadsTokens(t *testing.T) {
 					return
 				default:
 				}
-				method, path, body, want := "GET", "/v1/usernames/nobody", "", 404
+				method, path, body, want := "GET", "/v1/usernames/no-one-here", "", 404
 				if n%4 == 0 {
 					method, path, want = "POST", "/v1/claims?wait=10s", 201
 					body = fmt.Sprintf(`{"username":"hup%d%d","user_id":%q}`, i, n, uuid.NewString())
@@ -142,8 +142,8 @@ func TestSIGHUPReloadsTokens(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		a, _ := code(added, "GET", "/v1/usernames/nobody", "")
-		o, _ := code(revoked, "GET", "/v1/usernames/nobody", "")
+		a, _ := code(added, "GET", "/v1/usernames/no-one-here", "")
+		o, _ := code(revoked, "GET", "/v1/usernames/no-one-here", "")
 		if a == 404 && o == 401 {
 			break
 		}

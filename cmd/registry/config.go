@@ -44,6 +44,23 @@ func (c *config) envInt(key string, def int) int {
 	return v
 }
 
+// envBool reads a true/false variable the way strconv.ParseBool does (1, t,
+// true, TRUE, 0, f, false, …), recording any other value in *errs: a
+// REGISTRY_KAFKA_TLS=yes that silently meant "no" would send the SASL
+// password in cleartext.
+func envBool(key string, errs *[]error) bool {
+	s := os.Getenv(key)
+	if s == "" {
+		return false
+	}
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q is neither true nor false", key, s))
+		return false
+	}
+	return v
+}
+
 // envDuration reads a duration variable, recording a malformed one in
 // c.envErrs like envInt.
 func (c *config) envDuration(key string, def time.Duration) time.Duration {
@@ -85,7 +102,7 @@ type config struct {
 // securityFlags declares how to reach a secured Kafka cluster. The SASL
 // password is read only from the environment: a flag would show it in ps.
 func (c *config) securityFlags(fs *flag.FlagSet) {
-	fs.BoolVar(&c.security.TLS, "kafka-tls", envOr("REGISTRY_KAFKA_TLS", "") == "true", "connect to the brokers over TLS (REGISTRY_KAFKA_TLS=true)")
+	fs.BoolVar(&c.security.TLS, "kafka-tls", envBool("REGISTRY_KAFKA_TLS", &c.envErrs), "connect to the brokers over TLS (REGISTRY_KAFKA_TLS=true)")
 	fs.StringVar(&c.security.CAFile, "kafka-ca", os.Getenv("REGISTRY_KAFKA_TLS_CA"), "PEM file of CAs to trust for the brokers' certificates; implies TLS (REGISTRY_KAFKA_TLS_CA)")
 	fs.StringVar(&c.security.ServerName, "kafka-tls-server-name", os.Getenv("REGISTRY_KAFKA_TLS_SERVER_NAME"), "name to verify in the brokers' certificates (REGISTRY_KAFKA_TLS_SERVER_NAME)")
 	fs.StringVar(&c.security.SASLMechanism, "kafka-sasl", os.Getenv("REGISTRY_KAFKA_SASL_MECHANISM"), "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (REGISTRY_KAFKA_SASL_MECHANISM)")
@@ -159,7 +176,7 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", claims.DefaultHoldPeriod),
 				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
 		},
-		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve") },
+		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve", &c.envErrs) },
 		"listeners": func() { c.auth.listenerFlags(fs) },
 		"admin-key": func() { c.auth.adminKeyFlag(fs) },
 		"metrics": func() {

@@ -35,7 +35,8 @@ published more than once is printed once (copies are recognised among the
 last 100000 distinct decisions). Needs only Kafka, not the database.
 
 Line format: record time (UTC), reason, username as typed, then
-canonical=, user=, request=, caller= (the service that sent the claim),
+canonical= (when it differs from the name as typed), user=, request=,
+caller= (the service that sent the claim),
 conflicts_with=, detail= (when set),
 claim_partition= and claim_offset= of the claim record that was decided.
 

@@ -16,14 +16,16 @@ import (
 const replayHelp = `Usage: registry replay --from claims [flags]
 
 The determinism audit. Decides every claim in the claims topic again, in
-log order per partition, with the projector's own decision code under this
-build's username policy version, into the scratch schema registry_replay,
-and compares each decision with the one recorded in registrations. Exits 1
-when a recorded decision differs from the replayed one or is missing.
+log order per partition, with the projector's own decision code under the
+username policy version the database records, into the scratch schema
+registry_replay, and compares each decision with the one recorded in
+registrations. Exits 1 when a recorded decision differs from the replayed
+one or is missing.
 
 Claims made under another policy version are refused, unless
---policy-version names this build's version: the report then lists the
-names whose holder would change.
+--policy-version names a version to replay under: claims made under another
+version are then decided as if made under it, from the name as typed, and
+the report lists the names whose holder would change.
 
 Flags:
 `
@@ -38,7 +40,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	var samples, policy, workers int
 	fs := flagSet("replay", &c, stdout, "brokers", "database", "admin-key")
 	fs.StringVar(&from, "from", "claims", "the topic to replay; only claims (registry rebuild reads registrations)")
-	fs.IntVar(&policy, "policy-version", 0, "replay claims made under other policy versions under this one, which must be this build's; report the names that would change")
+	fs.IntVar(&policy, "policy-version", 0, "replay every claim under this username policy version (claims made under another one as if made under it); report the names that would change")
 	fs.IntVar(&samples, "samples", 10, "how many examples of each kind of divergence to print")
 	fs.IntVar(&workers, "workers", 2, "partitions replayed at once")
 	fs.Usage = usageWith(fs, replayHelp)

@@ -15,8 +15,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/usernameregistry/registry/events"
 )
@@ -48,33 +52,61 @@ func ReadClaim(w http.ResponseWriter, r *http.Request) (Claim, int, error) {
 	return Claim{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
 }
 
-// readClaimBody decodes the body strictly: unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user, and invalid UTF-8 is
-// refused before JSON decoding would quietly turn it into U+FFFD.
+// readClaimBody decodes the body strictly (see ReadJSON), so a misspelt
+// "userid" is an error, not a missing user.
 func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
 	var body claimBody
+	if status, err := ReadJSON(w, r, &body, false, "claim"); err != nil {
+		return body, status, err
+	}
+	if body.Username == nil {
+		return body, http.StatusUnprocessableEntity, errors.New("username is required")
+	}
+	return body, 0, nil
+}
+
+// ReadJSON decodes a request body (at most MaxBodyBytes) into dst
+// strictly, with encoding/json/v2 semantics
+// (github.com/go-json-experiment/json): unknown fields are refused; field
+// names must match exactly ("USER_ID" is unknown, not user_id); a field
+// given twice is refused rather than the last one silently winning;
+// invalid UTF-8 is refused, not turned into U+FFFD; and nothing may follow
+// the object. An empty body leaves dst alone when optional. On failure it
+// returns the status code to answer with (413, 400 or 422) and an error
+// for a person that names what (a "claim", a "release") was being read.
+// Every POST and PUT of the API reads its body through it.
+func ReadJSON(w http.ResponseWriter, r *http.Request, dst any, optional bool, what string) (int, error) {
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
 	case err != nil:
-		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+		return http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+	case optional && len(bytes.TrimSpace(raw)) == 0:
+		return 0, nil
 	case !utf8.Valid(raw):
-		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
+		return http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(&body)
+	if err := jsonv2.Unmarshal(raw, dst, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return http.StatusUnprocessableEntity, bodyError(err, what)
+	}
+	return 0, nil
+}
+
+// bodyError says what is wrong with a body in a person's words.
+func bodyError(err error, what string) error {
+	var sem *jsonv2.SemanticError
+	var syn *jsontext.SyntacticError
 	switch {
-	case err != nil:
-		return body, http.StatusUnprocessableEntity, fmt.Errorf("request body is not a valid claim: %v", err)
-	case dec.More():
-		return body, http.StatusUnprocessableEntity, errors.New("request body holds more than one JSON value")
-	case body.Username == nil:
-		return body, http.StatusUnprocessableEntity, errors.New("username is required")
+	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
+		return fmt.Errorf("request body is not a valid %s: unknown field %q (field names are matched exactly, case included)", what, sem.JSONPointer.LastToken())
+	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
+		return fmt.Errorf("request body is not a valid %s: duplicate field %q", what, syn.JSONPointer.LastToken())
+	case strings.Contains(err.Error(), "after top-level value"):
+		return errors.New("request body holds more than one JSON value")
 	}
-	return body, 0, nil
+	return fmt.Errorf("request body is not a valid %s: %v", what, err)
 }
 
 // Answer is every claim response body; empty fields are left out.

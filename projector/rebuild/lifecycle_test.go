@@ -9,20 +9,20 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
 // produceCommand writes one command to its key's partition of claims.
-func (e *env) produceCommand(typ, requestID, userID, username string, hold time.Duration, rename *events.RenameStep) {
+func (e *env) produceCommand(typ, requestID, userID, typed string, hold time.Duration, rename *events.RenameStep) {
 	e.t.Helper()
-	name, err := claims.Normalize(username)
+	name, err := username.Normalize(typed)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	rec, err := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
-		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion, HoldSeconds: int64(hold / time.Second), Rename: rename})
+	rec, err := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest, HoldSeconds: int64(hold / time.Second), Rename: rename})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -38,8 +38,8 @@ func (e *env) produceCommand(typ, requestID, userID, username string, hold time.
 
 func (e *env) rename(userID, from, to string) {
 	e.t.Helper()
-	f, _ := claims.Normalize(from)
-	tn, _ := claims.Normalize(to)
+	f, _ := username.Normalize(from)
+	tn, _ := username.Normalize(to)
 	id := uuid.NewString()
 	e.produceCommand(events.TypeRenameSubmitted, id, userID, from, time.Hour,
 		&events.RenameStep{RequestID: id, From: from, FromCanonical: f.Canonical, FromKey: f.Key, To: to, ToCanonical: tn.Canonical, ToKey: tn.Key})

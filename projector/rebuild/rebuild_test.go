@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
@@ -460,7 +461,7 @@ func TestReplayAgreesAcrossProjectorRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Diverged() || rep.Claims != 1600 || rep.Matched != rep.Decided || rep.Pending != 0 || rep.ClaimVersions[1] == 0 {
+	if rep.Diverged() || rep.Claims != 1600 || rep.Matched != rep.Decided || rep.Pending != 0 || rep.ClaimVersions[username.Latest] == 0 {
 		t.Errorf("replay: %+v", rep)
 	}
 	live, replayed := e.snapshot("public"), e.snapshot(rebuild.ReplaySchema)
@@ -481,9 +482,11 @@ func TestReplayReportsDivergenceAndPolicyVersions(t *testing.T) {
 		t.Fatalf("generated decisions do not replay: %v %+v", err, rep)
 	}
 
-	// A forged registration for a claim that the log decides otherwise.
-	c, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: "9a1c0d7e-0000-4000-8000-000000000001", UserID: "9a1c0d7e-0000-4000-8000-0000000000aa",
-		Username: "zed", Canonical: "zed", Key: "zed", PolicyVersion: 2})
+	// A claim made under policy version 1, with a forged registration:
+	// version 1 accepted "Iumen11", which version 2 refuses.
+	const id, user = "9a1c0d7e-0000-4000-8000-000000000001", "9a1c0d7e-0000-4000-8000-0000000000aa"
+	c, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: id, UserID: user,
+		Username: "Iumen11", Canonical: "iumen11", Key: "iurnenll", PolicyVersion: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,25 +495,25 @@ func TestReplayReportsDivergenceAndPolicyVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := c.Timestamp.UTC().Truncate(time.Millisecond)
-	testenv.PublishDecisions(t, e.prod, time.Time{}, &events.Decision{RequestID: "9a1c0d7e-0000-4000-8000-000000000001",
-		UserID: "9a1c0d7e-0000-4000-8000-0000000000aa", Username: "zed", Canonical: "zed", Outcome: events.OutcomeRegistered,
-		HolderRequestID: "9a1c0d7e-0000-4000-8000-000000000001", RegisteredAt: &at, ClaimPartition: c.Partition, ClaimOffset: c.Offset, PolicyVersion: 2})
+	testenv.PublishDecisions(t, e.prod, time.Time{}, &events.Decision{RequestID: id,
+		UserID: user, Username: "Iumen11", Canonical: "iumen11", Outcome: events.OutcomeRegistered,
+		HolderRequestID: id, RegisteredAt: &at, ClaimPartition: c.Partition, ClaimOffset: c.Offset, PolicyVersion: 1})
 
 	_, err = rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config()})
-	if !errors.Is(err, rebuild.ErrPolicyVersion) || !strings.Contains(err.Error(), "--policy-version 1") {
-		t.Fatalf("claims under version 2: %v, want a refusal naming --policy-version", err)
+	if !errors.Is(err, rebuild.ErrPolicyVersion) || !strings.Contains(err.Error(), "--policy-version 2") {
+		t.Fatalf("claims under version 1: %v, want a refusal naming --policy-version", err)
 	}
-	if _, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: 2}); err == nil {
-		t.Fatal("--policy-version 2 accepted by a build that decides under version 1")
+	if _, err := rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: username.Latest + 1}); err == nil {
+		t.Fatal("--policy-version of a version this build does not have accepted")
 	}
-	rep, err = rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: 1})
+	rep, err = rebuild.Replay(context.Background(), rebuild.ReplayConfig{Config: e.config(), PolicyVersion: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Divergent.Count != 1 || rep.NamesChanged.Count != 1 || !strings.HasPrefix(rep.NamesChanged.Samples[0], "zed: recorded holder 9a1c0d7e-0000-4000-8000-0000000000aa, replay gives it to nobody (invalid)") {
+	if rep.Divergent.Count != 1 || rep.NamesChanged.Count != 1 || !strings.HasPrefix(rep.NamesChanged.Samples[0], "iumen11: recorded holder 9a1c0d7e-0000-4000-8000-0000000000aa, replay gives it to nobody (invalid)") {
 		t.Errorf("divergence %+v, names changed %+v", rep.Divergent, rep.NamesChanged)
 	}
-	if rep.ClaimVersions[2] != 1 {
-		t.Errorf("claim versions %v, want one claim under version 2", rep.ClaimVersions)
+	if rep.ClaimVersions[1] != 1 {
+		t.Errorf("claim versions %v, want one claim under version 1", rep.ClaimVersions)
 	}
 }

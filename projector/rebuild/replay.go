@@ -2,6 +2,7 @@ package rebuild
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,8 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
@@ -26,11 +28,15 @@ var ErrPolicyVersion = errors.New("claims were made under another username polic
 // ReplayConfig configures Replay.
 type ReplayConfig struct {
 	Config
-	// PolicyVersion, when not 0, allows replaying claims made under other
-	// policy versions; it must be this build's version (claims.PolicyVersion),
-	// the only one its decision code can apply. The report then lists the
-	// names whose holder would change.
+	// PolicyVersion, when not 0, replays every claim under that username
+	// policy version (one this build has), deciding claims made under
+	// another version as if they had been made under it, from the name as
+	// typed: the report then lists the names whose holder would change.
+	// When 0, the claims are replayed under the version recorded in the
+	// database, and a claim made under another version stops the replay.
 	PolicyVersion int
+	// policy is the policy the replay decides under.
+	policy *username.Policy
 	// Workers is how many partitions are replayed at once. Defaults to 2.
 	Workers int
 }
@@ -83,8 +89,12 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	if cfg.PolicyVersion != 0 && cfg.PolicyVersion != claims.PolicyVersion {
-		return nil, fmt.Errorf("this build decides under username policy version %d only; --policy-version %d cannot be applied", claims.PolicyVersion, cfg.PolicyVersion)
+	recorded, err := projector.PolicyVersion(ctx, cfg.Pool)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.policy, err = username.ForVersion(cmp.Or(cfg.PolicyVersion, recorded)); err != nil {
+		return nil, fmt.Errorf("--policy-version: %w", err)
 	}
 	cfg.Workers = max(cfg.Workers, 2)
 	start := time.Now()
@@ -109,7 +119,7 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &ReplayReport{Partitions: partitions, PolicyVersion: claims.PolicyVersion, ClaimVersions: map[int]int64{},
+	rep := &ReplayReport{Partitions: partitions, PolicyVersion: cfg.policy.Version(), ClaimVersions: map[int]int64{},
 		Divergent: Diff{Kind: "divergent"}, Missing: Diff{Kind: "missing from registrations"},
 		Unreadable: Diff{Kind: "unreadable"}, NamesChanged: Diff{Kind: "names whose holder would change"}}
 	next, err := replayAll(ctx, cfg, partitions, claimEnds, regEnds, rep)
@@ -139,19 +149,19 @@ func checkFirstVersions(ctx context.Context, cfg ReplayConfig, ends Offsets) err
 	}
 	return read(ctx, cfg.Kafka, cfg.Topics.Claims, Offsets{}, first, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
-			if c, err := events.DecodeClaim(r); err == nil && c.PolicyVersion != claims.PolicyVersion {
-				return versionError(r, c.PolicyVersion)
+			if c, err := events.DecodeClaim(r); err == nil && c.PolicyVersion != cfg.policy.Version() {
+				return versionError(r, c.PolicyVersion, cfg.policy.Version())
 			}
 		}
 		return nil
 	})
 }
 
-func versionError(r *kgo.Record, v int) error {
-	return fmt.Errorf("%w: claims %d/%d was made under version %d, and this build decides under version %d. "+
+func versionError(r *kgo.Record, v, deciding int) error {
+	return fmt.Errorf("%w: claims %d/%d was made under version %d, and this registry decides under version %d. "+
 		"Its decisions would change (the projector rejects such claims as invalid). "+
 		"Pass --policy-version %d to replay under version %d anyway and see which names would change",
-		ErrPolicyVersion, r.Partition, r.Offset, v, claims.PolicyVersion, claims.PolicyVersion, claims.PolicyVersion)
+		ErrPolicyVersion, r.Partition, r.Offset, v, deciding, deciding, deciding)
 }
 
 // replayAll replays the partitions, cfg.Workers at a time, into one
@@ -271,7 +281,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	}
 	defer pr.reg.close()
 	pr.hashes = make([]uint64, 0, min(claimEnd, 1<<20))
-	rd := projection.NewRedecider(int(pr.partitions), pr.cfg.AdminKeys)
+	rd := projection.NewPolicyRedecider(int(pr.partitions), pr.cfg.policy, pr.cfg.PolicyVersion != 0, pr.cfg.AdminKeys)
 	n := 0
 	for {
 		rec, err := claimsIn.next(ctx)
@@ -302,8 +312,8 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projection.Redecider, 
 	}
 	if res.PolicyVersion != 0 {
 		pr.rep.ClaimVersions[res.PolicyVersion]++
-		if res.PolicyVersion != claims.PolicyVersion && pr.cfg.PolicyVersion == 0 {
-			return versionError(rec, res.PolicyVersion)
+		if res.PolicyVersion != pr.cfg.policy.Version() && pr.cfg.PolicyVersion == 0 {
+			return versionError(rec, res.PolicyVersion, pr.cfg.policy.Version())
 		}
 	}
 	for int64(len(pr.hashes)) <= rec.Offset {

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 )
@@ -81,7 +81,7 @@ func drain(b *testing.B, mix bool) {
 		tag := uuid.NewString()[:6]
 		var recs []*kgo.Record
 		add := func(typ, user, name string, rename *events.RenameStep) {
-			nm, err := claims.Normalize(name)
+			nm, err := username.Normalize(name)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -90,7 +90,7 @@ func drain(b *testing.B, mix bool) {
 				rename.RequestID = id
 			}
 			rec, err := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: nm.Canonical, Key: nm.Key,
-				PolicyVersion: claims.PolicyVersion, HoldSeconds: 3600, Rename: rename})
+				PolicyVersion: username.Latest, HoldSeconds: 3600, Rename: rename})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -109,9 +109,9 @@ func drain(b *testing.B, mix bool) {
 				add(events.TypeClaimSubmitted, u, name(i), nil)
 			}
 			add(events.TypeReleaseSubmitted, u, name(0), nil)
-			f, _ := claims.Normalize(name(1))
+			f, _ := username.Normalize(name(1))
 			to := name(1) + "x"
-			tn, _ := claims.Normalize(to)
+			tn, _ := username.Normalize(to)
 			add(events.TypeRenameSubmitted, u, name(1), &events.RenameStep{From: name(1), FromCanonical: f.Canonical, FromKey: f.Key, To: to, ToCanonical: tn.Canonical, ToKey: tn.Key})
 			add(events.TypeReservationSubmitted, "", name(9), nil)
 			add(events.TypeTransferSubmitted, uuid.NewString(), name(2), nil)

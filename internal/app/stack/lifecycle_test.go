@@ -58,7 +58,7 @@ func TestNamesChangeHands(t *testing.T) {
 	if g := call("GET", "/v1/releases/"+relID, ""); g.Code != 200 || g.Status != "released" {
 		t.Errorf("GET release: %d %+v", g.Code, g)
 	}
-	if g := call("GET", "/v1/usernames/lina", ""); g.Code != 200 || g.Status != "held" || g.HeldUntil == nil {
+	if g := call("GET", "/v1/usernames/lina", ""); g.Code != 200 || g.Status != "held" || g.Reason != "held" || g.HeldUntil == nil {
 		t.Errorf("GET held name: %d %+v", g.Code, g)
 	}
 
@@ -104,13 +104,27 @@ func TestNamesChangeHands(t *testing.T) {
 		t.Errorf("mira after refused renames: %d %+v", g.Code, g)
 	}
 
+	// The lifecycle bodies are read as strictly as a claim's (issue 11):
+	// a field given twice or in another case is refused, nothing written.
+	for _, body := range []string{
+		`{"username":"mira","username":"lina","user_id":"` + alice + `"}`,
+		`{"USERNAME":"mira","user_id":"` + alice + `"}`,
+	} {
+		if g := call("POST", "/v1/releases?wait=30s", body); g.Code != 422 || g.Reason != "invalid" {
+			t.Errorf("release %s: %d %+v, want 422 invalid", body, g.Code, g)
+		}
+	}
+	if g := call("POST", "/v1/renames?wait=30s", `{"user_id":"`+alice+`","from":"mira","to":"x1","To":"x2"}`); g.Code != 422 {
+		t.Errorf("rename with To and to: %d %+v, want 422", g.Code, g)
+	}
+
 	// Administrative reservations.
 	if g := call("PUT", "/v1/admin/reserved/Quill?wait=30s", ""); g.Code != 200 || g.Status != "reserved" {
 		t.Errorf("reserve quill: %d %+v", g.Code, g)
 	}
 	want(t, "bob claims reserved quill", post(t, api, "", bob, "quill"), http.StatusConflict, "rejected", "reserved", "")
 	want(t, "alice renames to reserved quill", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "quill")), http.StatusConflict, "rejected", "reserved", "")
-	if g := call("GET", "/v1/usernames/quill", ""); g.Code != 200 || g.Status != "reserved" {
+	if g := call("GET", "/v1/usernames/quill", ""); g.Code != http.StatusConflict || g.Status != "reserved" || g.Reason != "reserved" { // as for a name on the policy's list (issue 11)
 		t.Errorf("GET reserved quill: %d %+v", g.Code, g)
 	}
 	want(t, "reserve held oskar", call("PUT", "/v1/admin/reserved/oskar?wait=30s", `{"request_id":"`+newID()+`"}`), http.StatusConflict, "rejected", "taken", "oskar")

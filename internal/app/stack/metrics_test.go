@@ -17,7 +17,7 @@ func TestMetrics(t *testing.T) {
 	r := stacktest.Start(t, stacktest.Options{Projectors: 1, APIs: 1})
 	api := r.APIs[0]
 	want(t, "win", post(t, api, newID(), newID(), "kim"), http.StatusCreated, "registered", "", "")
-	want(t, "taken", post(t, api, newID(), newID(), "KIM"), http.StatusConflict, "rejected", "taken", "kim")
+	want(t, "taken", post(t, api, newID(), newID(), "KiM"), http.StatusConflict, "rejected", "taken", "kim")
 	waitSettled(t, r)
 
 	body := scrape(t, api.OpsURL+"/metrics")

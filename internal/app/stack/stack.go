@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/app/ui"
 	"github.com/usernameregistry/registry/internal/auth"
@@ -49,6 +50,14 @@ type APIConfig struct {
 	// transfer) so the projectors obey them; nil sends them unsigned,
 	// and they are decided invalid.
 	AdminKeys *events.AdminKeys
+	// PolicyVersion is the username policy version to claim and look up
+	// under. Defaults to the version recorded in the database
+	// (projector.PolicyVersion), which a new database records as the
+	// latest.
+	PolicyVersion int
+	// Partitions is the claims topic's partition count, for lookups.
+	// Defaults to the topic's, read from the broker.
+	Partitions int32
 	// Metrics is where the node registers its metrics; nil registers none.
 	Metrics prometheus.Registerer
 	// Gatherer, when set, is served at GET /metrics on the operator
@@ -106,12 +115,37 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating claims producer: %w", err)
 	}
+	if err := deployment(&cfg, producer); err != nil {
+		producer.Close()
+		return nil, err
+	}
 	a, err := assemble(cfg, producer)
 	if err != nil {
 		producer.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// deployment fills in the partition count lookups report, from the
+// broker (bounded: NewAPI takes no context). A broker that does not answer
+// in time leaves it out of lookups rather than stop the node. The policy
+// version is read from the database when first needed (ClientConfig's
+// PolicyVersion), so a database that is down at start gives 503s, not a
+// node that cannot start.
+func deployment(cfg *APIConfig, producer *kgo.Client) error {
+	if cfg.Partitions != 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	topics, err := kadm.NewClient(producer).ListTopics(ctx, events.TopicClaims)
+	if t, ok := topics[events.TopicClaims]; err == nil && ok && t.Err == nil {
+		cfg.Partitions = int32(len(t.Partitions))
+	} else if cfg.Logger != nil {
+		cfg.Logger.Warn("lookups will not report partitions: the claims topic's partition count is unknown", "error", err)
+	}
+	return nil
 }
 
 // instrumented returns opts plus franz-go metrics for the one long-lived
@@ -146,7 +180,14 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 	}
 	store := projector.NewStore(cfg.Pool)
 	dir := &deadlineDirectory{store: store, timeout: cmp.Or(cfg.DBTimeout, 10*time.Second)}
-	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Topics: cfg.Topics, Ledger: dir, HoldPeriod: cfg.HoldPeriod, AdminKeys: cfg.AdminKeys, Metrics: metrics, Logger: cfg.Logger})
+	var policy *username.Policy
+	if cfg.PolicyVersion != 0 {
+		if policy, err = username.ForVersion(cfg.PolicyVersion); err != nil {
+			return nil, err
+		}
+	}
+	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Topics: cfg.Topics, Ledger: dir, Policy: policy,
+		PolicyVersion: dir.policyVersion, HoldPeriod: cfg.HoldPeriod, AdminKeys: cfg.AdminKeys, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +200,8 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 		return nil
 	}
-	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Metrics: metrics, Logger: cfg.Logger})
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Partitions: cfg.Partitions,
+		Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -192,10 +234,18 @@ func (d *deadlineDirectory) Decision(ctx context.Context, requestID string) (*ev
 	return d.store.Decision(ctx, requestID)
 }
 
-func (d *deadlineDirectory) Holder(ctx context.Context, canonical string) (*claims.Registration, error) {
+// policyVersion reads (recording on a new database) the username policy
+// version the deployment decides under.
+func (d *deadlineDirectory) policyVersion(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	return d.store.Holder(ctx, canonical)
+	return d.store.PolicyVersion(ctx)
+}
+
+func (d *deadlineDirectory) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.HolderOfKey(ctx, key)
 }
 
 func (d *deadlineDirectory) NameState(ctx context.Context, key string) (claims.NameState, error) {

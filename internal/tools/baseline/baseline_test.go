@@ -86,9 +86,9 @@ func readmeExamples(t *testing.T, url string) {
 		{"register", claim(id1, a, "alice"), 201, "registered", "", "alice", ""},
 		{"retry", claim(id1, a, "alice"), 200, "registered", "", "alice", ""},
 		{"holder again, new request", claim(uuid.NewString(), a, "Alice"), 200, "registered", "", "alice", ""},
-		{"another user", claim(uuid.NewString(), b, "ALICE"), 409, "rejected", "taken", "alice", "alice"},
-		{"look-alike", claim(uuid.NewString(), b, "аlice"), 409, "rejected", "confusable", "аlice", "alice"},
-		{"holder's own look-alike", claim(uuid.NewString(), a, "аlice"), 409, "rejected", "confusable", "аlice", "alice"},
+		{"another user", claim(uuid.NewString(), b, "ALiCE"), 409, "rejected", "taken", "alice", "alice"},
+		{"look-alike", claim(uuid.NewString(), b, "a1ice"), 409, "rejected", "confusable", "a1ice", "alice"},
+		{"holder's own look-alike", claim(uuid.NewString(), a, "a1ice"), 409, "rejected", "confusable", "a1ice", "alice"},
 		{"reserved", claim(uuid.NewString(), b, "Admin"), 409, "rejected", "reserved", "admin", ""},
 		{"reuse with another name", claim(id1, a, "bob"), 422, "rejected", "request_conflict", "", ""},
 		{"reuse by another user", claim(id1, b, "alice"), 422, "rejected", "request_conflict", "", ""},
@@ -107,8 +107,8 @@ func readmeExamples(t *testing.T, url string) {
 	if got := do(t, "POST", url+"/v1/claims?wait=soon", claim("", a, "frank")); got.Code != 422 || !strings.Contains(got.Detail, "not a duration") {
 		t.Errorf("bad wait: %d %+v", got.Code, got)
 	}
-	if got := do(t, "GET", url+"/v1/usernames/ALICE", ""); got.Code != 200 || got.UserID != a || got.RequestID != id1 || got.Username != "alice" {
-		t.Errorf("GET ALICE: %d %+v", got.Code, got)
+	if got := do(t, "GET", url+"/v1/usernames/ALiCE", ""); got.Code != 200 || got.UserID != a || got.RequestID != id1 || got.Username != "alice" {
+		t.Errorf("GET ALiCE: %d %+v", got.Code, got)
 	}
 	if got := do(t, "GET", url+"/v1/usernames/frank", ""); got.Code != 404 || got.Status != "unknown" || got.Canonical != "frank" {
 		t.Errorf("GET frank: %d %+v", got.Code, got)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/httpwire"
 )
@@ -69,7 +70,7 @@ func validate(req claims.Request) (claim, error) {
 	}
 	return claim{
 		requestID: uuid.MustParse(cs.RequestID), userID: uuid.MustParse(cs.UserID),
-		name: claims.Username{Typed: cs.Username, Canonical: cs.Canonical, Key: cs.Key},
+		name: username.Username{Typed: cs.Username, Canonical: cs.Canonical, Key: cs.Key},
 	}, nil
 }
 
@@ -91,7 +92,7 @@ func writeVerdict(w http.ResponseWriter, c claim, v verdict) {
 }
 
 func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
-	name, err := claims.Normalize(r.PathValue("username"))
+	name, err := username.Normalize(r.PathValue("username"))
 	if err != nil {
 		httpwire.WriteError(w, http.StatusUnprocessableEntity, events.ReasonInvalid, err.Error())
 		return

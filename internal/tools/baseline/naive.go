@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 )
 
 // claimNaive decides c the way the registry's README warns against: look
@@ -30,7 +30,7 @@ func (s *store) claimNaive(ctx context.Context, c claim) (verdict, error) {
 }
 
 func (s *store) decideNaive(ctx context.Context, c claim) (verdict, error) {
-	if claims.Reserved(c.name) {
+	if username.Reserved(c.name) {
 		return reservedVerdict, nil
 	}
 	var h holderRow

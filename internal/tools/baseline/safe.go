@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 )
 
 // errDecided rolls back a transaction whose request_id turned out to have
@@ -48,7 +48,7 @@ func (s *store) claimSafe(ctx context.Context, c claim) (verdict, error) {
 // INSERT wait until it commits or rolls back, so the holder read after a
 // conflict is always there and committed.
 func decideSafe(ctx context.Context, tx pgx.Tx, c claim) (verdict, error) {
-	if claims.Reserved(c.name) {
+	if username.Reserved(c.name) {
 		return reservedVerdict, nil
 	}
 	tag, err := tx.Exec(ctx, insertHolder, c.name.Canonical, c.name.Key, c.name.Typed, c.userID, c.requestID)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -19,7 +20,7 @@ import (
 type claim struct {
 	requestID uuid.UUID
 	userID    uuid.UUID
-	name      claims.Username
+	name      username.Username
 }
 
 // verdict is a decision on a claim.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -195,7 +195,7 @@ func (c *Checker) holdersByKey() map[string][]holder {
 // keyOf is the skeleton of a canonical name. A name the policy refuses
 // cannot have been granted by a correct server; it is grouped by itself.
 func keyOf(canonical string) string {
-	u, err := claims.Normalize(canonical)
+	u, err := username.Normalize(canonical)
 	if err != nil {
 		return canonical
 	}

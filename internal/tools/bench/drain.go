@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
@@ -151,8 +152,8 @@ func prefill(ctx context.Context, pool *pgxpool.Pool, n int, partitions int32) e
 		return nil
 	}
 	at := time.Now().UTC()
-	names := func(i int) claims.Username {
-		name, err := claims.Normalize(fmt.Sprintf("pre-%d", i))
+	names := func(i int) username.Username {
+		name, err := username.Normalize(fmt.Sprintf("pre-%d", i))
 		if err != nil {
 			panic(err) // the pattern is a valid name
 		}

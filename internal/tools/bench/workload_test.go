@@ -3,7 +3,7 @@ package bench
 import (
 	"testing"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 )
 
 // TestWorkloadNames checks the names the generator sends: all valid, the
@@ -37,7 +37,7 @@ func TestWorkloadNames(t *testing.T) {
 
 func mustKey(t *testing.T, name string) string {
 	t.Helper()
-	u, err := claims.Normalize(name)
+	u, err := username.Normalize(name)
 	if err != nil {
 		t.Fatalf("generated name %q breaks the policy: %v", name, err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -325,8 +325,14 @@ func (c *checker) answers() {
 
 // truth is the result the durable decisions give op's payload: the ledger
 // row for its request_id with the same user and username, else
-// request_conflict when the request_id is stored with another payload.
+// request_conflict when the request_id is stored with another payload; and
+// invalid, with no decision, for a name the policy refuses.
 func (c *checker) truth(op Op) (string, string) {
+	if _, err := username.Normalize(op.Username); err != nil {
+		// The API refuses such a name itself, before it looks at the
+		// ledger (even for a reused request_id), and publishes nothing.
+		return ResultInvalid, "the username policy refuses it: " + err.Error()
+	}
 	var other []string
 	for k, rows := range c.ledger {
 		if k.RequestID != op.RequestID {
@@ -561,17 +567,17 @@ func decodeVerdict(b []byte) (Verdict, bool) {
 	return verdictOf(d), true
 }
 
-func canonicalOf(username string) string {
-	n, err := claims.Normalize(username)
+func canonicalOf(typed string) string {
+	n, err := username.Normalize(typed)
 	if err != nil {
-		return username
+		return typed
 	}
 	return n.Canonical
 }
 
 // keyOf is the skeleton of a canonical name.
 func keyOf(canonical string) string {
-	n, err := claims.Normalize(canonical)
+	n, err := username.Normalize(canonical)
 	if err != nil {
 		return canonical
 	}

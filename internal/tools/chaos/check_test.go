@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -15,14 +15,14 @@ const testPartitions = 4
 
 // claimRec is the record the API would write for a claim, at offset of
 // its key's partition (offsets are given by the caller, in log order).
-func claimRec(t *testing.T, offset int64, requestID, userID, username string) *kgo.Record {
+func claimRec(t *testing.T, offset int64, requestID, userID, typed string) *kgo.Record {
 	t.Helper()
-	name, err := claims.Normalize(username)
+	name, err := username.Normalize(typed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username,
-		Canonical: name.Canonical, Key: name.Key, PolicyVersion: claims.PolicyVersion})
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed,
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: username.Latest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func world(t *testing.T, recs []*kgo.Record) *Input {
 		if !ok || v.At != at && v.Reason == events.ReasonRequestConflict {
 			d := &events.Decision{RequestID: v.RequestID, UserID: v.UserID, Username: v.Username, Canonical: v.Canonical,
 				Outcome: v.Outcome, Reason: v.Reason, Conflicts: v.Conflicts, HolderRequestID: v.Holder,
-				ClaimPartition: v.At.Partition, ClaimOffset: v.At.Offset, PolicyVersion: claims.PolicyVersion}
+				ClaimPartition: v.At.Partition, ClaimOffset: v.At.Offset, PolicyVersion: username.Latest}
 			var err error
 			if b, err = events.DecisionValue(d); err != nil {
 				t.Fatal(err)
@@ -92,14 +92,14 @@ var (
 	r1, r2, r3, r4 = uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()
 )
 
-// collisions: alice won by u1, taken for u2, a Cyrillic look-alike
+// collisions: alice won by u1, taken for u2, a look-alike with a digit 1
 // confusable for u3, a retry of u1's request, and a reuse of r2 with
 // another name.
 func collisions(t *testing.T) []*kgo.Record {
 	return logOf(t,
 		[3]string{r1, u1, "alice"},
 		[3]string{r2, u2, "Alice"},
-		[3]string{r3, u3, "аlice"},
+		[3]string{r3, u3, "a1ice"},
 		[3]string{r1, u1, "alice"},
 		[3]string{r2, u2, "alicE"},
 		[3]string{r4, u2, "bob"},
@@ -139,7 +139,7 @@ func TestCheckDoubleGrantInAnswers(t *testing.T) {
 
 func TestCheckDoubleGrantOfSkeleton(t *testing.T) {
 	in := world(t, collisions(t))
-	in.Usernames = append(in.Usernames, Holding{Canonical: "аlice", Key: "alice", UserID: u3, RequestID: r3, At: Position{events.Partition([]byte("alice"), testPartitions), 2}})
+	in.Usernames = append(in.Usernames, Holding{Canonical: "a1ice", Key: "alice", UserID: u3, RequestID: r3, At: Position{events.Partition([]byte("alice"), testPartitions), 2}})
 	rep := Check(in)
 	expectOnly(t, rep, PropSingleHolder, PropReplayEqual)
 }
@@ -172,7 +172,7 @@ func TestCheckCopiesDiffer(t *testing.T) {
 	in := world(t, collisions(t))
 	dup := *in.Registrations[0]
 	dup.Value = append([]byte(nil), dup.Value...)
-	dup.Value[len(dup.Value)-2] = '2' // policy_version 1 → 2
+	dup.Value[len(dup.Value)-2] = '3' // policy_version 2 → 3
 	dup.Offset = 1000
 	in.Registrations = append(in.Registrations, &dup)
 	expectOnly(t, Check(in), PropOneDecision)
@@ -270,4 +270,23 @@ func TestCheckStaleWrite(t *testing.T) {
 	in := world(t, collisions(t))
 	in.StaleWrites = []string{"claim_partitions 1: next_offset 200 → 150, owner_epoch 3 → 3"}
 	expectOnly(t, Check(in), PropNoStaleWriter)
+}
+
+// TestCheckRefusedNamesNeedNoDecision: a name the API refuses itself (422
+// invalid, nothing published) agrees with the durable decisions, which
+// have nothing for it; an "invalid" answer for a name the policy accepts
+// does not.
+func TestCheckRefusedNamesNeedNoDecision(t *testing.T) {
+	in := world(t, collisions(t))
+	refused := Op{ID: 900, Kind: KindNew, RequestID: uuid.NewString(), UserID: u2, Username: "Iumen11", Result: ResultInvalid}
+	in.Ops = append(in.Ops, refused)
+	expectOnly(t, Check(in))
+	reused := refused // r1 is in the ledger with another name: the API still answers invalid first
+	reused.ID, reused.Kind, reused.RequestID = 902, KindReuse, r1
+	in.Ops = append(in.Ops, reused)
+	expectOnly(t, Check(in))
+	wrong := refused
+	wrong.ID, wrong.RequestID, wrong.Username = 901, uuid.NewString(), "lumen11"
+	in.Ops = append(in.Ops, wrong)
+	expectOnly(t, Check(in), PropAnswersAgree)
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -93,7 +93,7 @@ type claimRecord struct {
 	requestID string
 	userID    string
 	username  string
-	name      claims.Username
+	name      username.Username
 	invalid   bool
 }
 
@@ -134,7 +134,7 @@ func (m *Model) decide(c claimRecord, byKey map[string]Holding) {
 	switch {
 	case c.invalid:
 		v.Reason = events.ReasonInvalid
-	case claims.Reserved(c.name):
+	case username.Reserved(c.name):
 		v.Reason = events.ReasonReserved
 	case !held:
 		h = Holding{Canonical: c.name.Canonical, Key: c.name.Key, UserID: c.userID, RequestID: c.requestID, At: c.at}
@@ -179,10 +179,10 @@ func readClaim(r *kgo.Record, partitions int) claimRecord {
 		return c
 	}
 	c.userID = uid.String()
-	if c.name, err = claims.Normalize(sub.Username); err != nil {
+	if c.name, err = username.Normalize(sub.Username); err != nil {
 		return c
 	}
-	c.invalid = sub.PolicyVersion != claims.PolicyVersion ||
+	c.invalid = sub.PolicyVersion != username.Latest ||
 		sub.Canonical != c.name.Canonical || sub.Key != c.name.Key || string(r.Key) != c.name.Key ||
 		events.Partition(r.Key, partitions) != r.Partition
 	return c

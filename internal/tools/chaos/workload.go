@@ -15,7 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
@@ -83,8 +83,9 @@ func (w *workload) next() Op {
 func (w *workload) remember(op Op) { w.recent.Add(op) }
 
 // name is a hot name, spelt as different people would (capitalised:
-// taken; a Cyrillic о: confusable), a reserved one now and then, or a
-// unique one.
+// taken; a 0 for an o: confusable; a Cyrillic о: invalid, a mixed-script
+// lookalike), a reserved one now and then, a name of the kinds of issue 11
+// now and then, or a unique one.
 func (w *workload) name() string {
 	if w.rng.Float64() >= shareHot {
 		w.seq++
@@ -94,12 +95,26 @@ func (w *workload) name() string {
 	switch w.rng.IntN(20) {
 	case 0, 1:
 		return "H" + n[1:]
-	case 2, 3:
+	case 2:
 		return strings.Replace(n, "o", "\u043e", 1)
+	case 3:
+		return strings.Replace(n, "o", "0", 1)
 	case 4:
 		return "admin"
+	case 5:
+		return lookalikes[w.rng.IntN(len(lookalikes))]
 	}
 	return n
+}
+
+// lookalikes are names of the kinds in issue 11's table (docs/usernames.md,
+// "Attacks version 2 stops"): pairs whose second spelling must be refused
+// or lose to the first, names that break paths, and one name in its
+// composed and decomposed forms, which must get the same answers.
+var lookalikes = []string{
+	"lumen11", "Iumen11", "pilot7", "P\u0130LOT7", "zo\u00e9", "zoe\u0301\u0301", "dog", "d0g",
+	"\u0430cmecorp", "acmecorp", strings.Repeat("\uac01", 29), strings.Repeat("\u1100\u1161\u11a8", 29),
+	"..", ".well-known", "a/b", "robots.txt", "jos\u00e9_", "orchid5", "orch\u0456d5", "\u0441\u043e\u0440", "cop",
 }
 
 func (w *workload) uuid() string {
@@ -162,7 +177,7 @@ func send(ctx context.Context, client *http.Client, url, token string, op *Op, w
 func poison(n int, partitions int, w *workload) *kgo.Record {
 	id, user := w.uuid(), w.uuid()
 	name := "p" + w.tag + "-" + strconv.Itoa(n)
-	good := &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: name, Key: name, PolicyVersion: claims.PolicyVersion}
+	good := &events.ClaimSubmitted{RequestID: id, UserID: user, Username: name, Canonical: name, Key: name, PolicyVersion: username.Latest}
 	part := events.Partition([]byte(name), partitions)
 	rec := func(c *events.ClaimSubmitted, p int32) *kgo.Record {
 		r, _ := events.ClaimRecord(c)
@@ -184,7 +199,7 @@ func poison(n int, partitions int, w *workload) *kgo.Record {
 		return rec(&c, part)
 	case 4:
 		c := *good
-		c.PolicyVersion = claims.PolicyVersion + 1
+		c.PolicyVersion = username.Latest + 1
 		return rec(&c, part)
 	default:
 		c := *good

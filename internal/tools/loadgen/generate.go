@@ -37,7 +37,7 @@ type GenerateConfig struct {
 	Seed uint64
 	// Hot is the share of new claims that go to one of HotNames popular
 	// names, spelt three ways (same name: taken; capitalised: taken; with
-	// a Cyrillic о: confusable). Defaults to 0.2 and 1000.
+	// a digit 0 for the letter o: confusable). Defaults to 0.2 and 1000.
 	Hot      float64
 	HotNames int
 	// Retry is the share of claims repeating a recent one (same
@@ -187,7 +187,7 @@ func (g *generator) claim(requestID, userID, username string, ts time.Time) *eve
 
 func (g *generator) remember(c *events.ClaimSubmitted) { g.recent.Add(c) }
 
-// name picks a hot name (spelt as is, capitalised, or with a Cyrillic о)
+// name picks a hot name (spelt as is, capitalised, or with a 0 for an o)
 // or the next unique one.
 func (g *generator) name() string {
 	if g.rng.Float64() >= g.cfg.Hot {
@@ -199,7 +199,7 @@ func (g *generator) name() string {
 	case 0:
 		return "H" + name[1:]
 	case 1:
-		return strings.Replace(name, "o", "\u043e", 1)
+		return strings.Replace(name, "o", "0", 1)
 	}
 	return name
 }

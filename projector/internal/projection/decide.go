@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -35,9 +35,10 @@ type Claim struct {
 	RequestID string // a UUID in canonical form: the claim's, or derived from the position
 	UserID    string
 	Username  string
-	Caller    string          // the service that wrote the claim, as recorded in it
-	Name      claims.Username // valid only when Invalid == ""
-	Invalid   string          // why the claim is invalid; empty when it is valid
+	Caller    string            // the service that wrote the claim, as recorded in it
+	Name      username.Username // valid only when Invalid == ""
+	Invalid   string            // why the claim is invalid; empty when it is valid
+	Policy    *username.Policy  // the policy that decides the claim
 
 	// Type is the record's command type (one of events.CommandTypes);
 	// TypeClaimSubmitted for a record that could not be read.
@@ -47,15 +48,28 @@ type Claim struct {
 	// Rename is a rename step's saga data; To is its to name, valid in
 	// step 1 when Invalid == "".
 	Rename *events.RenameStep
-	To     claims.Username
+	To     username.Username
+}
+
+// Rules are what a claims record is checked against: the partition count
+// and the username policy in force.
+type Rules struct {
+	Partitions int
+	Policy     *username.Policy
+	// Translate decides a claim made under another policy version as if
+	// it had been made under this one, from the username as typed: the
+	// what-if replay (registry replay --policy-version). The name's key
+	// and partition may differ under this version, so they are not
+	// checked. The projector never translates.
+	Translate bool
 }
 
 // Parse turns a record into a Claim. It never fails: whatever is wrong
 // with the record becomes the reason it is invalid. The checks depend only
 // on the record, the partition count and the pinned policy, so a replay
 // reaches the same verdict.
-func Parse(r *kgo.Record, partitions int) Claim {
-	in := Claim{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UTC(), Key: r.Key, Type: events.TypeClaimSubmitted}
+func Parse(r *kgo.Record, ru Rules) Claim {
+	in := Claim{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UTC(), Key: r.Key, Policy: ru.Policy, Type: events.TypeClaimSubmitted}
 	typ, c, err := events.DecodeCommand(r)
 	if err != nil {
 		in.RequestID = positionID(r.Partition, r.Offset)
@@ -71,16 +85,16 @@ func Parse(r *kgo.Record, partitions int) Claim {
 		return in
 	}
 	in.RequestID = id.String()
-	in.Invalid = checkClaim(&in, c, r, partitions)
+	in.Invalid = checkClaim(&in, c, r, ru)
 	if in.Invalid == "" {
-		in.Invalid = checkCommand(&in)
+		in.Invalid = checkCommand(&in, ru.Translate && c.PolicyVersion != ru.Policy.Version())
 	}
 	return in
 }
 
 // checkClaim validates a decoded claim and fills in.Name; it returns why the
 // claim is invalid, or "".
-func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, partitions int) string {
+func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) string {
 	if admin := in.Type == events.TypeReservationSubmitted || in.Type == events.TypeUnreservation; !admin || c.UserID != "" {
 		uid, err := uuid.Parse(c.UserID)
 		if err != nil {
@@ -88,14 +102,17 @@ func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, partitions i
 		}
 		in.UserID = uid.String()
 	}
-	name, err := claims.Normalize(c.Username)
+	name, err := ru.Policy.Normalize(c.Username)
 	if err != nil {
 		return err.Error()
 	}
 	in.Name = name
+	partitions := ru.Partitions
 	switch {
-	case c.PolicyVersion != claims.PolicyVersion:
-		return fmt.Sprintf("claim was made under username policy version %d; this registry decides under version %d", c.PolicyVersion, claims.PolicyVersion)
+	case ru.Translate && c.PolicyVersion != ru.Policy.Version():
+		return ""
+	case c.PolicyVersion != ru.Policy.Version():
+		return fmt.Sprintf("claim was made under username policy version %d; this registry decides under version %d", c.PolicyVersion, ru.Policy.Version())
 	case c.Canonical != name.Canonical || c.Key != name.Key || string(r.Key) != name.Key:
 		return "claim's canonical form or key does not match the username policy"
 	case events.Partition(r.Key, partitions) != r.Partition:
@@ -214,7 +231,7 @@ func decideFresh(st *State, in *Claim) *events.Decision {
 // unless the name is reserved (by the policy or at runtime) or in another
 // user's hold.
 func decideClaim(st *State, in *Claim) *events.Decision {
-	if claims.Reserved(in.Name) || st.Reserved[in.Name.Key] != nil {
+	if in.Policy.Reserved(in.Name) || st.Reserved[in.Name.Key] != nil {
 		return in.rejection(events.ReasonReserved, "", "")
 	}
 	h, held := st.Holders[in.Name.Key]
@@ -265,7 +282,7 @@ func (in *Claim) toUsername() string {
 func (in *Claim) base(outcome string) *events.Decision {
 	return &events.Decision{
 		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical, Caller: in.Caller,
-		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
+		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: in.Policy.Version(),
 		Command: in.command(), ToUsername: in.toUsername(),
 	}
 }

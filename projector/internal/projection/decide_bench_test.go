@@ -33,7 +33,7 @@ func BenchmarkParseClaim(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		_ = Parse(recs[i%len(recs)], testPartitions)
+		_ = Parse(recs[i%len(recs)], testRules)
 		i++
 	}
 }
@@ -44,7 +44,7 @@ func BenchmarkDecide(b *testing.B) {
 	recs := benchRecords(b, 10000)
 	ins := make([]Claim, len(recs))
 	for i, r := range recs {
-		ins[i] = Parse(r, testPartitions)
+		ins[i] = Parse(r, testRules)
 	}
 	b.ReportAllocs()
 	st, i := NewState(), 0

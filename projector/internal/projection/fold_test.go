@@ -20,7 +20,7 @@ func TestFoldOfPublishedDecisionsIsTheProjectorsState(t *testing.T) {
 	r1, r2 := uuid.NewString(), uuid.NewString()
 	recs := []*kgo.Record{
 		record(t, 0, r1, alice, "Alice"),
-		record(t, 1, r2, bob, "ALICE"),
+		record(t, 1, r2, bob, "ALiCE"),
 		record(t, 2, uuid.NewString(), alice, "alice"),
 		record(t, 3, r1, alice, "Alice"), // a copy: not folded
 		record(t, 4, r1, bob, "Alice"),   // request_conflict: no row
@@ -30,7 +30,7 @@ func TestFoldOfPublishedDecisionsIsTheProjectorsState(t *testing.T) {
 	}
 	live, rebuilt := NewState(), NewState()
 	for _, rec := range recs {
-		in := Parse(rec, testPartitions)
+		in := Parse(rec, testRules)
 		out, err := Decide(live, &in)
 		if err != nil {
 			t.Fatal(err)

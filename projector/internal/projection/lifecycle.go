@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -32,8 +31,13 @@ func StepID(renameID, step string) string {
 const maxHoldSeconds = 100 * 365 * 24 * 3600
 
 // checkCommand checks what a command other than a claim carries beyond a
-// claim's fields; it returns why the command is invalid, or "".
-func checkCommand(in *Claim) string {
+// claim's fields, normalizing a rename's to under in's policy (the version
+// in force, as for the claim's own name); it returns why the command is
+// invalid, or "". With translated (the what-if replay deciding a command
+// made under another policy version) the canonical forms and keys the
+// rename carries are not compared, as checkClaim does not compare the
+// record's own.
+func checkCommand(in *Claim, translated bool) string {
 	if in.HoldSeconds < 0 || in.HoldSeconds > maxHoldSeconds {
 		return fmt.Sprintf("hold_seconds %d is outside 0..%d", in.HoldSeconds, maxHoldSeconds)
 	}
@@ -55,14 +59,14 @@ func checkCommand(in *Claim) string {
 	if r.RequestID != in.RequestID {
 		return "a rename's first step carries another request_id in its rename"
 	}
-	to, err := claims.Normalize(r.To)
+	to, err := in.Policy.Normalize(r.To)
 	if err != nil {
 		return "to: " + err.Error()
 	}
 	switch {
-	case r.From != in.Username || r.FromCanonical != in.Name.Canonical || r.FromKey != in.Name.Key:
+	case r.From != in.Username || !translated && (r.FromCanonical != in.Name.Canonical || r.FromKey != in.Name.Key):
 		return "rename's from does not match the record's username"
-	case r.ToCanonical != to.Canonical || r.ToKey != to.Key:
+	case !translated && (r.ToCanonical != to.Canonical || r.ToKey != to.Key):
 		return "rename's to canonical form or key does not match the username policy"
 	case to.Key == in.Name.Key:
 		return "to is the same name as from, or confusable with it"
@@ -154,7 +158,7 @@ func decideFinish(st *State, in *Claim) *events.Decision {
 	first := st.Requests[r.RequestID].Decision
 	d := &events.Decision{
 		RequestID: r.RequestID, UserID: in.UserID, Username: first.Username, Canonical: in.Name.Canonical,
-		ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: claims.PolicyVersion,
+		ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: in.Policy.Version(),
 		Command: events.CommandRename, From: r.FromCanonical, To: r.ToCanonical, ToUsername: first.ToUsername,
 		Step: 3, Caller: first.Caller,
 	}
@@ -199,7 +203,7 @@ func next(in *Claim, d *events.Decision) (*kgo.Record, error) {
 		return nil, nil
 	}
 	step := *r
-	c := &events.ClaimSubmitted{UserID: in.UserID, PolicyVersion: claims.PolicyVersion, SubmittedAt: in.Timestamp, Caller: in.Caller,
+	c := &events.ClaimSubmitted{UserID: in.UserID, PolicyVersion: in.Policy.Version(), SubmittedAt: in.Timestamp, Caller: in.Caller,
 		HoldSeconds: in.HoldSeconds, Rename: &step}
 	switch {
 	case in.Type == events.TypeRenameSubmitted && d.Outcome == events.OutcomeRenaming:

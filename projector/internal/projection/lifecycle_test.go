@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -52,7 +52,7 @@ func (l *logSim) append(rec *kgo.Record) *events.Decision {
 		r.Offset, r.Timestamp = l.offsets[r.Partition], l.now
 		l.offsets[r.Partition]++
 		l.now = l.now.Add(time.Second)
-		in := Parse(r, testPartitions)
+		in := Parse(r, testRules)
 		if in.Admin() && in.Invalid == "" {
 			in.Invalid = AdminProblem(testKeys, r) // as the projector does
 		}
@@ -73,11 +73,11 @@ func (l *logSim) append(rec *kgo.Record) *events.Decision {
 	return l.last[id]
 }
 
-func command(t *testing.T, typ, requestID, userID, username string, hold time.Duration) *kgo.Record {
+func command(t *testing.T, typ, requestID, userID, typed string, hold time.Duration) *kgo.Record {
 	t.Helper()
-	c := &events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: username, PolicyVersion: claims.PolicyVersion,
+	c := &events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: typed, PolicyVersion: username.Latest,
 		HoldSeconds: int64(hold / time.Second)}
-	if name, err := claims.Normalize(username); err == nil {
+	if name, err := username.Normalize(typed); err == nil {
 		c.Canonical, c.Key = name.Canonical, name.Key
 	}
 	rec, err := events.CommandRecord(typ, c)
@@ -96,10 +96,10 @@ var testKeys, _ = events.ParseAdminKeys(strings.NewReader("test " + strings.Repe
 
 func renameRecord(t *testing.T, requestID, userID, from, to string, hold time.Duration) *kgo.Record {
 	t.Helper()
-	f, _ := claims.Normalize(from)
-	tn, _ := claims.Normalize(to)
+	f, _ := username.Normalize(from)
+	tn, _ := username.Normalize(to)
 	c := &events.ClaimSubmitted{RequestID: requestID, UserID: userID, Username: from, Canonical: f.Canonical, Key: f.Key,
-		PolicyVersion: claims.PolicyVersion, HoldSeconds: int64(hold / time.Second),
+		PolicyVersion: username.Latest, HoldSeconds: int64(hold / time.Second),
 		Rename: &events.RenameStep{RequestID: requestID, From: from, FromCanonical: f.Canonical, FromKey: f.Key, To: to, ToCanonical: tn.Canonical, ToKey: tn.Key}}
 	rec, err := events.CommandRecord(events.TypeRenameSubmitted, c)
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -27,11 +27,11 @@ import (
 //
 // A Redecider is not safe for concurrent use. Use one per partition.
 type Redecider struct {
-	partitions int
-	seed       maphash.Seed
-	requests   map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
-	holders    map[string]compactHolder // key -> holder
-	keys       *events.AdminKeys        // verifies administrative commands
+	rules    Rules
+	seed     maphash.Seed
+	requests map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
+	holders  map[string]compactHolder // key -> holder
+	keys     *events.AdminKeys        // verifies administrative commands
 	// The rest of the state is kept whole: holds, runtime reservations,
 	// rename locks, and the ledger entries of renames (step 3 reads its
 	// rename's first decision). There are few of each.
@@ -60,14 +60,24 @@ type Redecision struct {
 }
 
 // NewRedecider returns a Redecider for claims topics of the given partition
-// count, starting from an empty partition.
+// count, starting from an empty partition, deciding under the latest
+// username policy (that of a new registry).
 //
 // Administrative commands are checked against keys as the projector
 // checks them (AdminProblem); nil keys refuse them all, as a projector
 // without keys does.
 func NewRedecider(partitions int, keys ...*events.AdminKeys) *Redecider {
+	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false, keys...)
+}
+
+// NewPolicyRedecider is NewRedecider deciding under the given policy. With
+// translate, claims made under another policy version are decided as if
+// they had been made under this one, from the username as typed, without
+// the key and partition checks: what the replay's --policy-version shows.
+// Without it, such claims are invalid, as the projector decides them.
+func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool, keys ...*events.AdminKeys) *Redecider {
 	return &Redecider{
-		partitions: partitions, seed: maphash.MakeSeed(), keys: firstKeys(keys),
+		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(), keys: firstKeys(keys),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
 		holds: map[string]*Hold{}, reserved: map[string]*Reservation{}, locks: map[string]*Lock{}, renames: map[string]*Entry{},
 		st: *NewState(),
@@ -79,7 +89,7 @@ func NewRedecider(partitions int, keys ...*events.AdminKeys) *Redecider {
 // for the records after it. For a copy, Decision and Value are nil (the
 // compact state does not keep the first decision's bytes).
 func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
-	in := Parse(rec, r.partitions)
+	in := Parse(rec, r.rules)
 	if in.Admin() && in.Invalid == "" {
 		in.Invalid = AdminProblem(r.keys, rec)
 	}
@@ -88,8 +98,8 @@ func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 	if err != nil {
 		return Redecision{}, err
 	}
-	version := claims.PolicyVersion
-	if in.Invalid != "" { // rare: read the version the checks did not keep
+	version := r.rules.Policy.Version()
+	if in.Invalid != "" || r.rules.Translate { // read the version the checks did not keep
 		version = 0
 		if c, err := events.DecodeClaim(rec); err == nil {
 			version = c.PolicyVersion
@@ -191,13 +201,17 @@ func (r *Redecider) payloadHash(userID, username, command, to string) uint64 {
 // Len reports how many request_ids and held names the Redecider remembers.
 func (r *Redecider) Len() (requests, holders int) { return len(r.requests), len(r.holders) }
 
+// latestPolicy is the policy LedgerIdentity parses with; the request_id,
+// user_id and username it returns do not depend on the policy.
+var latestPolicy = username.MustVersion(username.Latest)
+
 // LedgerIdentity returns what the request ledger would record for a
 // claims record, as the projector parses it: the request_id (derived from
 // the position when the claim has no usable one), the user_id and the
 // username. A record whose three equal a ledger row of its partition is a
 // repeat, decided as a copy of that row's decision.
 func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
-	in := Parse(rec, partitions)
+	in := Parse(rec, Rules{Partitions: partitions, Policy: latestPolicy, Translate: true})
 	return in.RequestID, in.UserID, in.Username
 }
 

@@ -1,8 +1,8 @@
-package claims
+package policyv1
 
 // reservedNames are kept from registration because people trust them to
-// speak for the service. They are listed in docs/usernames.md; keep the
-// two in step and bump PolicyVersion when this list changes.
+// speak for the service. They are listed in docs/usernames.md. Frozen:
+// version 2 has its own list.
 var reservedNames = []string{
 	"abuse", "admin", "administrator", "api", "contact",
 	"help", "hostmaster", "info", "mail", "moderator",
@@ -22,12 +22,15 @@ func buildReservedKeys(names []string) map[string]string {
 	for _, name := range names {
 		u, err := Normalize(name)
 		if err != nil {
-			panic("claims: reserved name " + name + ": " + err.Error())
+			panic("policyv1: reserved name " + name + ": " + err.Error())
 		}
 		keys[u.Key] = name
 	}
 	return keys
 }
+
+// ReservedNames returns a copy of the reserved list.
+func ReservedNames() []string { return append([]string(nil), reservedNames...) }
 
 // Reserved reports whether u is on the built-in reserved list, compared by
 // Key (so confusable spellings of "admin" are reserved too).

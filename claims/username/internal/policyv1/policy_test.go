@@ -1,4 +1,4 @@
-package claims
+package policyv1
 
 import (
 	"errors"

@@ -1,4 +1,6 @@
-package claims
+// Package policyv1 is username policy version 1, frozen as it was when
+// version 2 replaced it (see package username, which selects a version).
+package policyv1
 
 import (
 	"errors"
@@ -16,9 +18,11 @@ import (
 	"golang.org/x/text/width"
 )
 
-// PolicyVersion is recorded in every claim; bump it whenever Normalize,
-// validation or the reserved list changes any outcome. Upgrading Go or
-// golang.org/x/text can change Unicode tables (and so outcomes) too.
+// PolicyVersion is the version this package implements. It is frozen:
+// registries whose data was decided under version 1 keep deciding with
+// exactly this code, so no rule, limit, message or reserved name here may
+// change (a replay of a version-1 log must give its decisions back byte
+// for byte; see projector's TestReplayV1Log).
 const PolicyVersion = 1
 
 // Policy limits. The byte limit is a cheap guard so PRECIS never runs on

@@ -1,0 +1,5 @@
+//go:build !race
+
+package username
+
+const raceEnabled = false
