@@ -63,7 +63,7 @@ func TestNamesChangeHands(t *testing.T) {
 	}
 
 	// Hold: others are refused, the former holder takes it back.
-	got = post(t, api, "", bob, "LINA")
+	got = post(t, api, "", bob, "Lina") // the same canonical name (policy 2 refuses "LINA": its I looks like l)
 	want(t, "bob claims held lina", got, http.StatusConflict, "rejected", "held", "")
 	if got.HeldUntil == nil {
 		t.Errorf("held rejection without held_until: %+v", got)
@@ -92,7 +92,12 @@ func TestNamesChangeHands(t *testing.T) {
 	want(t, "bob renames mira", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", bob, "from", "mira", "to", "zed")), http.StatusConflict, "rejected", "not_holder", "")
 	want(t, "bob claims oskar", post(t, api, "", bob, "oskar"), http.StatusCreated, "registered", "", "")
 	want(t, "alice renames mira to taken oskar", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "Oskar")), http.StatusConflict, "rejected", "taken", "oskar")
-	want(t, "alice renames mira to confusable оskar (Cyrillic о)", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "\u043eskar")), http.StatusConflict, "rejected", "confusable", "oskar")
+	want(t, "alice renames mira to confusable 0skar (digit zero)", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "0skar")), http.StatusConflict, "rejected", "confusable", "oskar")
+	// A rename's to is judged by the policy in force, as a claim is:
+	// policy 2 refuses the mixed-script оskar (Cyrillic о) outright.
+	if g := call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "\u043eskar")); g.Code != 422 || g.Reason != "invalid" {
+		t.Errorf("rename to mixed-script оskar: %d %+v, want 422 invalid", g.Code, g)
+	}
 	want(t, "alice renames mira to reserved admin", call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "admin")), http.StatusConflict, "rejected", "reserved", "")
 	if g := call("POST", "/v1/renames?wait=30s", jsonBody("user_id", alice, "from", "mira", "to", "bad name")); g.Code != 422 || g.Reason != "invalid" {
 		t.Errorf("rename to an invalid name: %d %+v", g.Code, g)
