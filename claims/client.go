@@ -65,6 +65,14 @@ type ClientConfig struct {
 	Producer *kgo.Client
 	// Decisions delivers decisions to waiting claims. Required.
 	Decisions Decisions
+	// HoldPeriod is the hold period releases and renames carry (whole
+	// seconds; the decider adds it to the deciding record's timestamp).
+	// 0 means no hold; cmd/registry defaults it to 30 days.
+	HoldPeriod time.Duration
+	// AdminKeys signs the administrative commands (reserve, unreserve,
+	// transfer: events.HeaderProof) the projectors obey only when signed.
+	// Nil sends them unsigned, and they are decided invalid.
+	AdminKeys *events.AdminKeys
 	// Topics names the registry's topics; claims go to Topics.Claims.
 	// Defaults to events' default names.
 	Topics events.Topics
@@ -178,7 +186,7 @@ type Submission struct {
 	metrics   *Metrics
 	written   time.Time // when the claim was acknowledged by Kafka
 	res       Result
-	claim     *events.ClaimSubmitted
+	cmd       *command
 	rec       *kgo.Record
 	decisions <-chan *events.Decision
 	cancel    func()
@@ -193,12 +201,46 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, claim: claim, cancel: func() {}}
-	if req.RequestID != "" {
+	return c.submit(ctx, &command{typ: events.TypeClaimSubmitted, body: claim}, req.RequestID != "")
+}
+
+// command is a command on the claims topic as the client sends it: its
+// event type, its body, and the Decision.Command its decision carries.
+type command struct {
+	typ     string
+	body    *events.ClaimSubmitted
+	command string
+}
+
+// admin reports whether cmd is an administrative command, which carries
+// a proof.
+func (c *command) admin() bool {
+	switch c.typ {
+	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
+		return true
+	}
+	return false
+}
+
+// to is a rename's to as typed; empty for the other commands.
+func (c *command) to() string {
+	if c.body.Rename != nil {
+		return c.body.Rename.To
+	}
+	return ""
+}
+
+// submit publishes cmd and subscribes to its decision; retried says the
+// request_id came from the caller, so the ledger may already answer it.
+func (c *Client) submit(ctx context.Context, cmd *command, retried bool) (*Submission, error) {
+	claim := cmd.body
+	var err error
+	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, cmd: cmd, cancel: func() {}}
+	if retried {
 		// A retry answered from the ledger needs no waiter slot. If the
 		// decision lands just after this lookup, producing again makes the
 		// projector re-emit it, so the waiter below still gets it.
-		if s.res.Decision, err = c.stored(ctx, claim); err != nil {
+		if s.res.Decision, err = c.stored(ctx, cmd); err != nil {
 			return nil, fmt.Errorf("%w: looking up request_id %s: %w", ErrLedgerUnavailable, claim.RequestID, err)
 		}
 		if s.res.Decision != nil {
@@ -208,7 +250,7 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	if s.decisions, s.cancel, err = c.cfg.Decisions.Subscribe(claim.RequestID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOverloaded, err)
 	}
-	if s.rec, err = c.produce(ctx, claim); err != nil {
+	if s.rec, err = c.produce(ctx, cmd); err != nil {
 		s.cancel()
 		return nil, err
 	}
@@ -217,8 +259,10 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	return s, nil
 }
 
-// produce writes the claim and waits for the broker's acknowledgement, at
-// most WriteTimeout and no longer than ctx (a caller that leaves).
+// produce writes the command and waits for the broker's acknowledgement,
+// at most WriteTimeout and no longer than ctx (a caller that leaves).
+// Administrative commands are signed first when the client holds the
+// admin keys.
 //
 // It does not wait for franz-go to give up on the record: an idempotent
 // producer never fails a record whose request reached the broker
@@ -228,12 +272,15 @@ func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 // producer's buffer and may still be written; the caller is told
 // ErrUnavailable and retries with the same request_id, which the ledger
 // answers once it is decided.
-func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kgo.Record, error) {
-	rec, err := events.ClaimRecord(claim)
+func (c *Client) produce(ctx context.Context, cmd *command) (*kgo.Record, error) {
+	rec, err := events.CommandRecord(cmd.typ, cmd.body)
 	if err != nil {
 		return nil, err
 	}
 	rec.Topic = c.cfg.Topics.Claims
+	if cmd.admin() && c.cfg.AdminKeys != nil {
+		c.cfg.AdminKeys.Sign(rec)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	acked := make(chan error, 1)
@@ -245,7 +292,7 @@ func (c *Client) produce(ctx context.Context, claim *events.ClaimSubmitted) (*kg
 		}
 		return rec, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: the claim was not acknowledged in time (it may still be written; retry with the same request_id): %w",
+		return nil, fmt.Errorf("%w: the command was not acknowledged in time (it may still be written; retry with the same request_id): %w",
 			ErrUnavailable, ctx.Err())
 	}
 }
@@ -258,7 +305,7 @@ func (s *Submission) RequestID() string { return s.res.RequestID }
 func (s *Submission) Await(ctx context.Context) Result {
 	defer s.Close()
 	if s.res.Decision == nil {
-		s.res.Decision = await(ctx, s.decisions, s.claim)
+		s.res.Decision = await(ctx, s.decisions, s.cmd)
 		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
 		if s.res.Decision != nil {
 			s.metrics.decisionSeconds.Observe(time.Since(s.written).Seconds())
@@ -347,10 +394,11 @@ func parseID(field, s string, optional bool) (string, error) {
 // for a name with the same key under a decided request_id is a
 // request_conflict: the projector would decide the same, since that
 // partition's ledger already holds the first decision.
-func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*events.Decision, error) {
+func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, error) {
 	if c.cfg.Ledger == nil {
 		return nil, nil
 	}
+	claim := cmd.body
 	d, err := c.cfg.Ledger.Decision(ctx, claim.RequestID)
 	if err != nil || d == nil {
 		return nil, err
@@ -358,11 +406,14 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 	if d.Outcome == events.OutcomeRejected && d.Reason == events.ReasonInvalid {
 		// The stored decision is for a record the registry could not
 		// take (another producer's, in the wrong partition, say). This
-		// claim passed the policy and goes to its key's partition, whose
+		// command passed the policy and goes to its key's partition, whose
 		// own decision is the answer (docs/design.md): produce and wait.
 		return nil, nil
 	}
-	if samePayload(d, claim) {
+	if samePayload(d, cmd) {
+		if !events.Final(d.Outcome) {
+			return nil, nil // a rename under way: produce again (a copy) and wait for its end
+		}
 		return d, nil
 	}
 	if !c.sameKey(d, claim) {
@@ -376,6 +427,7 @@ func (c *Client) stored(ctx context.Context, claim *events.ClaimSubmitted) (*eve
 		RequestID: claim.RequestID, UserID: claim.UserID, Username: claim.Username, Canonical: claim.Canonical,
 		Outcome: events.OutcomeRejected, Reason: events.ReasonRequestConflict,
 		Detail: "request_id was already used with a different username or user_id", PolicyVersion: claim.PolicyVersion,
+		Command: cmd.command,
 	}, nil
 }
 
@@ -386,22 +438,22 @@ func (c *Client) sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool 
 	return err == nil && d.Canonical != "" && n.Key == claim.Key
 }
 
-// samePayload reports whether d decides a claim with claim's payload: the
-// same user and the same username as typed.
-func samePayload(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	return d.UserID == claim.UserID && d.Username == claim.Username
+// samePayload reports whether d decides a command with cmd's payload: the
+// same command, user and username as typed (and a rename's to).
+func samePayload(d *events.Decision, cmd *command) bool {
+	return d.UserID == cmd.body.UserID && d.Username == cmd.body.Username && d.Command == cmd.command && d.ToUsername == cmd.to()
 }
 
 // await returns the first decision for this claim's payload, or nil when
 // ctx ends first. Decisions for the same request_id with another payload
 // belong to another request and are passed over.
-func await(ctx context.Context, decisions <-chan *events.Decision, claim *events.ClaimSubmitted) *events.Decision {
+func await(ctx context.Context, decisions <-chan *events.Decision, cmd *command) *events.Decision {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case d := <-decisions:
-			if samePayload(d, claim) {
+			if samePayload(d, cmd) && events.Final(d.Outcome) {
 				return d
 			}
 		}

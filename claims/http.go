@@ -25,6 +25,16 @@ type Directory interface {
 	// HolderOfKey returns who holds a name with the given key (the
 	// username policy's Key), or nil when nobody does.
 	HolderOfKey(ctx context.Context, key string) (*Registration, error)
+	// NameState says whether the name with partition key key is in a hold
+	// or reserved at runtime (for a name nobody holds).
+	NameState(ctx context.Context, key string) (NameState, error)
+}
+
+// NameState is what GET /v1/usernames answers for a name nobody holds.
+type NameState struct {
+	HeldCanonical string     // canonical form of the held name; empty when no hold
+	HeldUntil     *time.Time // when the hold ends
+	Reserved      bool       // reserved at runtime
 }
 
 // HandlerConfig configures the HTTP API.
@@ -82,6 +92,16 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		"GET /v1/claims/{request_id}": a.getClaim,
 		"GET /healthz":                healthz,
 		"GET /readyz":                 a.readyz,
+
+		"POST /v1/releases":                    a.postRelease,
+		"GET /v1/releases/{request_id}":        a.getDecision,
+		"POST /v1/renames":                     a.postRename,
+		"GET /v1/renames/{request_id}":         a.getDecision,
+		"PUT /v1/admin/reserved/{username}":    a.putReserved,
+		"DELETE /v1/admin/reserved/{username}": a.deleteReserved,
+		"POST /v1/admin/transfers":             a.postTransfer,
+		"GET /v1/admin/transfers/{request_id}": a.getDecision,
+		"GET /v1/admin/requests/{request_id}":  a.getDecision,
 	}
 	for pattern, h := range routes {
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
@@ -197,9 +217,15 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 }
 
 func (a *api) writeResult(w http.ResponseWriter, res Result) {
-	if res.Decision == nil {
+	a.writeResultAt(w, res, "/v1/claims/")
+}
+
+// writeResultAt answers a command's result; an undecided one gets 202 with
+// the status URL under statusPath.
+func (a *api) writeResultAt(w http.ResponseWriter, res Result, statusPath string) {
+	if res.Decision == nil || !events.Final(res.Decision.Outcome) {
 		a.cfg.Metrics.waitTimeouts.Inc()
-		w.Header().Set("Location", "/v1/claims/"+res.RequestID)
+		w.Header().Set("Location", statusPath+res.RequestID)
 		httpwire.WriteJSON(w, http.StatusAccepted, httpwire.Answer{RequestID: res.RequestID, Status: "pending"})
 		return
 	}
@@ -242,12 +268,16 @@ type Availability struct {
 	PolicyVersion int        `json:"policy_version"`           // the username policy version that answered
 	Status        string     `json:"status"`                   // held, available, confusable, reserved or invalid
 	Available     bool       `json:"available"`                // whether a new user's claim would win the name
-	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, invalid)
+	Reason        string     `json:"reason,omitempty"`         // when not available: the claim's reason (taken, confusable, reserved, held, invalid)
 	ConflictsWith string     `json:"conflicts_with,omitempty"` // for held and confusable: the holder's canonical name
 	Detail        string     `json:"detail,omitempty"`         // for invalid: why, for a person
 	UserID        string     `json:"user_id,omitempty"`        // for held: the holder
 	RequestID     string     `json:"request_id,omitempty"`     // for held: the winning claim's request
 	RegisteredAt  *time.Time `json:"registered_at,omitempty"`  // for held: the winning claim record's timestamp
+	// HeldUntil is, for a name in a hold after a release (reason held),
+	// when the hold ends (RFC 3339); only its former holder may claim it
+	// before then.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
 }
 
 // describe fills in the name's canonical form, key and partition.
@@ -290,7 +320,7 @@ func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed st
 
 // Lookup statuses, and the codes they are answered with.
 const (
-	StatusHeld       = "held"       // 200: the holder is in the body
+	StatusHeld       = "held"       // 200: the holder is in the body, or (reason held) the hold's held_until
 	StatusAvailable  = "available"  // 404: no holder; a claim would win it
 	StatusConfusable = "confusable" // 409: a name with the same key is held
 	StatusReserved   = "reserved"   // 409: on the reserved list
@@ -316,8 +346,9 @@ func (a *api) getUsername(w http.ResponseWriter, r *http.Request) {
 }
 
 // availability decides a lookup as decideFresh in package projector would
-// decide a claim by a new user: invalid, reserved, held, confusable, or
-// free.
+// decide a claim by a new user: invalid, reserved (by the policy or at
+// runtime), held (by a holder, or in a hold after a release), confusable,
+// or free.
 func (a *api) availability(ctx context.Context, typed string) (int, Availability, error) {
 	policy, err := a.cfg.Client.Policy(ctx)
 	if err != nil {
@@ -341,8 +372,7 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 	case err != nil:
 		return 0, av, err
 	case reg == nil:
-		av.Status, av.Available = StatusAvailable, true
-		return http.StatusNotFound, av, nil
+		return a.unheld(ctx, name, av)
 	case reg.Canonical == name.Canonical:
 		at := reg.RegisteredAt
 		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
@@ -352,6 +382,26 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
 		return http.StatusConflict, av, nil
 	}
+}
+
+// unheld answers for a name whose key nobody holds: reserved at runtime
+// (409, as a name on the policy's list), in a hold after a release (200,
+// status held, with held_until: by this server's clock; the decider itself
+// compares record timestamps), or available (404).
+func (a *api) unheld(ctx context.Context, name username.Username, av Availability) (int, Availability, error) {
+	st, err := a.cfg.Directory.NameState(ctx, name.Key)
+	switch {
+	case err != nil:
+		return 0, av, err
+	case st.Reserved:
+		av.Status, av.Reason = StatusReserved, events.ReasonReserved
+		return http.StatusConflict, av, nil
+	case st.HeldUntil != nil && time.Now().Before(*st.HeldUntil):
+		av.Status, av.Reason, av.ConflictsWith, av.HeldUntil = StatusHeld, events.ReasonHeld, st.HeldCanonical, st.HeldUntil
+		return http.StatusOK, av, nil
+	}
+	av.Status, av.Available = StatusAvailable, true
+	return http.StatusNotFound, av, nil
 }
 
 func (a *api) lookupFailed(w http.ResponseWriter, err error) {

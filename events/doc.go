@@ -6,12 +6,14 @@
 //
 // Two topics carry the record of the registry:
 //
-//   - [TopicClaims] holds [ClaimSubmitted] events, keyed by the username's
-//     partition key (its confusable skeleton), so every claim that could
+//   - [TopicClaims] holds the commands ([CommandTypes]: claims, releases,
+//     the three steps of a rename, runtime reservations and transfers), all
+//     with a [ClaimSubmitted] body, keyed by the partition key (confusable
+//     skeleton) of the name they act on, so every command that could
 //     conflict lands in one partition.
-//   - [TopicRegistrations] holds the decisions, [TypeUsernameRegistered] and
-//     [TypeClaimRejected], keyed the same way and published to the same
-//     partition number as the claim they decide.
+//   - [TopicRegistrations] holds the decisions ([DecisionTypes]), one per
+//     command record, keyed the same way and published to the same
+//     partition number as the command they decide.
 //
 // Both topics must use Kafka's default partitioner (murmur2 over the key,
 // as the Java client does); see [Partition].

@@ -47,10 +47,52 @@ const (
 )
 
 // Event types, the values of the HeaderType header.
+//
+// On TopicClaims, the commands. Each is keyed by the key of the name it
+// acts on and decided in that key's partition. The rename steps after the
+// first are written by the projector's outbox, never by the API.
+//
+// On TopicRegistrations, the decisions: one per claims record. A refused
+// command of any type is a ClaimRejected.
 const (
-	TypeClaimSubmitted     = "ClaimSubmitted"
-	TypeUsernameRegistered = "UsernameRegistered"
-	TypeClaimRejected      = "ClaimRejected"
+	TypeClaimSubmitted       = "ClaimSubmitted"
+	TypeReleaseSubmitted     = "ReleaseSubmitted"     // the holder gives the name up
+	TypeRenameSubmitted      = "RenameSubmitted"      // rename step 1, in from's partition: check and lock from
+	TypeRenameTargetClaimed  = "RenameTargetClaimed"  // rename step 2, in to's partition: claim to (written by step 1's outbox)
+	TypeRenameFinishing      = "RenameFinishing"      // rename step 3, in from's partition: release or unlock from (written by step 2's outbox)
+	TypeReservationSubmitted = "ReservationSubmitted" // admin: reserve a name at runtime
+	TypeUnreservation        = "UnreservationSubmitted"
+	TypeTransferSubmitted    = "TransferSubmitted" // admin: give a held name to another user
+
+	TypeUsernameRegistered  = "UsernameRegistered"
+	TypeClaimRejected       = "ClaimRejected"
+	TypeUsernameReleased    = "UsernameReleased"
+	TypeRenameLocked        = "RenameLocked" // step 1 accepted: from is locked; not final
+	TypeUsernameRenamed     = "UsernameRenamed"
+	TypeUsernameReserved    = "UsernameReserved"
+	TypeUsernameUnreserved  = "UsernameUnreserved"
+	TypeUsernameTransferred = "UsernameTransferred"
+)
+
+// CommandTypes are the event types on TopicClaims, and DecisionTypes those
+// on TopicRegistrations.
+var (
+	CommandTypes = []string{TypeClaimSubmitted, TypeReleaseSubmitted, TypeRenameSubmitted, TypeRenameTargetClaimed,
+		TypeRenameFinishing, TypeReservationSubmitted, TypeUnreservation, TypeTransferSubmitted}
+	DecisionTypes = []string{TypeUsernameRegistered, TypeClaimRejected, TypeUsernameReleased, TypeRenameLocked,
+		TypeUsernameRenamed, TypeUsernameReserved, TypeUsernameUnreserved, TypeUsernameTransferred}
+)
+
+// Commands, the values of Decision.Command: which command a decision
+// decides. Empty for a claim (schema 1 decisions carry none).
+const (
+	CommandClaim     = ""
+	CommandRelease   = "release"
+	CommandRename    = "rename"    // steps 1 and 3 (the rename's own request_id)
+	CommandRenameTo  = "rename_to" // step 2 (a request_id derived from the rename's)
+	CommandReserve   = "reserve"
+	CommandUnreserve = "unreserve"
+	CommandTransfer  = "transfer"
 )
 
 // SchemaVersion is the version of the JSON bodies this package writes. A
@@ -59,11 +101,25 @@ const SchemaVersion = 1
 
 // Outcomes, the values of Decision.Outcome.
 const (
-	OutcomeRegistered = "registered"
-	OutcomeRejected   = "rejected"
+	OutcomeRegistered  = "registered"
+	OutcomeRejected    = "rejected"
+	OutcomeReleased    = "released"
+	OutcomeRenaming    = "renaming" // a rename's first step: from is locked; never a rename's final outcome
+	OutcomeRenamed     = "renamed"
+	OutcomeReserved    = "reserved"
+	OutcomeUnreserved  = "unreserved"
+	OutcomeTransferred = "transferred"
 )
 
-// ClaimSubmitted asks for a username. It is the only event on TopicClaims.
+// Final reports whether outcome ends its request (every outcome but
+// OutcomeRenaming).
+func Final(outcome string) bool { return outcome != OutcomeRenaming }
+
+// ClaimSubmitted is the body of every command on TopicClaims (the record's
+// HeaderType says which command). For a claim it asks for a username; for
+// the other commands Username, Canonical and Key name the name acted on
+// (for a rename step, the name of the step's partition), and the optional
+// fields below carry the rest.
 type ClaimSubmitted struct {
 	RequestID     string    `json:"request_id"`     // UUID chosen by the client or the API; identifies the request across retries
 	UserID        string    `json:"user_id"`        // UUID of the user claiming the name
@@ -76,6 +132,33 @@ type ClaimSubmitted struct {
 	// authenticated caller (never its token), or the embedded client's
 	// ClientConfig.Caller. Empty in records written before it existed.
 	Caller string `json:"caller,omitempty"`
+
+	// HoldSeconds is, for a release and a rename, the hold period in
+	// force when the API accepted it (its --hold); 0 means none. The
+	// decider adds it to the deciding record's timestamp, so the log
+	// alone fixes held_until and a replay decides alike.
+	HoldSeconds int64 `json:"hold_seconds,omitempty"`
+	// Rename carries a rename through its three steps.
+	Rename *RenameStep `json:"rename,omitempty"`
+}
+
+// RenameStep is a rename as its steps carry it. The API fills the From and
+// To fields in step 1; the projector copies them into the next steps, and
+// fills the step-2 verdict into step 3.
+type RenameStep struct {
+	RequestID     string `json:"request_id"` // the rename's own request_id (step 1's)
+	From          string `json:"from"`       // as typed
+	FromCanonical string `json:"from_canonical"`
+	FromKey       string `json:"from_key"`
+	To            string `json:"to"` // as typed
+	ToCanonical   string `json:"to_canonical"`
+	ToKey         string `json:"to_key"`
+	// Step 2's verdict, set in step 3: Outcome "registered" or "rejected",
+	// and for a rejection its Reason, Conflicts and HeldUntil.
+	Outcome   string     `json:"outcome,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
+	Conflicts string     `json:"conflicts_with,omitempty"`
+	HeldUntil *time.Time `json:"held_until,omitempty"`
 }
 
 // Decision is the body of both decision events. Outcome says which one:
@@ -105,12 +188,39 @@ type Decision struct {
 	ClaimPartition int32 `json:"claim_partition"` // partition of the claim record that was decided
 	ClaimOffset    int64 `json:"claim_offset"`    // offset of the claim record that was decided
 	PolicyVersion  int   `json:"policy_version"`  // the policy version the projector decided with
+
+	// Command is which command this decides; empty for a claim.
+	Command string `json:"command,omitempty"`
+	// HeldUntil is, for a release and a rename, when the hold on the
+	// released name ends (record timestamp plus the hold period; absent
+	// when the hold is 0); for a "held" rejection, when the hold that
+	// refused it ends.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// From and To are a rename's canonical names (steps 1 and 3).
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// PreviousUserID is, for a transfer, who held the name before.
+	PreviousUserID string `json:"previous_user_id,omitempty"`
+	// ToUsername is, for a rename, the to name as typed: with Username
+	// (from as typed) and UserID it is the payload a retry must repeat.
+	ToUsername string `json:"to_username,omitempty"`
+	// Step is 3 on a rename's final decision made by its third step (it
+	// replaces the first step's ledger entry and unlocks from); absent
+	// otherwise.
+	Step int `json:"step,omitempty"`
+}
+
+// typeOf maps an outcome to its decision event type.
+var typeOf = map[string]string{
+	OutcomeRegistered: TypeUsernameRegistered, OutcomeRejected: TypeClaimRejected,
+	OutcomeReleased: TypeUsernameReleased, OutcomeRenaming: TypeRenameLocked, OutcomeRenamed: TypeUsernameRenamed,
+	OutcomeReserved: TypeUsernameReserved, OutcomeUnreserved: TypeUsernameUnreserved, OutcomeTransferred: TypeUsernameTransferred,
 }
 
 // Type is the event type of d, for the HeaderType header.
 func (d *Decision) Type() string {
-	if d.Outcome == OutcomeRegistered {
-		return TypeUsernameRegistered
+	if t, ok := typeOf[d.Outcome]; ok {
+		return t
 	}
 	return TypeClaimRejected
 }
@@ -121,11 +231,17 @@ var ErrNotAnEvent = errors.New("not a registry event")
 
 // ClaimRecord builds the TopicClaims record for c, keyed by c.Key.
 func ClaimRecord(c *ClaimSubmitted) (*kgo.Record, error) {
+	return CommandRecord(TypeClaimSubmitted, c)
+}
+
+// CommandRecord builds the TopicClaims record of command type typ (one of
+// CommandTypes) with body c, keyed by c.Key.
+func CommandRecord(typ string, c *ClaimSubmitted) (*kgo.Record, error) {
 	body, err := json.Marshal(c)
 	if err != nil {
-		return nil, fmt.Errorf("encoding claim %s: %w", c.RequestID, err)
+		return nil, fmt.Errorf("encoding %s %s: %w", typ, c.RequestID, err)
 	}
-	return newRecord(TopicClaims, []byte(c.Key), TypeClaimSubmitted, body), nil
+	return newRecord(TopicClaims, []byte(c.Key), typ, body), nil
 }
 
 // DecisionValue encodes d as the body of its registrations record. The
@@ -163,26 +279,33 @@ func newRecord(topic string, key []byte, eventType string, body []byte) *kgo.Rec
 // (later schema versions may add some); a wrong event type, a newer schema
 // version or a body that is not JSON wraps ErrNotAnEvent.
 func DecodeClaim(r *kgo.Record) (*ClaimSubmitted, error) {
-	if err := checkHeaders(r, TypeClaimSubmitted); err != nil {
-		return nil, err
+	_, c, err := DecodeCommand(r)
+	return c, err
+}
+
+// DecodeCommand parses a TopicClaims record of any command type, returning
+// its type (one of CommandTypes) and body.
+func DecodeCommand(r *kgo.Record) (string, *ClaimSubmitted, error) {
+	if err := checkHeaders(r, CommandTypes...); err != nil {
+		return "", nil, err
 	}
 	var c ClaimSubmitted
 	if err := json.Unmarshal(r.Value, &c); err != nil {
-		return nil, fmt.Errorf("%w: claim body: %v", ErrNotAnEvent, err)
+		return "", nil, fmt.Errorf("%w: claim body: %v", ErrNotAnEvent, err)
 	}
-	return &c, nil
+	return header(r, HeaderType), &c, nil
 }
 
 // DecodeDecision parses a TopicRegistrations record.
 func DecodeDecision(r *kgo.Record) (*Decision, error) {
-	if err := checkHeaders(r, TypeUsernameRegistered, TypeClaimRejected); err != nil {
+	if err := checkHeaders(r, DecisionTypes...); err != nil {
 		return nil, err
 	}
 	var d Decision
 	if err := json.Unmarshal(r.Value, &d); err != nil {
 		return nil, fmt.Errorf("%w: decision body: %v", ErrNotAnEvent, err)
 	}
-	if d.RequestID == "" || (d.Outcome != OutcomeRegistered && d.Outcome != OutcomeRejected) {
+	if _, known := typeOf[d.Outcome]; d.RequestID == "" || !known {
 		return nil, fmt.Errorf("%w: decision lacks request_id or outcome", ErrNotAnEvent)
 	}
 	return &d, nil
@@ -202,6 +325,9 @@ func checkHeaders(r *kgo.Record, types ...string) error {
 	}
 	return nil
 }
+
+// TypeOf is r's event type (its HeaderType header).
+func TypeOf(r *kgo.Record) string { return header(r, HeaderType) }
 
 func header(r *kgo.Record, key string) string {
 	for _, h := range r.Headers {

@@ -13,6 +13,10 @@ const (
 	ReasonReserved        = "reserved"         // the name is on the policy's reserved list
 	ReasonInvalid         = "invalid"          // the claim or its username breaks the policy
 	ReasonRequestConflict = "request_conflict" // the request_id was already used with another payload
+	ReasonNotHolder       = "not_holder"       // release or rename by a user who does not hold the name
+	ReasonHeld            = "held"             // the name is in its hold period for another user (see Decision.HeldUntil)
+	ReasonNotHeld         = "not_held"         // transfer of a name nobody holds
+	ReasonLocked          = "locked"           // the name is the from of a rename under way; retry once it ends
 )
 
 // Reason is one rejection reason and how the HTTP API answers a decision
@@ -41,6 +45,10 @@ var Reasons = []Reason{
 	{Name: ReasonReserved, HTTPStatus: 409, Meaning: "the name is on the reserved list"},
 	{Name: ReasonInvalid, HTTPStatus: 422, Detail: true, Meaning: "the claim or its username breaks the policy"},
 	{Name: ReasonRequestConflict, HTTPStatus: 422, Detail: true, Meaning: "the request_id was already used with a different user_id or username"},
+	{Name: ReasonNotHolder, HTTPStatus: 409, Meaning: "a release or rename by a user who does not hold the name"},
+	{Name: ReasonHeld, HTTPStatus: 409, Meaning: "the name is in its hold period for its former holder (held_until says until when)"},
+	{Name: ReasonNotHeld, HTTPStatus: 409, Meaning: "a transfer of a name nobody holds"},
+	{Name: ReasonLocked, HTTPStatus: 409, Meaning: "the name is the from of a rename under way; retry once it ends"},
 }
 
 // LookupReason returns the Reason named name; ok is false for a name this

@@ -5,7 +5,8 @@ import "testing"
 // TestReasonsAreDistinctAndComplete: every reason constant is listed once,
 // with a status code the API can answer, and nothing else is.
 func TestReasonsAreDistinctAndComplete(t *testing.T) {
-	want := map[string]bool{ReasonTaken: true, ReasonConfusable: true, ReasonReserved: true, ReasonInvalid: true, ReasonRequestConflict: true}
+	want := map[string]bool{ReasonTaken: true, ReasonConfusable: true, ReasonReserved: true, ReasonInvalid: true, ReasonRequestConflict: true,
+		ReasonNotHolder: true, ReasonHeld: true, ReasonNotHeld: true, ReasonLocked: true}
 	seen := map[string]bool{}
 	for _, r := range Reasons {
 		if !want[r.Name] || seen[r.Name] {

@@ -4,6 +4,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
 // checkAdminProof is the decider's gate for administrative commands
@@ -21,11 +22,5 @@ import (
 // The administrative commands themselves come with their own event types;
 // their parser calls this before anything else.
 func checkAdminProof(keys *events.AdminKeys, r *kgo.Record) string {
-	if keys == nil {
-		return "administrative command refused: this registry holds no admin key (--admin-key-file)"
-	}
-	if err := keys.Verify(r); err != nil {
-		return "administrative command refused: " + err.Error()
-	}
-	return ""
+	return projection.AdminProblem(keys, r)
 }

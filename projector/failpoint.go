@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/usernameregistry/registry/events"
 )
 
 // Failpoints are deterministic fault points inside a round, for tests and
@@ -87,7 +90,11 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	if !ok {
 		return "", nil, fmt.Errorf("failpoint %q: want name:action[@n]", item)
 	}
-	switch name {
+	base, typ, typed := strings.Cut(name, ".")
+	if typed && !slices.Contains(events.CommandTypes, typ) {
+		return "", nil, fmt.Errorf("failpoint %q: unknown command type %q", item, typ)
+	}
+	switch base {
 	case FailBeforeCommit, FailAfterCommit, FailAfterPublish:
 	default:
 		return "", nil, fmt.Errorf("failpoint %q: unknown name %q (want %s, %s or %s)", item, name, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
@@ -105,6 +112,23 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	}
 	rule.action = action
 	return name, rule, nil
+}
+
+// failpointFor is failpoint(name), then, for each command type the round
+// decides, the typed failpoint "name.Type" (say
+// "after-commit.RenameTargetClaimed"): a rule for it counts only rounds
+// that decide a record of that type, so a test can stop a rename at one
+// of its steps.
+func (p *Projector) failpointFor(name string, types []string) error {
+	if err := p.failpoint(name); err != nil {
+		return err
+	}
+	for _, typ := range types {
+		if err := p.failpoint(name + "." + typ); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // failpoint is called at each named point; it returns the hook's error,

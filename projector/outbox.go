@@ -17,7 +17,15 @@ type outboxRow struct {
 	key       []byte
 	eventType string
 	value     []byte
+	topic     string // outboxRegistrations (a decision) or outboxClaims (a rename's next step)
 }
+
+// The values of the outbox's topic column: which of the registry's topics
+// a row goes to (by role; the names are Config.Topics').
+const (
+	outboxRegistrations = "registrations"
+	outboxClaims        = "claims"
+)
 
 // publish produces rows to registrations and waits for every
 // acknowledgement. The rows stay in the outbox until deleted: at once when
@@ -34,12 +42,15 @@ func (p *Projector) publish(ctx context.Context, rows []outboxRow, deleteNow boo
 	for i, r := range rows {
 		recs[i] = events.DecisionRecord(r.key, r.partition, r.eventType, r.value)
 		recs[i].Topic = p.cfg.Topics.Registrations
+		if r.topic == outboxClaims {
+			recs[i].Topic, recs[i].Partition = p.cfg.Topics.Claims, events.Partition(r.key, int(p.cfg.Partitions))
+		}
 		ids[i] = r.id
 	}
 	if err := p.pub.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("publishing %d decisions: %w", len(recs), err)
 	}
-	if err := p.failpoint(FailAfterPublish); err != nil {
+	if err := p.failpointFor(FailAfterPublish, p.roundTypes); err != nil {
 		return err
 	}
 	if !deleteNow {
@@ -60,7 +71,7 @@ func (p *Projector) relay(ctx context.Context, part int32) error {
 	}
 	pending, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
 		o := outboxRow{partition: part}
-		return o, r.Scan(&o.id, &o.key, &o.eventType, &o.value)
+		return o, r.Scan(&o.id, &o.key, &o.eventType, &o.value, &o.topic)
 	})
 	if err != nil {
 		return fmt.Errorf("reading outbox of partition %d: %w", part, err)

@@ -116,6 +116,10 @@ type Projector struct {
 
 	halt context.CancelCauseFunc // stops Run with a fatal error
 
+	// roundTypes are the command types of the round being published, for
+	// the typed after-publish failpoints; nil when relaying.
+	roundTypes []string
+
 	rules projection.Rules // the partition count and the username policy claims are checked against
 
 	// pub publishes decisions and lists log ends. It is not a group member,
@@ -610,6 +614,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
 				b.ins[i] = projection.Parse(r, p.rules)
+				if b.ins[i].Admin() && b.ins[i].Invalid == "" {
+					b.ins[i].Invalid = checkAdminProof(p.cfg.AdminKeys, r)
+				}
 			}
 			live = append(live, b)
 		}
@@ -621,9 +628,12 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err != nil {
 		return err
 	}
-	if err := p.failpoint(FailAfterCommit); err != nil {
+	types := roundTypes(live)
+	if err := p.failpointFor(FailAfterCommit, types); err != nil {
 		return err
 	}
+	p.roundTypes = types
+	defer func() { p.roundTypes = nil }()
 	return p.publish(ctx, rows, false)
 }
 
@@ -643,6 +653,20 @@ func (p *Projector) resync(ctx context.Context, st *partitionState) error {
 	}
 	st.resync = false
 	return nil
+}
+
+// roundTypes lists the command types the batches decide, for the typed
+// failpoints.
+func roundTypes(bs []*batch) []string {
+	var types []string
+	for _, b := range bs {
+		for i := range b.ins {
+			if !slices.Contains(types, b.ins[i].Type) {
+				types = append(types, b.ins[i].Type)
+			}
+		}
+	}
+	return types
 }
 
 func undecided(recs []*kgo.Record, next int64) []*kgo.Record {
@@ -747,7 +771,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
 			return err
 		}
-		return p.failpoint(FailBeforeCommit)
+		return p.failpointFor(FailBeforeCommit, roundTypes(won))
 	})
 	if err != nil {
 		return nil, err
@@ -813,7 +837,7 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 			if err != nil {
 				return nil, nil, err
 			}
-			w.add(&b.ins[i], out)
+			w.add(s, &b.ins[i], out)
 			if !out.Copy {
 				decided = append(decided, out.Decision)
 			}

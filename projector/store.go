@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,12 +55,17 @@ SELECT canonical, key, username, user_id::text, request_id::text, claim_partitio
 FROM usernames WHERE key = ANY($1::text[])`
 
 	sqlInsertOutbox = `
-INSERT INTO outbox (claim_partition, key, event_type, value)
-SELECT p, k, t, v FROM unnest($1::int[], $2::bytea[], $3::text[], $4::bytea[]) WITH ORDINALITY AS o(p, k, t, v, n)
+INSERT INTO outbox (claim_partition, key, event_type, value, topic)
+SELECT p, k, t, v, tp FROM unnest($1::int[], $2::bytea[], $3::text[], $4::bytea[], $5::text[]) WITH ORDINALITY AS o(p, k, t, v, tp, n)
 ORDER BY n
 RETURNING id`
 
-	sqlPendingOutbox = `SELECT id, key, event_type, value FROM outbox WHERE claim_partition = $1 ORDER BY id`
+	sqlPendingOutbox = `SELECT id, key, event_type, value, topic FROM outbox WHERE claim_partition = $1 ORDER BY id`
+
+	// The rest of a partition's state that a round's keys can depend on.
+	sqlLoadHolds        = `SELECT key, canonical, user_id::text, request_id::text, held_until FROM holds WHERE key = ANY($1::text[])`
+	sqlLoadReservations = `SELECT key, canonical, request_id::text, reserved_at FROM reservations WHERE key = ANY($1::text[])`
+	sqlLoadLocks        = `SELECT key, canonical, user_id::text, request_id::text, to_name FROM rename_locks WHERE key = ANY($1::text[])`
 
 	sqlDeleteOutbox = `DELETE FROM outbox WHERE id = ANY($1::bigint[])`
 
@@ -77,6 +83,9 @@ ORDER BY request_id, reason IS NOT DISTINCT FROM 'invalid', claim_partition, cla
 
 	sqlHolder = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE canonical = $1`
+
+	sqlHold     = `SELECT canonical, held_until FROM holds WHERE key = $1`
+	sqlReserved = `SELECT canonical FROM reservations WHERE key = $1`
 
 	sqlHolderOfKey = `
 SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE key = $1`
@@ -167,6 +176,9 @@ func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*project
 		states[b.st.partition] = projection.NewState()
 		for i := range b.ins {
 			ids = append(ids, b.ins[i].RequestID)
+			if r := b.ins[i].Rename; r != nil && b.ins[i].Invalid == "" {
+				ids = append(ids, r.RequestID) // step 3 reads the rename's first decision
+			}
 			if b.ins[i].Invalid == "" {
 				keys = append(keys, b.ins[i].Name.Key)
 			}
@@ -175,10 +187,58 @@ func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*project
 	q := &pgx.Batch{}
 	q.Queue(bugSQL(sqlLoadRequests), ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, states) })
 	q.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, states) })
+	byKey := keyPartitions(bs)
+	q.Queue(sqlLoadHolds, keys).Query(func(rows pgx.Rows) error {
+		return scanKeyed(rows, byKey, states, func(h *projection.Hold) []any {
+			return []any{&h.Key, &h.Canonical, &h.UserID, &h.RequestID, &h.HeldUntil}
+		}, func(st *projection.State, h *projection.Hold) { h.HeldUntil = h.HeldUntil.UTC(); st.Holds[h.Key] = h })
+	})
+	q.Queue(sqlLoadReservations, keys).Query(func(rows pgx.Rows) error {
+		return scanKeyed(rows, byKey, states, func(r *projection.Reservation) []any {
+			return []any{&r.Key, &r.Canonical, &r.RequestID, &r.ReservedAt}
+		}, func(st *projection.State, r *projection.Reservation) {
+			r.ReservedAt = r.ReservedAt.UTC()
+			st.Reserved[r.Key] = r
+		})
+	})
+	q.Queue(sqlLoadLocks, keys).Query(func(rows pgx.Rows) error {
+		return scanKeyed(rows, byKey, states, func(l *projection.Lock) []any {
+			return []any{&l.Key, &l.Canonical, &l.UserID, &l.RequestID, &l.To}
+		}, func(st *projection.State, l *projection.Lock) { st.Locks[l.Key] = l })
+	})
 	if err := tx.SendBatch(ctx, q).Close(); err != nil {
 		return nil, fmt.Errorf("loading ledger and holders: %w", err)
 	}
 	return states, nil
+}
+
+// keyPartitions maps each valid key of the round to its partition.
+func keyPartitions(bs []*batch) map[string]int32 {
+	m := map[string]int32{}
+	for _, b := range bs {
+		for i := range b.ins {
+			if b.ins[i].Invalid == "" {
+				m[b.ins[i].Name.Key] = b.st.partition
+			}
+		}
+	}
+	return m
+}
+
+// scanKeyed scans rows of a keyed table (holds, reservations, locks) into
+// the states of their keys' partitions.
+func scanKeyed[T any](rows pgx.Rows, byKey map[string]int32, states map[int32]*projection.State, dest func(*T) []any, put func(*projection.State, *T)) error {
+	for rows.Next() {
+		v := new(T)
+		if err := rows.Scan(dest(v)...); err != nil {
+			return err
+		}
+		key := *dest(v)[0].(*string)
+		if part, ok := byKey[key]; ok {
+			put(states[part], v)
+		}
+	}
+	return rows.Err()
 }
 
 // scanRequests puts ledger entries into their partition's state, and
@@ -219,40 +279,81 @@ func scanHolders(rows pgx.Rows, states map[int32]*projection.State) error {
 	return rows.Err()
 }
 
-// writes gathers a batch's changes, in decision order.
+// writes gathers a round's changes. Ledger rows and outbox rows are
+// written in decision order; the keyed tables (usernames, holds,
+// reservations, rename_locks) are written as the round's net effect: the
+// keys a decision touched get their final state from the partition's
+// State after the round, which the fold kept in order.
 type writes struct {
-	entries []*projection.Entry  // new ledger rows
-	holders []*projection.Holder // new holders
-	outbox  []outboxRow          // every decision, to publish; ids are filled in by the insert
+	entries  []*projection.Entry // new ledger rows
+	replaced []*projection.Entry // ledger rows a rename's final decision replaces
+	outbox   []outboxRow         // every decision, to publish, and the renames' next steps; ids are filled in by the insert
+
+	holders, holds, reserved, locks map[string]*projection.State // keys touched, and their partition's state
+	dropped                         []string                     // keys whose holder left during the round
 }
 
-// add records what deciding in gave: the decision to publish and the
-// rows of the change it folded into the projection.
-func (w *writes) add(in *projection.Claim, out projection.Outcome) {
-	w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: in.Key, eventType: out.Decision.Type(), value: out.Value})
-	if e := out.Change.Entry; e != nil {
+// add records what deciding in (in state st) gave: the decision to
+// publish, a rename's next step, and the rows of the change it folded into
+// the projection.
+func (w *writes) add(st *projection.State, in *projection.Claim, out projection.Outcome) {
+	w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: in.Key, eventType: out.Decision.Type(), value: out.Value, topic: outboxRegistrations})
+	if n := out.Next; n != nil {
+		w.outbox = append(w.outbox, outboxRow{partition: in.Partition, key: n.Key, eventType: events.TypeOf(n), value: n.Value, topic: outboxClaims})
+	}
+	c := out.Change
+	if e := c.Entry; e != nil && c.ReplaceEntry {
+		w.replaced = append(w.replaced, e)
+	} else if e != nil {
 		w.entries = append(w.entries, e)
 	}
-	if h := out.Change.Holder; h != nil {
-		w.holders = append(w.holders, h)
+	if w.holders == nil {
+		w.holders, w.holds, w.reserved, w.locks = map[string]*projection.State{}, map[string]*projection.State{}, map[string]*projection.State{}, map[string]*projection.State{}
+	}
+	touch := func(m map[string]*projection.State, yes bool) {
+		if yes {
+			m[c.Key] = st
+		}
+	}
+	touch(w.holders, c.Holder != nil || c.DropHolder)
+	touch(w.holds, c.Hold != nil || c.DropHold)
+	touch(w.reserved, c.Reservation != nil || c.DropReservation)
+	touch(w.locks, c.Lock != nil || c.DropLock)
+	if c.DropHolder {
+		w.dropped = append(w.dropped, c.Key)
 	}
 }
 
-// queue adds the round's inserts to b, each one statement over column
-// arrays; the outbox ids come back into w.outbox.
+// queue adds the round's writes to b, each one statement over column
+// arrays; the outbox ids come back into w.outbox. Holders are deleted
+// only where a decision dropped one, so a plain win is a plain insert and
+// the UNIQUE constraints still catch a second holder.
 func (w *writes) queue(b *pgx.Batch) {
 	if len(w.entries) > 0 {
 		b.Queue(bugSQL(projection.SQLInsertRequests), projection.RequestArrays(w.entries)...)
 	}
-	if len(w.holders) > 0 {
-		b.Queue(projection.SQLInsertHolders, projection.HolderArrays(w.holders)...)
+	if len(w.replaced) > 0 {
+		b.Queue(projection.SQLReplaceRequests, projection.RequestArrays(w.replaced)...)
 	}
+	if len(w.dropped) > 0 {
+		b.Queue(`DELETE FROM usernames WHERE key = ANY($1::text[])`, w.dropped)
+	}
+	var holders []*projection.Holder
+	for _, k := range sortedKeys(w.holders) {
+		if h := w.holders[k].Holders[k]; h != nil {
+			holders = append(holders, h)
+		}
+	}
+	if len(holders) > 0 {
+		b.Queue(projection.SQLInsertHolders, projection.HolderArrays(holders)...)
+	}
+	w.queueKeyed(b)
 	n := len(w.outbox)
-	parts, keys, types, values := make([]int32, n), make([][]byte, n), make([]string, n), make([][]byte, n)
+	parts, keys, types, values, topics := make([]int32, n), make([][]byte, n), make([]string, n), make([][]byte, n), make([]string, n)
 	for i, o := range w.outbox {
-		parts[i], keys[i], types[i], values[i] = o.partition, o.key, o.eventType, o.value
+		parts[i], keys[i], types[i], values[i], topics[i] = o.partition, o.key, o.eventType, o.value, o.topic
 	}
-	b.Queue(sqlInsertOutbox, parts, keys, types, values).Query(func(rows pgx.Rows) error {
+	b.Queue(sqlInsertOutbox, parts, keys, types, values, topics).Query(func(rows pgx.Rows) error {
 		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err == nil && len(ids) != len(w.outbox) {
 			err = fmt.Errorf("outbox insert returned %d ids for %d rows", len(ids), len(w.outbox))
@@ -262,6 +363,55 @@ func (w *writes) queue(b *pgx.Batch) {
 		}
 		return err
 	})
+}
+
+// queueKeyed writes the final holds, reservations and locks of the keys
+// the round touched: delete, then insert what remains.
+func (w *writes) queueKeyed(b *pgx.Batch) {
+	if len(w.holds) > 0 {
+		keys := sortedKeys(w.holds)
+		b.Queue(`DELETE FROM holds WHERE key = ANY($1::text[])`, keys)
+		var ks, canon, users, reqs []string
+		var until []time.Time
+		for _, k := range keys {
+			if h := w.holds[k].Holds[k]; h != nil {
+				ks, canon, users, reqs, until = append(ks, k), append(canon, h.Canonical), append(users, h.UserID), append(reqs, h.RequestID), append(until, h.HeldUntil)
+			}
+		}
+		b.Queue(`INSERT INTO holds (key, canonical, user_id, request_id, held_until) SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[])`, ks, canon, users, reqs, until)
+	}
+	if len(w.reserved) > 0 {
+		keys := sortedKeys(w.reserved)
+		b.Queue(`DELETE FROM reservations WHERE key = ANY($1::text[])`, keys)
+		var ks, canon, reqs []string
+		var at []time.Time
+		for _, k := range keys {
+			if r := w.reserved[k].Reserved[k]; r != nil {
+				ks, canon, reqs, at = append(ks, k), append(canon, r.Canonical), append(reqs, r.RequestID), append(at, r.ReservedAt)
+			}
+		}
+		b.Queue(`INSERT INTO reservations (key, canonical, request_id, reserved_at) SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::timestamptz[])`, ks, canon, reqs, at)
+	}
+	if len(w.locks) > 0 {
+		keys := sortedKeys(w.locks)
+		b.Queue(`DELETE FROM rename_locks WHERE key = ANY($1::text[])`, keys)
+		var ks, canon, users, reqs, tos []string
+		for _, k := range keys {
+			if l := w.locks[k].Locks[k]; l != nil {
+				ks, canon, users, reqs, tos = append(ks, k), append(canon, l.Canonical), append(users, l.UserID), append(reqs, l.RequestID), append(tos, l.To)
+			}
+		}
+		b.Queue(`INSERT INTO rename_locks (key, canonical, user_id, request_id, to_name) SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::text[])`, ks, canon, users, reqs, tos)
+	}
+}
+
+func sortedKeys(m map[string]*projection.State) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // Store answers the API's read queries from the projection.
@@ -393,6 +543,30 @@ func (s *Store) holder(ctx context.Context, query, arg string) (*claims.Registra
 	}
 	r.RegisteredAt = r.RegisteredAt.UTC()
 	return r, nil
+}
+
+// NameState reports the hold and runtime reservation of the name with
+// partition key key.
+func (s *Store) NameState(ctx context.Context, key string) (claims.NameState, error) {
+	var st claims.NameState
+	var until time.Time
+	err := s.pool.QueryRow(ctx, sqlHold, key).Scan(&st.HeldCanonical, &until)
+	switch {
+	case err == nil:
+		until = until.UTC()
+		st.HeldUntil = &until
+	case !errors.Is(err, pgx.ErrNoRows):
+		return st, fmt.Errorf("looking up the hold of %q: %w", key, err)
+	}
+	var canon string
+	err = s.pool.QueryRow(ctx, sqlReserved, key).Scan(&canon)
+	switch {
+	case err == nil:
+		st.Reserved = true
+	case !errors.Is(err, pgx.ErrNoRows):
+		return st, fmt.Errorf("looking up the reservation of %q: %w", key, err)
+	}
+	return st, nil
 }
 
 // Ping checks the database answers, for readiness.

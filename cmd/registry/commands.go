@@ -46,7 +46,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof",
-		"tokens", "listeners", "admin-key")
+		"tokens", "listeners", "admin-key", "hold")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -170,7 +170,11 @@ func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error)
 // serveAPI runs the API node; the GET /metrics of its operator listener
 // serves everything in reg. Nil tokens serves the API open.
 func serveAPI(ctx context.Context, c *config, tokens *auth.Store, opts []kgo.Opt, pool *pgxpool.Pool, reg *prometheus.Registry, stdout io.Writer, log *slog.Logger) error {
-	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, Metrics: reg, Gatherer: reg, Tokens: tokens, Logger: log})
+	keys, err := c.auth.loadAdminKeys()
+	if err != nil {
+		return err
+	}
+	api, err := stack.NewAPI(stack.APIConfig{Kafka: opts, Pool: pool, MaxWaiters: c.maxWaiters, HoldPeriod: c.hold, AdminKeys: keys, Metrics: reg, Gatherer: reg, Tokens: tokens, Logger: log})
 	if err != nil {
 		return err
 	}

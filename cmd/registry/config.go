@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 	"github.com/usernameregistry/registry/projector"
@@ -92,6 +93,7 @@ type config struct {
 	dataDir     string             // dev only
 	pprofAddr   string             // REGISTRY_PPROF_ADDR
 	postgres    pglaunch.Binaries  // REGISTRY_POSTGRES*, dev only
+	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
 	auth        authConfig         // tokens, TLS, the operator listener, admin keys
 
 	envErrs []error // malformed environment variables
@@ -169,6 +171,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"session-timeout": func() {
 			fs.DurationVar(&c.session, "session-timeout", c.envDuration("REGISTRY_SESSION_TIMEOUT", projector.Config{}.WithDefaults().SessionTimeout),
 				"how long the group waits for a silent projector before moving its partitions (REGISTRY_SESSION_TIMEOUT)")
+		},
+		"hold": func() {
+			fs.DurationVar(&c.hold, "hold", c.envDuration("REGISTRY_HOLD_PERIOD", claims.DefaultHoldPeriod),
+				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
 		},
 		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve", &c.envErrs) },
 		"listeners": func() { c.auth.listenerFlags(fs) },

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +29,7 @@ const devDatabase = "registry"
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold")
 	kafkaAddr := fs.String("kafka-addr", envOr("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
 		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
 	if err := parse(fs, args, &c); err != nil {
@@ -65,6 +67,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating data directory: %w", err)
+	}
+	if c.auth.adminKeyFile == "" {
+		if c.auth.adminKeyFile, err = devAdminKey(dir); err != nil {
+			return err
+		}
 	}
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
@@ -198,4 +205,23 @@ func stopDevPostgres(cluster *pglaunch.Cluster, log *slog.Logger) {
 		return
 	}
 	log.Info("embedded PostgreSQL stopped", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// devAdminKey returns the admin key file dev uses when none is given: one
+// key made on first start and kept in the data directory, so the API node
+// can sign administrative commands and the projector verify them across
+// restarts.
+func devAdminKey(dir string) (string, error) {
+	path := filepath.Join(dir, "admin.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return "", fmt.Errorf("making the dev admin key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte("dev "+hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the dev admin key: %w", err)
+	}
+	return path, nil
 }

@@ -106,7 +106,12 @@ func rebuildConfig(ctx context.Context, c *config, samples int, log *slog.Logger
 		pool.Close()
 		return rebuild.Config{}, nil, err
 	}
-	return rebuild.Config{Kafka: opts, Pool: pool, Samples: samples, Progress: newProgress(log), Logger: log}, pool, nil
+	keys, err := c.auth.loadAdminKeys()
+	if err != nil {
+		pool.Close()
+		return rebuild.Config{}, nil, err
+	}
+	return rebuild.Config{Kafka: opts, Pool: pool, Samples: samples, AdminKeys: keys, Progress: newProgress(log), Logger: log}, pool, nil
 }
 
 // memoryLimit is the Go heap's soft limit for rebuild and replay: their

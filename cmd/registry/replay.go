@@ -38,7 +38,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	var c config
 	var from string
 	var samples, policy, workers int
-	fs := flagSet("replay", &c, stdout, "brokers", "database")
+	fs := flagSet("replay", &c, stdout, "brokers", "database", "admin-key")
 	fs.StringVar(&from, "from", "claims", "the topic to replay; only claims (registry rebuild reads registrations)")
 	fs.IntVar(&policy, "policy-version", 0, "replay every claim under this username policy version (claims made under another one as if made under it); report the names that would change")
 	fs.IntVar(&samples, "samples", 10, "how many examples of each kind of divergence to print")

@@ -8,6 +8,7 @@
 package httpwire
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,47 +52,61 @@ func ReadClaim(w http.ResponseWriter, r *http.Request) (Claim, int, error) {
 	return Claim{RequestID: body.RequestID, UserID: body.UserID, Username: *body.Username}, 0, nil
 }
 
-// readClaimBody decodes the body strictly, with encoding/json/v2 semantics
-// (github.com/go-json-experiment/json): unknown fields are refused so a
-// misspelt "userid" is an error, not a missing user; field names must
-// match exactly ("USER_ID" is unknown, not user_id); a field given twice
-// is refused rather than the last one silently winning; invalid UTF-8 is
-// refused, not turned into U+FFFD; and nothing may follow the object.
+// readClaimBody decodes the body strictly (see ReadJSON), so a misspelt
+// "userid" is an error, not a missing user.
 func readClaimBody(w http.ResponseWriter, r *http.Request) (claimBody, int, error) {
 	var body claimBody
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
-	case err != nil:
-		return body, http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
-	case !utf8.Valid(raw):
-		return body, http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
+	if status, err := ReadJSON(w, r, &body, false, "claim"); err != nil {
+		return body, status, err
 	}
-	err = jsonv2.Unmarshal(raw, &body, jsonv2.RejectUnknownMembers(true))
-	switch {
-	case err != nil:
-		return body, http.StatusUnprocessableEntity, bodyError(err)
-	case body.Username == nil:
+	if body.Username == nil {
 		return body, http.StatusUnprocessableEntity, errors.New("username is required")
 	}
 	return body, 0, nil
 }
 
-// bodyError says what is wrong with a claim body in a person's words.
-func bodyError(err error) error {
+// ReadJSON decodes a request body (at most MaxBodyBytes) into dst
+// strictly, with encoding/json/v2 semantics
+// (github.com/go-json-experiment/json): unknown fields are refused; field
+// names must match exactly ("USER_ID" is unknown, not user_id); a field
+// given twice is refused rather than the last one silently winning;
+// invalid UTF-8 is refused, not turned into U+FFFD; and nothing may follow
+// the object. An empty body leaves dst alone when optional. On failure it
+// returns the status code to answer with (413, 400 or 422) and an error
+// for a person that names what (a "claim", a "release") was being read.
+// Every POST and PUT of the API reads its body through it.
+func ReadJSON(w http.ResponseWriter, r *http.Request, dst any, optional bool, what string) (int, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+	case err != nil:
+		return http.StatusBadRequest, fmt.Errorf("reading request body: %v", err)
+	case optional && len(bytes.TrimSpace(raw)) == 0:
+		return 0, nil
+	case !utf8.Valid(raw):
+		return http.StatusUnprocessableEntity, errors.New("request body is not valid UTF-8")
+	}
+	if err := jsonv2.Unmarshal(raw, dst, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return http.StatusUnprocessableEntity, bodyError(err, what)
+	}
+	return 0, nil
+}
+
+// bodyError says what is wrong with a body in a person's words.
+func bodyError(err error, what string) error {
 	var sem *jsonv2.SemanticError
 	var syn *jsontext.SyntacticError
 	switch {
 	case errors.As(err, &sem) && errors.Is(sem.Err, jsonv2.ErrUnknownName):
-		return fmt.Errorf("request body is not a valid claim: unknown field %q (field names are matched exactly, case included)", sem.JSONPointer.LastToken())
+		return fmt.Errorf("request body is not a valid %s: unknown field %q (field names are matched exactly, case included)", what, sem.JSONPointer.LastToken())
 	case errors.As(err, &syn) && errors.Is(syn.Err, jsontext.ErrDuplicateName):
-		return fmt.Errorf("request body is not a valid claim: duplicate field %q", syn.JSONPointer.LastToken())
+		return fmt.Errorf("request body is not a valid %s: duplicate field %q", what, syn.JSONPointer.LastToken())
 	case strings.Contains(err.Error(), "after top-level value"):
 		return errors.New("request body holds more than one JSON value")
 	}
-	return fmt.Errorf("request body is not a valid claim: %v", err)
+	return fmt.Errorf("request body is not a valid %s: %v", what, err)
 }
 
 // Answer is every claim response body; empty fields are left out.
@@ -104,6 +119,13 @@ type Answer struct {
 	Reason        string `json:"reason,omitempty"`
 	ConflictsWith string `json:"conflicts_with,omitempty"`
 	Detail        string `json:"detail,omitempty"`
+	// HeldUntil: for released and renamed, when the hold on the released
+	// name ends (absent when the hold period is 0); for a "held"
+	// rejection, when the hold that refused it ends. RFC 3339.
+	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// From and To are a rename's canonical names.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
 }
 
 // ParseWait reads ?wait: def when absent, capped at max, an error when it
@@ -127,8 +149,16 @@ func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
 // request_id, status and reason, and a detail saying so; it is never
 // passed off as one of the known answers.
 func AnswerFor(d *events.Decision) (int, Answer) {
-	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome}
-	if d.Reason == "" {
+	body := Answer{RequestID: d.RequestID, Username: d.Username, Canonical: d.Canonical, UserID: d.UserID, Status: d.Outcome, HeldUntil: d.HeldUntil}
+	if d.Command == events.CommandRename {
+		body.Username, body.Canonical, body.From, body.To = "", "", d.From, d.To
+	}
+	switch {
+	case d.Reason == "" && d.Outcome == events.OutcomeRenamed:
+		return http.StatusCreated, body
+	case d.Reason == "" && d.Outcome == events.OutcomeRenaming:
+		return http.StatusAccepted, Answer{RequestID: d.RequestID, Status: "pending"}
+	case d.Reason == "":
 		return http.StatusOK, body
 	}
 	reason, ok := events.LookupReason(d.Reason)

@@ -30,7 +30,7 @@ var files embed.FS
 // with them. The other tables hold the projectors' positions and epochs
 // (claim_partitions), the topics' recorded shape (topic_layout) and the
 // outbox; a swap keeps those.
-var Projection = []string{"usernames", "requests"}
+var Projection = []string{"usernames", "requests", "holds", "reservations", "rename_locks"}
 
 // All returns the projection's migrations in version order.
 func All() []pg.Migration {

@@ -35,6 +35,7 @@ type env struct {
 	opts []kgo.Opt
 	prod *kgo.Client
 	seed uint64
+	keys *events.AdminKeys // signs (the tests) and verifies (projector, replay) administrative commands; nil: none
 }
 
 func setup(t *testing.T) *env {
@@ -45,7 +46,7 @@ func setup(t *testing.T) *env {
 }
 
 func (e *env) config() rebuild.Config {
-	return rebuild.Config{Kafka: e.opts, Pool: e.pool, Samples: 5, Logger: testenv.Logger(e.t)}
+	return rebuild.Config{Kafka: e.opts, Pool: e.pool, Samples: 5, AdminKeys: e.keys, Logger: testenv.Logger(e.t)}
 }
 
 // generate writes n claims (and, with decisions, their decisions).
@@ -63,7 +64,7 @@ func (e *env) generate(n int, decisions bool) {
 func (e *env) projector() (stop func()) {
 	e.t.Helper()
 	p, err := projector.New(projector.Config{Kafka: e.opts, Partitions: testPartitions, Logger: testenv.Logger(e.t),
-		SessionTimeout: 6 * time.Second}, e.pool)
+		SessionTimeout: 6 * time.Second, AdminKeys: e.keys}, e.pool)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -116,7 +117,8 @@ func (e *env) awaitDecided() {
 func (e *env) snapshot(schema string) map[string][]string {
 	e.t.Helper()
 	out := map[string][]string{}
-	for table, order := range map[string]string{"usernames": "canonical", "requests": "claim_partition, claim_offset", "claim_partitions": "partition"} {
+	for table, order := range map[string]string{"usernames": "canonical", "requests": "claim_partition, claim_offset", "claim_partitions": "partition",
+		"holds": "key", "reservations": "key", "rename_locks": "key"} {
 		cols := "t.*"
 		if table == "claim_partitions" {
 			cols = "partition, next_offset" // the epoch is bumped by the swap, on purpose

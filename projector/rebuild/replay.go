@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -169,7 +170,7 @@ func replayAll(ctx context.Context, cfg ReplayConfig, partitions int32, claimEnd
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := startLoader(ctx, cfg.Pool, ReplaySchema)
-	sink := &lockedLoader{l: l}
+	sink := &lockedLoader{l: l, k: newKeyed()}
 	next := map[int32]int64{}
 	var mu sync.Mutex
 	queue := make(chan int32, partitions)
@@ -201,7 +202,10 @@ func replayAll(ctx context.Context, cfg ReplayConfig, partitions int32, claimEnd
 		l.abort()
 		return nil, err
 	}
-	return next, l.close(ctx)
+	if err := l.close(ctx); err != nil {
+		return nil, err
+	}
+	return next, pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error { return sink.k.write(ctx, tx, ReplaySchema) })
 }
 
 func newPartialReport(r *ReplayReport) *ReplayReport {
@@ -238,11 +242,15 @@ func (d *Diff) add(samples int, format string, args ...any) {
 type lockedLoader struct {
 	mu sync.Mutex
 	l  *loader
+	k  *keyed
 }
 
-func (s *lockedLoader) add(ctx context.Context, rs rowSet) error {
+func (s *lockedLoader) add(ctx context.Context, d *events.Decision, c projection.Change, rs rowSet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.k.add(d, c); err != nil {
+		return err
+	}
 	return s.l.add(ctx, rs)
 }
 
@@ -273,7 +281,7 @@ func (pr *partitionReplay) run(ctx context.Context, claimEnd, regEnd int64) erro
 	}
 	defer pr.reg.close()
 	pr.hashes = make([]uint64, 0, min(claimEnd, 1<<20))
-	rd := projection.NewPolicyRedecider(int(pr.partitions), pr.cfg.policy, pr.cfg.PolicyVersion != 0)
+	rd := projection.NewPolicyRedecider(int(pr.partitions), pr.cfg.policy, pr.cfg.PolicyVersion != 0, pr.cfg.AdminKeys)
 	n := 0
 	for {
 		rec, err := claimsIn.next(ctx)
@@ -321,7 +329,7 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projection.Redecider, 
 	if err != nil {
 		return err
 	}
-	if err := pr.sink.add(ctx, rows); err != nil {
+	if err := pr.sink.add(ctx, res.Decision, res.Change, rows); err != nil {
 		return err
 	}
 	return pr.compare(ctx, rec.Offset, res)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -53,6 +54,10 @@ type Config struct {
 	// Topics names the registry's topics. Defaults to events' default
 	// names.
 	Topics events.Topics
+	// AdminKeys verify administrative commands when the replay audit
+	// decides them again, as the projectors' keys did; nil refuses them
+	// all (a registry without keys decided them so).
+	AdminKeys *events.AdminKeys
 	// Migrations build the shadow's tables, as they built the live ones.
 	// Defaults to the projection's (projector/migrations); a test that
 	// migrated its live database further passes the same longer list.
@@ -180,7 +185,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := startLoader(ctx, cfg.Pool, ShadowSchema)
-	ap := &applier{l: l, rep: rep, samples: cfg.Samples}
+	ap := &applier{l: l, rep: rep, samples: cfg.Samples, k: newKeyed()}
 	cfg.Progress.Start("reading registrations", ends.Total())
 	err := read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
@@ -200,6 +205,9 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	if err := l.close(ctx); err != nil {
 		return err
 	}
+	if err := pgx.BeginFunc(ctx, cfg.Pool, func(tx pgx.Tx) error { return ap.k.write(ctx, tx, ShadowSchema) }); err != nil {
+		return err
+	}
 	rep.Ledger, rep.Holders, rep.Conflicts = l.requests.rows, l.usernames.rows, l.conflicts.rows
 	return nil
 }
@@ -210,6 +218,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 // published in order), and every later record for a position is a copy.
 type applier struct {
 	l       *loader
+	k       *keyed // what releases, renames, reservations and transfers do beyond adding rows
 	rep     *BuildReport
 	samples int
 }
@@ -239,6 +248,9 @@ func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
 	}
 	a.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	a.rep.Decisions++
+	if err := a.k.add(d.Decision, d.change); err != nil {
+		return err
+	}
 	return a.l.decision(ctx, d)
 }
 

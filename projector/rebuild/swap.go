@@ -161,7 +161,7 @@ func catchUp(ctx context.Context, cfg Config, tx pgx.Tx, adm *kadm.Client, rep *
 		return nil, err
 	}
 	c := &collector{}
-	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples}
+	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples, k: newKeyed()}
 	err = read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := c.apply(ap, r); err != nil {
@@ -182,6 +182,10 @@ func catchUp(ctx context.Context, cfg Config, tx pgx.Tx, adm *kadm.Client, rep *
 	rep.FromOutbox = ap.rep.Decisions - rep.CaughtUp
 	if ap.rep.Unreadable > 0 {
 		cfg.Logger.Warn("unreadable records while catching up; skipped", "count", ap.rep.Unreadable, "first", ap.rep.UnreadableSamples)
+	}
+	ap.k.liveRows(c)
+	if err := ap.k.write(ctx, tx, ShadowSchema); err != nil {
+		return nil, err
 	}
 	if err := c.write(ctx, tx); err != nil {
 		return nil, err
@@ -206,7 +210,7 @@ func offsetsFrom(ctx context.Context, tx pgx.Tx, sql string) (map[int32]int64, e
 // readOutbox returns the outbox rows as the records they will be
 // published as, in publication order.
 func readOutbox(ctx context.Context, tx pgx.Tx) ([]*kgo.Record, error) {
-	rows, err := tx.Query(ctx, `SELECT claim_partition, key, event_type, value FROM outbox ORDER BY id`)
+	rows, err := tx.Query(ctx, `SELECT claim_partition, key, event_type, value FROM outbox WHERE topic = 'registrations' ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("reading the outbox: %w", err)
 	}
@@ -241,6 +245,9 @@ func (c *collector) apply(ap *applier, r *kgo.Record) error {
 	}
 	ap.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	ap.rep.Decisions++
+	if err := ap.k.add(d.Decision, d.change); err != nil {
+		return err
+	}
 	rs, err := changeRows(d.Decision, d.value, d.change)
 	if err != nil {
 		return err

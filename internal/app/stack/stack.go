@@ -43,6 +43,13 @@ type APIConfig struct {
 	// MaxWaiters bounds requests waiting for a decision. Defaults to
 	// registrations.ReaderConfig's default.
 	MaxWaiters int
+	// HoldPeriod is the hold period releases and renames carry; 0 means
+	// none (see claims.ClientConfig.HoldPeriod).
+	HoldPeriod time.Duration
+	// AdminKeys signs administrative commands (reserve, unreserve,
+	// transfer) so the projectors obey them; nil sends them unsigned,
+	// and they are decided invalid.
+	AdminKeys *events.AdminKeys
 	// PolicyVersion is the username policy version to claim and look up
 	// under. Defaults to the version recorded in the database
 	// (projector.PolicyVersion), which a new database records as the
@@ -180,7 +187,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 	}
 	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Topics: cfg.Topics, Ledger: dir, Policy: policy,
-		PolicyVersion: dir.policyVersion, Metrics: metrics, Logger: cfg.Logger})
+		PolicyVersion: dir.policyVersion, HoldPeriod: cfg.HoldPeriod, AdminKeys: cfg.AdminKeys, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +246,12 @@ func (d *deadlineDirectory) HolderOfKey(ctx context.Context, key string) (*claim
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	return d.store.HolderOfKey(ctx, key)
+}
+
+func (d *deadlineDirectory) NameState(ctx context.Context, key string) (claims.NameState, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.NameState(ctx, key)
 }
 
 // stats feeds the live page: lag over all partitions and this node's

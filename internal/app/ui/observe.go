@@ -35,7 +35,7 @@ type Rejection struct {
 // Observe never blocks on a page: a page too slow to take a rejection is
 // disconnected, and it reconnects and reloads its history.
 func (u *UI) Observe(d *events.Decision, at time.Time) {
-	if d == nil || d.Outcome != events.OutcomeRejected {
+	if d == nil || !listed(d.Outcome) {
 		return
 	}
 	now := u.cfg.Now()
@@ -58,13 +58,32 @@ func (u *UI) Observe(d *events.Decision, at time.Time) {
 	u.publish(r)
 }
 
+// listed reports whether the page lists decisions of outcome: rejections
+// (listed and charted), and releases, renames and transfers (listed, with
+// the outcome in the reason column, not charted).
+func listed(outcome string) bool {
+	switch outcome {
+	case events.OutcomeRejected, events.OutcomeReleased, events.OutcomeRenamed, events.OutcomeTransferred:
+		return true
+	}
+	return false
+}
+
 func newRejection(d *events.Decision, at time.Time, seq uint64) Rejection {
+	reason := d.Reason
+	if d.Outcome != events.OutcomeRejected {
+		reason = d.Outcome
+	}
+	canonical := d.Canonical
+	if d.Outcome == events.OutcomeRenamed {
+		canonical = d.From + " → " + d.To
+	}
 	return Rejection{
 		Seq:       seq,
 		At:        at.Truncate(time.Millisecond).UTC(),
-		Reason:    d.Reason,
+		Reason:    reason,
 		Username:  d.Username,
-		Canonical: d.Canonical,
+		Canonical: canonical,
 		Conflicts: d.Conflicts,
 		UserID:    d.UserID,
 		Caller:    d.Caller,

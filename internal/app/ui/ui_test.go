@@ -335,3 +335,28 @@ func TestAssetsLoadNothingFromElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestReleasesAndRenamesAreListed: the page lists a release and a rename
+// (the outcome in the reason column, a rename as from → to) without
+// charting them, and still ignores registrations.
+func TestReleasesAndRenamesAreListed(t *testing.T) {
+	u, err := New(Config{Stats: func(context.Context) (Stats, error) { return Stats{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	u.Observe(&events.Decision{RequestID: "a", Canonical: "lina", Outcome: events.OutcomeReleased, ClaimOffset: 1}, t0)
+	u.Observe(&events.Decision{RequestID: "b", From: "lina", To: "mira", Command: events.CommandRename, Outcome: events.OutcomeRenamed, ClaimOffset: 2}, t0)
+	u.Observe(&events.Decision{RequestID: "c", Outcome: events.OutcomeRegistered, ClaimOffset: 3}, t0)
+	h := u.history()
+	if len(h.Latest) != 2 || h.Latest[0].Reason != "renamed" || h.Latest[0].Canonical != "lina → mira" || h.Latest[1].Reason != "released" {
+		t.Fatalf("latest = %+v", h.Latest)
+	}
+	for r, series := range h.Counts {
+		for _, n := range series {
+			if n != 0 {
+				t.Errorf("%s charted %d", r, n)
+			}
+		}
+	}
+}

@@ -29,6 +29,7 @@ const (
 	PropAllDecided     = "h" // no claim undecided after the final phase
 	PropNoStaleWriter  = "i" // a partition's stored position only moves forward: no zombie wrote
 	PropAnsweredInTime = "j" // every request answered within its ?wait plus the write bound, brokers down or not
+	// (k) to (n), the lifecycle names': lifecycle.go.
 )
 
 // AnswerBound is how long after its ?wait a request may take to be
@@ -37,7 +38,8 @@ const (
 const AnswerBound = 15 * time.Second
 
 // Properties lists every property, in report order.
-var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter, PropAnsweredInTime}
+var Properties = []string{PropSingleHolder, PropAnswersAgree, PropRegisteredHeld, PropOneDecision, PropNoOrphan, PropLogOrder, PropReplayEqual, PropAllDecided, PropNoStaleWriter, PropAnsweredInTime,
+	PropKeyOneHolder, PropNoGrantInHold, PropRenameOutcome, PropLifeProjection}
 
 // PropertyNames describes each property in one line.
 var PropertyNames = map[string]string{
@@ -51,6 +53,10 @@ var PropertyNames = map[string]string{
 	PropAllDecided:     "every claim decided",
 	PropNoStaleWriter:  "no stale writer moved a partition's position",
 	PropAnsweredInTime: "every request answered within its bound",
+	PropKeyOneHolder:   "lifecycle: one holder per key at every position",
+	PropNoGrantInHold:  "lifecycle: no grant to another user inside a hold",
+	PropRenameOutcome:  "lifecycle: every rename ends in exactly one outcome",
+	PropLifeProjection: "lifecycle: projection = fold of the decisions",
 }
 
 // LedgerRow is a row of the requests table.
@@ -163,14 +169,19 @@ type checker struct {
 }
 
 // Check checks every property over in.
-func Check(in *Input) *Report {
+func Check(full *Input) *Report {
+	in := splitLifecycle(full)
 	c := &checker{in: in, r: &Report{Counts: map[string]int{}, Examples: map[string][]string{}, Results: map[string]int{}, Kinds: map[string]int{}}}
 	for _, p := range Properties {
 		c.r.Counts[p] = 0
 	}
-	for _, op := range in.Ops {
+	for _, op := range full.Ops {
 		c.r.Kinds[op.Kind]++
-		if op.Kind != KindPoison {
+		switch op.Kind {
+		case KindPoison:
+		case KindLifecycle:
+			c.r.Results[op.Command+":"+op.Result]++
+		default:
 			c.r.Results[op.Result]++
 		}
 	}
@@ -186,6 +197,11 @@ func Check(in *Input) *Report {
 	for _, w := range c.in.StaleWrites {
 		c.r.add(PropNoStaleWriter, "%s", w)
 	}
+	life := &checker{in: full, r: c.r, held: map[string]Holding{}}
+	for _, h := range full.Usernames {
+		life.held[h.Canonical] = h
+	}
+	life.lifecycleChecks()
 	return c.r
 }
 

@@ -24,6 +24,9 @@ const (
 	KindRetry  = "retry"  // an earlier request resent as is, to another API node
 	KindReuse  = "reuse"  // an earlier request_id with another username or user
 	KindPoison = "poison" // a bad record written straight to the claims topic
+	// KindLifecycle is a command on the lifecycle names (Op.Command says
+	// which): release, rename, reclaim, reserve, unreserve, transfer.
+	KindLifecycle = "lifecycle"
 )
 
 // Op is one operation of the history.
@@ -44,11 +47,15 @@ type Op struct {
 	Code      int           `json:"code,omitempty"`      // HTTP status; 0 when there was no answer
 	Canonical string        `json:"canonical,omitempty"` // from the answer
 	Conflicts string        `json:"conflicts_with,omitempty"`
-	Error     string        `json:"error,omitempty"` // why the result is unknown
+	Error     string        `json:"error,omitempty"`   // why the result is unknown
+	Command   string        `json:"command,omitempty"` // KindLifecycle: which command
+	To        string        `json:"to,omitempty"`      // a rename's to; a transfer's new user
 }
 
 // decisive reports whether the answer was a decision.
-func (o *Op) decisive() bool { return o.Result != ResultUnknown && o.Kind != KindPoison }
+func (o *Op) decisive() bool {
+	return o.Result != ResultUnknown && o.Kind != KindPoison && o.Kind != KindLifecycle
+}
 
 // History collects operations from concurrent clients.
 type History struct {

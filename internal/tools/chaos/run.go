@@ -223,8 +223,12 @@ func (r *run) start(ctx context.Context) error {
 			r.faults.add("failpoint-crash")
 		}
 	}
+	adminKey, err := r.writeAdminKey()
+	if err != nil {
+		return err
+	}
 	for i := range r.cfg.Projectors {
-		p := newProc(fmt.Sprintf("projector-%d", i+1), r.cfg.Registry, []string{"project", "--metrics", "", "--session-timeout", r.cfg.SessionTimeout.String()}, env, procLog)
+		p := newProc(fmt.Sprintf("projector-%d", i+1), r.cfg.Registry, []string{"project", "--metrics", "", "--session-timeout", r.cfg.SessionTimeout.String(), "--admin-key-file", adminKey}, env, procLog)
 		p.onExit = onExit
 		r.projectors = append(r.projectors, p)
 		go p.supervise(ctx)
@@ -235,7 +239,7 @@ func (r *run) start(ctx context.Context) error {
 	}
 	for i := range r.cfg.APIs {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i]))
-		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr, "--tokens", tokens, "--ops-addr", ""}, env, procLog)
+		a := newProc(fmt.Sprintf("api-%d", i+1), r.cfg.Registry, []string{"serve", "--http", addr, "--tokens", tokens, "--ops-addr", "", "--hold", lifecycleHold.String(), "--admin-key-file", adminKey}, env, procLog)
 		a.onExit = onExit
 		r.apis, r.apiURLs = append(r.apis, a), append(r.apiURLs, "http://"+addr)
 		go a.supervise(ctx)
@@ -354,6 +358,11 @@ func (r *run) client(ctx context.Context, id int) {
 		}
 		op.API %= len(r.apiURLs)
 		wait := time.Duration(500+r.work.intn(2500)) * time.Millisecond
+		if op.Kind == KindLifecycle {
+			sendLifecycle(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], r.token, &op, wait)
+			r.hist.Add(op)
+			continue
+		}
 		// The request outlives the load phase: cutting it would only
 		// turn answers into unknowns.
 		send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], r.token, &op, wait)
@@ -746,6 +755,20 @@ func (d *database) collect(ctx context.Context, in *Input) error {
 	return nil
 }
 
+// writeAdminKey writes the key the API nodes sign administrative commands
+// with and the projectors verify them with.
+func (r *run) writeAdminKey() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	path := filepath.Join(r.cfg.Dir, "admin.key")
+	if err := os.WriteFile(path, []byte("chaos "+hex.EncodeToString(b[:])+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the admin key file: %w", err)
+	}
+	return path, nil
+}
+
 // writeTokens gives the workload a fresh bearer token and writes the API
 // nodes' tokens file (its SHA-256 only) into the run's directory, so the
 // run goes through authentication as production does.
@@ -757,7 +780,7 @@ func (r *run) writeTokens() (string, error) {
 	r.token = hex.EncodeToString(b[:])
 	sum := sha256.Sum256([]byte(r.token))
 	path := filepath.Join(r.cfg.Dir, "tokens")
-	if err := os.WriteFile(path, []byte("chaos claim,read "+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("chaos claim,read,admin "+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("writing the tokens file: %w", err)
 	}
 	return path, nil

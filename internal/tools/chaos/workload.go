@@ -25,6 +25,7 @@ const (
 	shareRetry  = 0.15 // an earlier request again, to another API node
 	shareReuse  = 0.02 // an earlier request_id with another payload
 	sharePoison = 0.01 // a bad record straight to the claims topic
+	shareLife   = 0.15 // a command on the lifecycle names (lifecycle.go)
 	shareHot    = 0.75 // of new claims: a hot name
 	hotNames    = 24
 	recentOps   = 256
@@ -39,6 +40,7 @@ type workload struct {
 	hot    []string
 	seq    int
 	recent *loadgen.Ring[Op] // recent operations, for retries and reuses
+	life   lifeNames         // the lifecycle names and users
 }
 
 func newWorkload(seed uint64) *workload {
@@ -46,6 +48,7 @@ func newWorkload(seed uint64) *workload {
 	for i := range hotNames {
 		w.hot = append(w.hot, "hot"+w.tag+"-"+strconv.Itoa(i))
 	}
+	w.life = newLifeNames(w)
 	return w
 }
 
@@ -58,6 +61,8 @@ func (w *workload) next() Op {
 	switch {
 	case r < sharePoison:
 		return Op{Kind: KindPoison, API: -1}
+	case r > 1-shareLife:
+		return w.lifecycle()
 	case r < sharePoison+shareRetry && w.recent.Len() > 0:
 		op := w.recent.Pick(w.rng)
 		return Op{Kind: KindRetry, RequestID: op.RequestID, UserID: op.UserID, Username: op.Username, API: op.API + 1}

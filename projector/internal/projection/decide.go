@@ -39,6 +39,16 @@ type Claim struct {
 	Name      username.Username // valid only when Invalid == ""
 	Invalid   string            // why the claim is invalid; empty when it is valid
 	Policy    *username.Policy  // the policy that decides the claim
+
+	// Type is the record's command type (one of events.CommandTypes);
+	// TypeClaimSubmitted for a record that could not be read.
+	Type string
+	// HoldSeconds is the hold period the command carries (release, rename).
+	HoldSeconds int64
+	// Rename is a rename step's saga data; To is its to name, valid in
+	// step 1 when Invalid == "".
+	Rename *events.RenameStep
+	To     username.Username
 }
 
 // Rules are what a claims record is checked against: the partition count
@@ -59,13 +69,14 @@ type Rules struct {
 // on the record, the partition count and the pinned policy, so a replay
 // reaches the same verdict.
 func Parse(r *kgo.Record, ru Rules) Claim {
-	in := Claim{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UTC(), Key: r.Key, Policy: ru.Policy}
-	c, err := events.DecodeClaim(r)
+	in := Claim{Partition: r.Partition, Offset: r.Offset, Timestamp: r.Timestamp.UTC(), Key: r.Key, Policy: ru.Policy, Type: events.TypeClaimSubmitted}
+	typ, c, err := events.DecodeCommand(r)
 	if err != nil {
 		in.RequestID = positionID(r.Partition, r.Offset)
 		in.Invalid = fmt.Sprintf("claim record could not be read: %v", err)
 		return in
 	}
+	in.Type, in.HoldSeconds, in.Rename = typ, c.HoldSeconds, c.Rename
 	in.UserID, in.Username, in.Caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
@@ -75,17 +86,22 @@ func Parse(r *kgo.Record, ru Rules) Claim {
 	}
 	in.RequestID = id.String()
 	in.Invalid = checkClaim(&in, c, r, ru)
+	if in.Invalid == "" {
+		in.Invalid = checkCommand(&in, ru.Translate && c.PolicyVersion != ru.Policy.Version())
+	}
 	return in
 }
 
 // checkClaim validates a decoded claim and fills in.Name; it returns why the
 // claim is invalid, or "".
 func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) string {
-	uid, err := uuid.Parse(c.UserID)
-	if err != nil {
-		return fmt.Sprintf("user_id %q is not a UUID", c.UserID)
+	if admin := in.Type == events.TypeReservationSubmitted || in.Type == events.TypeUnreservation; !admin || c.UserID != "" {
+		uid, err := uuid.Parse(c.UserID)
+		if err != nil {
+			return fmt.Sprintf("user_id %q is not a UUID", c.UserID)
+		}
+		in.UserID = uid.String()
 	}
-	in.UserID = uid.String()
 	name, err := ru.Policy.Normalize(c.Username)
 	if err != nil {
 		return err.Error()
@@ -116,8 +132,12 @@ func positionID(partition int32, offset int64) string {
 	return uuid.NewSHA1(positionNamespace, fmt.Appendf(nil, "%s/%d/%d", positionTopic, partition, offset)).String()
 }
 
-// Outcome is what deciding one claim produced.
+// Outcome is what deciding one command produced.
 type Outcome struct {
+	// Next is the rename's next step, to be produced to the claims topic
+	// by the same transaction's outbox; nil for every other decision.
+	Next *kgo.Record
+
 	// Decision and Value are the decision to publish and its exact bytes.
 	// For a copy they are the first decision's.
 	Decision *events.Decision
@@ -144,13 +164,23 @@ var errDecision = errors.New("encoding decision")
 // what the fold put there, so a state rebuilt from the decisions decides
 // the next claim alike.
 func Decide(st *State, in *Claim) (Outcome, error) {
-	if prev, ok := st.Requests[in.RequestID]; ok {
-		if prev.UserID == in.UserID && prev.Username == in.Username {
+	if in.Type == events.TypeRenameFinishing && in.Invalid == "" {
+		if prev := st.Requests[in.Rename.RequestID]; prev != nil && events.Final(prev.Decision.Outcome) {
+			return Outcome{Decision: prev.Decision, Value: prev.Value, Copy: true}, nil // step 3 again
+		}
+	} else if prev, ok := st.Requests[in.RequestID]; ok {
+		if prev.UserID == in.UserID && prev.Username == in.Username && samePayload(prev, in) {
 			return Outcome{Decision: prev.Decision, Value: prev.Value, Copy: true}, nil
 		}
-		return encode(in.rejection(events.ReasonRequestConflict, "request_id was already used with a different username or user_id", ""))
+		d := in.rejection(events.ReasonRequestConflict, "request_id was already used with a different username or user_id", "")
+		out, err := encode(d)
+		if err == nil {
+			out.Next, err = next(in, d)
+		}
+		return out, err
 	}
-	out, err := encode(decideFresh(st, in))
+	d := decideFresh(st, in)
+	out, err := encode(d)
 	if err != nil {
 		return out, err
 	}
@@ -158,20 +188,60 @@ func Decide(st *State, in *Claim) (Outcome, error) {
 		return out, fmt.Errorf("%w: %w", errDecision, err)
 	}
 	st.Apply(out.Change)
+	if out.Next, err = next(in, d); err != nil {
+		return out, fmt.Errorf("%w: %w", errDecision, err)
+	}
 	return out, nil
 }
 
-// decideFresh decides a request_id seen for the first time.
+// samePayload reports whether the stored entry prev decided the same
+// command as in (user and username are compared by the caller).
+func samePayload(prev *Entry, in *Claim) bool {
+	if prev.Decision == nil {
+		return true
+	}
+	return prev.Decision.Command == in.command() && prev.Decision.ToUsername == in.toUsername()
+}
+
+// decideFresh decides a request_id seen for the first time: one rule per
+// command type.
 func decideFresh(st *State, in *Claim) *events.Decision {
 	if in.Invalid != "" {
 		return in.rejection(events.ReasonInvalid, in.Invalid, "")
 	}
-	if in.Policy.Reserved(in.Name) {
+	switch in.Type {
+	case events.TypeReleaseSubmitted:
+		return decideRelease(st, in)
+	case events.TypeRenameSubmitted:
+		return decideRename(st, in)
+	case events.TypeRenameFinishing:
+		return decideFinish(st, in)
+	case events.TypeReservationSubmitted:
+		return decideReserve(st, in)
+	case events.TypeUnreservation:
+		return in.base(events.OutcomeUnreserved)
+	case events.TypeTransferSubmitted:
+		return decideTransfer(st, in)
+	default: // a claim, or a rename's step 2 (claiming to)
+		return decideClaim(st, in)
+	}
+}
+
+// decideClaim is the claim rule: the first valid claim for a key wins it,
+// unless the name is reserved (by the policy or at runtime) or in another
+// user's hold.
+func decideClaim(st *State, in *Claim) *events.Decision {
+	if in.Policy.Reserved(in.Name) || st.Reserved[in.Name.Key] != nil {
 		return in.rejection(events.ReasonReserved, "", "")
 	}
 	h, held := st.Holders[in.Name.Key]
 	switch {
 	case !held:
+		if hold := st.Holds[in.Name.Key]; hold != nil && hold.UserID != in.UserID && in.Timestamp.Before(hold.HeldUntil) {
+			d := in.rejection(events.ReasonHeld, "", "")
+			d.HeldUntil = &hold.HeldUntil
+			return d
+		}
 		return in.registration(in.RequestID, in.Timestamp)
 	case h.UserID == in.UserID && h.Canonical == in.Name.Canonical:
 		return in.registration(h.RequestID, h.RegisteredAt)
@@ -182,10 +252,38 @@ func decideFresh(st *State, in *Claim) *events.Decision {
 	}
 }
 
+// command is the Decision.Command of in's decision.
+func (in *Claim) command() string {
+	switch in.Type {
+	case events.TypeReleaseSubmitted:
+		return events.CommandRelease
+	case events.TypeRenameSubmitted, events.TypeRenameFinishing:
+		return events.CommandRename
+	case events.TypeRenameTargetClaimed:
+		return events.CommandRenameTo
+	case events.TypeReservationSubmitted:
+		return events.CommandReserve
+	case events.TypeUnreservation:
+		return events.CommandUnreserve
+	case events.TypeTransferSubmitted:
+		return events.CommandTransfer
+	}
+	return events.CommandClaim
+}
+
+// toUsername is a rename's to as typed, part of its payload.
+func (in *Claim) toUsername() string {
+	if in.Type == events.TypeRenameSubmitted && in.Rename != nil {
+		return storable(in.Rename.To)
+	}
+	return ""
+}
+
 func (in *Claim) base(outcome string) *events.Decision {
 	return &events.Decision{
 		RequestID: in.RequestID, UserID: in.UserID, Username: in.Username, Canonical: in.Name.Canonical, Caller: in.Caller,
 		Outcome: outcome, ClaimPartition: in.Partition, ClaimOffset: in.Offset, PolicyVersion: in.Policy.Version(),
+		Command: in.command(), ToUsername: in.toUsername(),
 	}
 }
 

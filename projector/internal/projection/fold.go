@@ -41,9 +41,55 @@ type Change struct {
 	// a request_id has one. Nil for request_conflict, which is published
 	// but never stored (the request_id already has its decision).
 	Entry *Entry
-	// Holder is the holder the decision installs; set only for the
-	// decision of the claim that won its name.
+	// ReplaceEntry is set on a rename's final decision: its Entry replaces
+	// the rename's first-step entry (same request_id and partition).
+	ReplaceEntry bool
+	// Holder is the holder the decision installs: the decision of the
+	// claim (or rename step 2) that won its name, or a transfer.
 	Holder *Holder
+	// Key is the record key: the key every Drop below refers to.
+	Key string
+	// DropHolder: the key's holder leaves (release, rename's from, the
+	// previous holder of a transfer).
+	DropHolder bool
+	// Hold is the hold the decision starts (release, rename's from);
+	// DropHold: the key's hold ends (a win of the key).
+	Hold     *Hold
+	DropHold bool
+	// Reservation is a runtime reservation the decision makes;
+	// DropReservation removes the key's.
+	Reservation     *Reservation
+	DropReservation bool
+	// Lock is the lock a rename's first step takes on from; DropLock
+	// removes it (the rename's final decision).
+	Lock     *Lock
+	DropLock bool
+}
+
+// Hold is a released name held for its former holder until HeldUntil.
+type Hold struct {
+	Key       string
+	Canonical string
+	UserID    string
+	RequestID string // the release's (or rename's)
+	HeldUntil time.Time
+}
+
+// Reservation is a name reserved at runtime by an administrator.
+type Reservation struct {
+	Key        string
+	Canonical  string
+	RequestID  string
+	ReservedAt time.Time // the reserve record's timestamp
+}
+
+// Lock marks from of a rename under way; only the rename's step 3 lifts it.
+type Lock struct {
+	Key       string
+	Canonical string
+	UserID    string
+	RequestID string // the rename's
+	To        string // to's canonical form
 }
 
 // State is what the decisions of one partition have built and what the
@@ -51,13 +97,17 @@ type Change struct {
 // projector loads the rows a round's claims touch into one; the replay
 // audit keeps a compact copy (Redecider).
 type State struct {
-	Requests map[string]*Entry  // by request_id
-	Holders  map[string]*Holder // by key
+	Requests map[string]*Entry       // by request_id
+	Holders  map[string]*Holder      // by key
+	Holds    map[string]*Hold        // by key
+	Reserved map[string]*Reservation // by key: runtime reservations
+	Locks    map[string]*Lock        // by key: renames under way
 }
 
 // NewState returns an empty State.
 func NewState() *State {
-	return &State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}}
+	return &State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{},
+		Holds: map[string]*Hold{}, Reserved: map[string]*Reservation{}, Locks: map[string]*Lock{}}
 }
 
 // Fold returns the change decision d makes to the projection, given its
@@ -75,15 +125,33 @@ func Fold(d *events.Decision, value, key []byte) (Change, error) {
 	if d.Reason == events.ReasonRequestConflict {
 		return Change{}, nil
 	}
-	c := Change{Entry: &Entry{RequestID: d.RequestID, UserID: d.UserID, Username: d.Username, Decision: d, Value: value}}
-	if !Wins(d) {
-		return c, nil
+	c := Change{Key: string(key), Entry: &Entry{RequestID: d.RequestID, UserID: d.UserID, Username: d.Username, Decision: d, Value: value}}
+	c.ReplaceEntry = d.Command == events.CommandRename && d.Step == 3
+	switch {
+	case Wins(d) || d.Outcome == events.OutcomeTransferred:
+		if d.RegisteredAt == nil || d.Canonical == "" || len(key) == 0 || uuid.Validate(d.UserID) != nil {
+			return Change{}, fmt.Errorf("registration of %q lacks registered_at, canonical, key or a UUID user_id", d.RequestID)
+		}
+		c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
+			RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC()}
+		c.DropHold, c.DropHolder = true, d.Outcome == events.OutcomeTransferred
+	case d.Outcome == events.OutcomeReleased || d.Outcome == events.OutcomeRenamed:
+		c.DropHolder, c.DropLock = true, d.Outcome == events.OutcomeRenamed
+		if d.HeldUntil != nil {
+			c.Hold = &Hold{Key: string(key), Canonical: d.Canonical, UserID: d.UserID, RequestID: d.RequestID, HeldUntil: d.HeldUntil.UTC()}
+		}
+	case d.Outcome == events.OutcomeRenaming:
+		c.Lock = &Lock{Key: string(key), Canonical: d.Canonical, UserID: d.UserID, RequestID: d.RequestID, To: d.To}
+	case d.Outcome == events.OutcomeRejected && c.ReplaceEntry:
+		c.DropLock = true
+	case d.Outcome == events.OutcomeReserved:
+		c.Reservation = &Reservation{Key: string(key), Canonical: d.Canonical, RequestID: d.RequestID}
+		if d.RegisteredAt != nil {
+			c.Reservation.ReservedAt = d.RegisteredAt.UTC()
+		}
+	case d.Outcome == events.OutcomeUnreserved:
+		c.DropReservation = true
 	}
-	if d.RegisteredAt == nil || d.Canonical == "" || len(key) == 0 || uuid.Validate(d.UserID) != nil {
-		return Change{}, fmt.Errorf("registration of %q lacks registered_at, canonical, key or a UUID user_id", d.RequestID)
-	}
-	c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
-		RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC()}
 	return c, nil
 }
 
@@ -100,8 +168,29 @@ func (st *State) Apply(c Change) {
 	if c.Entry != nil {
 		st.Requests[c.Entry.RequestID] = c.Entry
 	}
+	if c.DropHolder {
+		delete(st.Holders, c.Key)
+	}
 	if c.Holder != nil {
 		st.Holders[c.Holder.Key] = c.Holder
+	}
+	if c.DropHold {
+		delete(st.Holds, c.Key)
+	}
+	if c.Hold != nil {
+		st.Holds[c.Key] = c.Hold
+	}
+	if c.DropReservation {
+		delete(st.Reserved, c.Key)
+	}
+	if c.Reservation != nil {
+		st.Reserved[c.Key] = c.Reservation
+	}
+	if c.DropLock {
+		delete(st.Locks, c.Key)
+	}
+	if c.Lock != nil {
+		st.Locks[c.Key] = c.Lock
 	}
 }
 
@@ -144,6 +233,13 @@ const (
 INSERT INTO requests (request_id, claim_partition, claim_offset, user_id, username, canonical, outcome, reason, decision)
 SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])`
 
+	// SQLReplaceRequests writes a rename's final decision over its first
+	// step's ledger row.
+	SQLReplaceRequests = `
+INSERT INTO requests (request_id, claim_partition, claim_offset, user_id, username, canonical, outcome, reason, decision)
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[])
+ON CONFLICT (request_id, claim_partition) DO UPDATE SET claim_offset = excluded.claim_offset, outcome = excluded.outcome,
+    reason = excluded.reason, decision = excluded.decision`
 	SQLInsertHolders = `
 INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[])`

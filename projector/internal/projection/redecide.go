@@ -31,9 +31,17 @@ type Redecider struct {
 	seed     maphash.Seed
 	requests map[uuid.UUID]uint64     // request_id -> hash of the first decision's payload
 	holders  map[string]compactHolder // key -> holder
-	st       State                    // reused for each call: holds at most the entries one claim touches
-	entry    Entry                    // the materialised ledger entry for st
-	holder   Holder                   // the materialised holder for st
+	keys     *events.AdminKeys        // verifies administrative commands
+	// The rest of the state is kept whole: holds, runtime reservations,
+	// rename locks, and the ledger entries of renames (step 3 reads its
+	// rename's first decision). There are few of each.
+	holds    map[string]*Hold
+	reserved map[string]*Reservation
+	locks    map[string]*Lock
+	renames  map[string]*Entry
+	st       State  // reused for each call: holds at most the entries one claim touches
+	entry    Entry  // the materialised ledger entry for st
+	holder   Holder // the materialised holder for st
 }
 
 type compactHolder struct {
@@ -54,8 +62,12 @@ type Redecision struct {
 // NewRedecider returns a Redecider for claims topics of the given partition
 // count, starting from an empty partition, deciding under the latest
 // username policy (that of a new registry).
-func NewRedecider(partitions int) *Redecider {
-	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false)
+//
+// Administrative commands are checked against keys as the projector
+// checks them (AdminProblem); nil keys refuse them all, as a projector
+// without keys does.
+func NewRedecider(partitions int, keys ...*events.AdminKeys) *Redecider {
+	return NewPolicyRedecider(partitions, username.MustVersion(username.Latest), false, keys...)
 }
 
 // NewPolicyRedecider is NewRedecider deciding under the given policy. With
@@ -63,11 +75,12 @@ func NewRedecider(partitions int) *Redecider {
 // they had been made under this one, from the username as typed, without
 // the key and partition checks: what the replay's --policy-version shows.
 // Without it, such claims are invalid, as the projector decides them.
-func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool) *Redecider {
+func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool, keys ...*events.AdminKeys) *Redecider {
 	return &Redecider{
-		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(),
+		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(), keys: firstKeys(keys),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
-		st: State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}},
+		holds: map[string]*Hold{}, reserved: map[string]*Reservation{}, locks: map[string]*Lock{}, renames: map[string]*Entry{},
+		st: *NewState(),
 	}
 }
 
@@ -77,6 +90,9 @@ func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool)
 // compact state does not keep the first decision's bytes).
 func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 	in := Parse(rec, r.rules)
+	if in.Admin() && in.Invalid == "" {
+		in.Invalid = AdminProblem(r.keys, rec)
+	}
 	r.load(&in)
 	out, err := Decide(&r.st, &in)
 	if err != nil {
@@ -92,14 +108,37 @@ func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 	if out.Copy {
 		return Redecision{Outcome: Outcome{Copy: true}, PolicyVersion: version}, nil
 	}
-	if e := out.Change.Entry; e != nil {
-		r.requests[uuid.MustParse(e.RequestID)] = r.payloadHash(e.UserID, e.Username)
+	r.remember(out.Change)
+	return Redecision{Outcome: out, PolicyVersion: version}, nil
+}
+
+// remember keeps what c changed for the records after it.
+func (r *Redecider) remember(c Change) {
+	if e := c.Entry; e != nil {
+		r.requests[uuid.MustParse(e.RequestID)] = r.payloadHash(e.UserID, e.Username, e.Decision.Command, e.Decision.ToUsername)
+		if e.Decision.Command == events.CommandRename {
+			r.renames[e.RequestID] = e
+		}
 	}
-	if h := out.Change.Holder; h != nil {
+	if c.DropHolder {
+		delete(r.holders, c.Key)
+	}
+	if h := c.Holder; h != nil {
 		r.holders[h.Key] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID),
 			requestID: uuid.MustParse(h.RequestID), registeredAt: h.RegisteredAt.UnixNano()}
 	}
-	return Redecision{Outcome: out, PolicyVersion: version}, nil
+	setOrDrop(r.holds, c.Key, c.Hold, c.DropHold)
+	setOrDrop(r.reserved, c.Key, c.Reservation, c.DropReservation)
+	setOrDrop(r.locks, c.Key, c.Lock, c.DropLock)
+}
+
+func setOrDrop[V any](m map[string]*V, key string, v *V, drop bool) {
+	if drop {
+		delete(m, key)
+	}
+	if v != nil {
+		m[key] = v
+	}
 }
 
 // load puts into r.st the ledger entry and holder that in can depend on,
@@ -111,10 +150,16 @@ func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 func (r *Redecider) load(in *Claim) {
 	clear(r.st.Requests)
 	clear(r.st.Holders)
-	if id, err := uuid.Parse(in.RequestID); err == nil {
+	clear(r.st.Holds)
+	clear(r.st.Reserved)
+	clear(r.st.Locks)
+	if e := r.renames[in.RequestID]; e != nil {
+		r.st.Requests[in.RequestID] = e
+	} else if id, err := uuid.Parse(in.RequestID); err == nil {
 		if h, ok := r.requests[id]; ok {
-			r.entry = Entry{RequestID: in.RequestID, UserID: in.UserID, Username: in.Username}
-			if h != r.payloadHash(in.UserID, in.Username) {
+			r.entry = Entry{RequestID: in.RequestID, UserID: in.UserID, Username: in.Username,
+				Decision: &events.Decision{Command: in.command(), ToUsername: in.toUsername()}}
+			if h != r.payloadHash(in.UserID, in.Username, in.command(), in.toUsername()) {
 				r.entry.UserID += "\x00"
 			}
 			r.st.Requests[in.RequestID] = &r.entry
@@ -123,6 +168,19 @@ func (r *Redecider) load(in *Claim) {
 	if in.Invalid != "" {
 		return
 	}
+	if in.Rename != nil && r.renames[in.Rename.RequestID] != nil {
+		r.st.Requests[in.Rename.RequestID] = r.renames[in.Rename.RequestID]
+	}
+	k := in.Name.Key
+	if v := r.holds[k]; v != nil {
+		r.st.Holds[k] = v
+	}
+	if v := r.reserved[k]; v != nil {
+		r.st.Reserved[k] = v
+	}
+	if v := r.locks[k]; v != nil {
+		r.st.Locks[k] = v
+	}
 	if c, ok := r.holders[in.Name.Key]; ok {
 		r.holder = Holder{Canonical: c.canonical, Key: in.Name.Key, UserID: c.userID.String(),
 			RequestID: c.requestID.String(), RegisteredAt: time.Unix(0, c.registeredAt).UTC()}
@@ -130,12 +188,13 @@ func (r *Redecider) load(in *Claim) {
 	}
 }
 
-func (r *Redecider) payloadHash(userID, username string) uint64 {
+func (r *Redecider) payloadHash(userID, username, command, to string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(r.seed)
-	h.WriteString(userID)
-	h.WriteByte(0)
-	h.WriteString(username)
+	for _, s := range []string{userID, username, command, to} {
+		h.WriteString(s)
+		h.WriteByte(0)
+	}
 	return h.Sum64()
 }
 
@@ -154,4 +213,11 @@ var latestPolicy = username.MustVersion(username.Latest)
 func LedgerIdentity(rec *kgo.Record, partitions int) (requestID, userID, username string) {
 	in := Parse(rec, Rules{Partitions: partitions, Policy: latestPolicy, Translate: true})
 	return in.RequestID, in.UserID, in.Username
+}
+
+func firstKeys(keys []*events.AdminKeys) *events.AdminKeys {
+	if len(keys) == 0 {
+		return nil
+	}
+	return keys[0]
 }

@@ -5,10 +5,13 @@ package stacktest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/app/stack"
 	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
@@ -31,6 +35,12 @@ type Options struct {
 	Projectors int // projectors started at once; more can be added with StartProjector
 	APIs       int // API nodes started at once
 	MaxWaiters int
+	// HoldPeriod is the API nodes' hold period for releases and renames;
+	// 0 means none.
+	HoldPeriod time.Duration
+	// AdminKeys signs (API nodes) and verifies (projectors) administrative
+	// commands. Defaults to a key made for the registry.
+	AdminKeys *events.AdminKeys
 	// SessionTimeout for projectors; short, so tests that stop one see
 	// its partitions move quickly. Defaults to 6s (kfake's minimum).
 	SessionTimeout time.Duration
@@ -80,6 +90,15 @@ func Start(t testenv.T, opts Options) *Registry {
 	}
 	if opts.Logger == nil {
 		opts.Logger = testenv.Logger(t)
+	}
+	if opts.AdminKeys == nil {
+		secret := make([]byte, 32)
+		rand.Read(secret) //nolint:errcheck // crypto/rand.Read does not fail
+		keys, err := events.ParseAdminKeys(strings.NewReader("test " + hex.EncodeToString(secret)))
+		if err != nil {
+			t.Fatalf("admin key: %v", err)
+		}
+		opts.AdminKeys = keys
 	}
 	r := &Registry{t: t, opts: opts, Brokers: testenv.Kafka(t), Metrics: prometheus.NewRegistry()}
 	r.Pool, r.DBURL = testenv.Database(t)
@@ -138,7 +157,7 @@ func (r *Registry) StartProjector() *Projector {
 	pr, err := projector.New(projector.Config{
 		Kafka: r.Kafka, ClientOpts: func(role string) []kgo.Opt { return []kgo.Opt{kafka.Instrument(reg, role)} }, Partitions: r.opts.Partitions,
 		SessionTimeout: r.opts.SessionTimeout, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 500 * time.Millisecond,
-		Metrics: projector.NewMetrics(reg), Logger: r.opts.Logger,
+		Metrics: projector.NewMetrics(reg), AdminKeys: r.opts.AdminKeys, Logger: r.opts.Logger,
 	}, r.Pool)
 	if err != nil {
 		r.t.Fatalf("projector: %v", err)
@@ -172,7 +191,7 @@ func (r *Registry) StartAPI() *APINode {
 	slot := len(r.APIs) - 1
 	r.mu.Unlock()
 	a, err := stack.NewAPI(stack.APIConfig{
-		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, Logger: r.opts.Logger,
+		Kafka: r.Kafka, Pool: r.Pool, MaxWaiters: r.opts.MaxWaiters, HoldPeriod: r.opts.HoldPeriod, AdminKeys: r.opts.AdminKeys, Logger: r.opts.Logger,
 		Metrics: reg, Gatherer: r.Metrics, Tokens: r.opts.Tokens, MaxPageSubscribers: r.opts.MaxPageSubscribers,
 	})
 	if err != nil {
