@@ -7,13 +7,16 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
-// sqlDecidedAt reports whether the ledger holds a decision for a request in
-// a partition at or before an offset.
+// sqlDecidedAt reports whether the ledger holds a decision for a request
+// at or before an offset of a partition, or in another partition (a
+// request_conflict decided here against a request_id first decided there
+// adds no ledger row of its own).
 const sqlDecidedAt = `
-SELECT EXISTS (SELECT 1 FROM requests WHERE request_id = $1::uuid AND claim_partition = $2 AND claim_offset <= $3)`
+SELECT EXISTS (SELECT 1 FROM requests WHERE request_id = $1::uuid AND (claim_partition <> $2 OR claim_offset <= $3))`
 
 // checkLastDecided compares, for each assigned partition that has decided
 // anything, the record just below its stored next offset with the ledger:
@@ -22,7 +25,8 @@ SELECT EXISTS (SELECT 1 FROM requests WHERE request_id = $1::uuid AND claim_part
 // pass the log-end check (the new claims refill the log past the stored
 // offset) and the projector would resume above claims nobody decided. Only
 // a lost tail whose last record is a retry of an already decided request
-// escapes this check; the fetch-time checks (ErrDataLoss) remain.
+// escapes this check (a request decided elsewhere counts as decided:
+// see sqlDecidedAt); the fetch-time checks (ErrDataLoss) remain.
 func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error {
 	want := map[int32]kgo.Offset{}
 	for _, a := range as {
@@ -71,7 +75,7 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 			}
 			in := projection.Parse(r, p.rules)
 			var ok bool
-			if err := p.pool.QueryRow(ctx, sqlDecidedAt, in.RequestID, r.Partition, r.Offset).Scan(&ok); err != nil {
+			if err := p.pool.QueryRow(ctx, sqlDecidedAt, ledgerID(&in), r.Partition, r.Offset).Scan(&ok); err != nil {
 				return fmt.Errorf("checking the last decided claim of partition %d: %w", r.Partition, err)
 			}
 			if !ok {
@@ -82,4 +86,15 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 		}
 	}
 	return nil
+}
+
+// ledgerID is the request_id under which the ledger keeps in's decision: a
+// rename's last step (RenameFinishing) stores the rename's final decision
+// under the rename's own request_id, replacing its first step's row; every
+// other record's decision is stored under its own.
+func ledgerID(in *projection.Claim) string {
+	if in.Type == events.TypeRenameFinishing && in.Invalid == "" && in.Rename != nil {
+		return in.Rename.RequestID
+	}
+	return in.RequestID
 }
