@@ -19,6 +19,7 @@ const (
 	errTimeout = "timeout"            // no answer within Config.Timeout
 	errNotSent = "not_sent"           // open loop: too many claims outstanding
 	errOther   = "other"              // anything else, such as a reset connection or an unreadable body
+	errAuth    = "unauthorized"       // 401 or 403: the API refused the bench's token (REGISTRY_BENCH_TOKEN)
 )
 
 // maxAnswerBytes bounds how much of an answer is read; the API's answers
@@ -62,6 +63,11 @@ func (s *sender) send(ctx context.Context, c claim) (Answer, string, error) {
 		return Answer{}, errorType(err), err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		// Not an answer about the claim: counting it as one would report
+		// a run in which nothing was claimed as a clean one.
+		return Answer{}, errAuth, fmt.Errorf("answer %d: the API refused the bench's token (set REGISTRY_BENCH_TOKEN to a token with the claim scope)", resp.StatusCode)
+	}
 	a := Answer{RequestID: c.RequestID, UserID: c.UserID, Username: c.Username, Code: resp.StatusCode}
 	var ab answerBody
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
