@@ -136,8 +136,11 @@ func ParseWait(r *http.Request, def, max time.Duration) (time.Duration, error) {
 		return def, nil
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
+	switch {
+	case err != nil:
 		return 0, fmt.Errorf("wait %q is not a duration such as 5s or 500ms", s)
+	case d < 0:
+		return 0, fmt.Errorf("wait %q is negative; give 0 to answer at once, or a duration such as 5s", s)
 	}
 	return min(d, max), nil
 }

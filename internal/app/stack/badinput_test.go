@@ -39,7 +39,7 @@ func TestBadInput(t *testing.T) {
 		{"too long", "/v1/claims", claimBody("", user, strings.Repeat("a", 65)), 422, "invalid", "64"},
 		{"invalid UTF-8", "/v1/claims", `{"username":"al` + "\xff" + `ice","user_id":"` + user + `"}`, 422, "invalid", "UTF-8"},
 		{"bad wait", "/v1/claims?wait=soon", claimBody("", user, "alice"), 422, "invalid", "not a duration"},
-		{"negative wait", "/v1/claims?wait=-1s", claimBody("", user, "alice"), 422, "invalid", "not a duration"},
+		{"negative wait", "/v1/claims?wait=-1s", claimBody("", user, "alice"), 422, "invalid", "is negative"},
 		{"too large", "/v1/claims", `{"username":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "invalid", "larger than"},
 	}
 	for _, c := range cases {
