@@ -42,6 +42,13 @@ const (
 	FaultRollingRestart          = "rolling-restart"           // controlled restart of every node, one after another
 )
 
+// PausedInRound is not a fault type of its own: it counts the
+// pause-projector faults that stopped a projector with a batch in flight
+// (pauseInRound). The first of every run does, so every run wakes a zombie
+// that the fence must refuse; a run that paused a projector but never in
+// a round fails as too short.
+const PausedInRound = "pause-projector-in-round"
+
 // The Kafka a run uses (Config.Kafka).
 const (
 	KafkaEmbedded = "kfake"
@@ -73,6 +80,12 @@ func (f *faultCounter) add(kind string) {
 	f.n[kind]++
 }
 
+func (f *faultCounter) count(kind string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n[kind]
+}
+
 func (f *faultCounter) snapshot() map[string]int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -84,9 +97,15 @@ func (f *faultCounter) snapshot() map[string]int {
 // are dealt from a shuffled deck of every configured type, dealt again
 // once empty, so a run injects each type once before any repeats: a
 // short run still exercises all of them (with every type, about 45 s).
+// The first deck starts with pause-projector, whose first pause stops a
+// projector with a batch in flight (pauseInRound): every run, however
+// short, wakes a zombie early.
 func (r *run) inject(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0xfa17))
 	var deck []string
+	if slices.Contains(r.cfg.Faults, FaultPauseProjector) {
+		deck = append(deck, FaultPauseProjector)
+	}
 	for {
 		if !sleep(ctx, time.Duration(1500+rng.IntN(3000))*time.Millisecond) {
 			return
@@ -140,6 +159,9 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 		a.up()
 	case FaultPauseProjector:
 		p := r.projectors[rng.IntN(len(r.projectors))]
+		if r.faults.count(PausedInRound) == 0 && r.pauseInRound(p, hold) {
+			return
+		}
 		r.logf("fault: SIGSTOP %s", p.name)
 		p.signal(syscall.SIGSTOP)
 		hold(r.cfg.SessionTimeout+2*time.Second, 3*time.Second)
@@ -205,6 +227,38 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 			r.startNode(ctx, n)
 		}
 	}
+}
+
+// pauseInRound makes p a zombie with a batch in flight: a random SIGSTOP
+// mostly lands while p waits for records, and a projector woken from there
+// learns of the rebalance before it decides anything, so the fence is
+// never put to the test. p is restarted with the failpoint
+// before-begin:stop, which stops it at its first round with the records
+// in hand and no transaction open; once it has stopped, it is held past
+// the session timeout, so the group gives its partitions to another
+// member, and woken: it goes on to commit its stale batch at once, which
+// the fence must refuse (property (i) sees any write it lets through).
+// It reports false, having restarted p without the failpoint, when p did
+// not stop within 30 s (no records reached it: a broker outage, say).
+func (r *run) pauseInRound(p *proc, hold func(min, spread time.Duration)) bool {
+	spec := projector.FailBeforeBegin + ":stop"
+	r.logf("fault: %s restarts with REGISTRY_FAILPOINTS=%s, to stop with a batch in flight", p.name, spec)
+	p.kill()
+	p.up("REGISTRY_FAILPOINTS=" + spec)
+	for deadline := time.Now().Add(30 * time.Second); !p.stopped(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.logf("fault: %s did not stop within 30s; restarting it without the failpoint", p.name)
+			p.kill()
+			p.up()
+			return false
+		}
+	}
+	r.faults.add(PausedInRound)
+	r.logf("fault: %s stopped itself with a batch in flight", p.name)
+	hold(r.cfg.SessionTimeout+2*time.Second, 3*time.Second)
+	r.logf("fault: SIGCONT %s (a zombie with a batch in flight)", p.name)
+	p.signal(syscall.SIGCONT)
+	return true
 }
 
 // brokerOutage keeps writes impossible for 12 to 15 s, longer than the

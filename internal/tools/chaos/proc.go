@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -104,6 +105,23 @@ func (p *proc) pid() int {
 	default:
 		return p.cmd.Process.Pid
 	}
+}
+
+// stopped reports whether the running process is stopped (state T in
+// /proc/<pid>/stat: it got SIGSTOP, from the injector or from itself).
+func (p *proc) stopped() bool {
+	pid := p.pid()
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// hold anything, so look after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }
 
 // signal sends sig to the running process, if any, and returns its exit
