@@ -97,13 +97,14 @@ func (f *faultCounter) snapshot() map[string]int {
 // are dealt from a shuffled deck of every configured type, dealt again
 // once empty, so a run injects each type once before any repeats: a
 // short run still exercises all of them (with every type, about 45 s).
-// The first deck starts with pause-projector, whose first pause stops a
-// projector with a batch in flight (pauseInRound): every run, however
+// The first fault is pause-projector, on its own, whose first pause stops
+// a projector with a batch in flight (pauseInRound): every run, however
 // short, wakes a zombie early.
 func (r *run) inject(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0xfa17))
 	var deck []string
-	if slices.Contains(r.cfg.Faults, FaultPauseProjector) {
+	alone := slices.Contains(r.cfg.Faults, FaultPauseProjector) // the first fault, on its own: records must flow
+	if alone {
 		deck = append(deck, FaultPauseProjector)
 	}
 	for {
@@ -111,6 +112,9 @@ func (r *run) inject(ctx context.Context) {
 			return
 		}
 		n := 1 + rng.IntN(min(2, len(r.cfg.Faults)))
+		if alone {
+			n, alone = 1, false
+		}
 		kinds := make([]string, 0, n)
 		for len(kinds) < n {
 			if len(deck) == 0 {
@@ -239,20 +243,23 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 // member, and woken: it goes on to commit its stale batch at once, which
 // the fence must refuse (property (i) sees any write it lets through).
 // It reports false, having restarted p without the failpoint, when p did
-// not stop within 30 s (no records reached it: a broker outage, say).
+// not stop within 45 s (no records reached it).
 func (r *run) pauseInRound(p *proc, hold func(min, spread time.Duration)) bool {
 	spec := projector.FailBeforeBegin + ":stop"
 	r.logf("fault: %s restarts with REGISTRY_FAILPOINTS=%s, to stop with a batch in flight", p.name, spec)
 	p.kill()
-	p.up("REGISTRY_FAILPOINTS=" + spec)
-	for deadline := time.Now().Add(30 * time.Second); !p.stopped(); time.Sleep(50 * time.Millisecond) {
+	p.arm("REGISTRY_FAILPOINTS=" + spec) // for every start until it stops: a start can fail while the broker is down
+	p.up()
+	for deadline := time.Now().Add(45 * time.Second); !p.stopped(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			r.logf("fault: %s did not stop within 30s; restarting it without the failpoint", p.name)
+			r.logf("fault: %s did not stop within 45s; restarting it without the failpoint", p.name)
 			p.kill()
+			p.disarm()
 			p.up()
 			return false
 		}
 	}
+	p.disarm()
 	r.faults.add(PausedInRound)
 	r.logf("fault: %s stopped itself with a batch in flight", p.name)
 	hold(r.cfg.SessionTimeout+2*time.Second, 3*time.Second)

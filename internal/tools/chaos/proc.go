@@ -23,7 +23,11 @@ type proc struct {
 	// nextEnv, when set, adds variables for the next start only (a
 	// failpoint for one incarnation).
 	nextEnv []string
-	onExit  func(name string, err error)
+	// armed, when set, adds variables to every start until disarmed (a
+	// failpoint that must survive starts that fail, as they do while the
+	// broker is down).
+	armed  []string
+	onExit func(name string, err error)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -78,7 +82,7 @@ func (p *proc) start() (*exec.Cmd, chan struct{}, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cmd := exec.Command(p.bin, p.args...)
-	cmd.Env = append(append(append(os.Environ(), p.env...), p.nextEnv...), "CHAOS_NODE="+p.name)
+	cmd.Env = append(append(append(append(os.Environ(), p.env...), p.armed...), p.nextEnv...), "CHAOS_NODE="+p.name)
 	p.nextEnv = nil
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	// Die with the harness, whatever happens to it.
@@ -163,6 +167,15 @@ func (p *proc) up(env ...string) {
 	default:
 	}
 }
+
+// arm adds env to every start from now on, until disarm.
+func (p *proc) arm(env ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed = env
+}
+
+func (p *proc) disarm() { p.arm() }
 
 // stop holds the process down and stops it gracefully (SIGTERM), killing
 // it after timeout.
