@@ -44,7 +44,7 @@ chaos-bugs: ## build -tags failpoints,chaosbug with each deliberate bug (fence, 
 	$(GO) build -o bin/chaos ./cmd/chaos
 	@summary=""; missed=""; \
 	for bug in fence ledger offset; do \
-	  ./bin/chaos --bug $$bug --seed $(or $(SEED),1) --duration $(or $(DURATION),60s) --clients $(or $(CLIENTS),8); \
+	  ./bin/chaos --bug $$bug --seed $(or $(SEED),1) --duration $(or $(DURATION),45s) --clients $(or $(CLIENTS),8); \
 	  st=$$?; if [ $$st -eq 3 ]; then line="$$bug caught"; else line="$$bug NOT caught (exit $$st)"; missed="$$missed $$bug"; fi; \
 	  echo "chaos-bugs: $$line"; summary="$$summary\n  $$line"; \
 	done; \
