@@ -344,6 +344,13 @@ func (c *Comparison) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "%-9s %-5d %-12s %12.0f %9.2f %9.2f %9.2f %8.2f %s\n", r.System, r.Round, r.Workload,
 			r.Report.Throughput, r.Report.Latency.P50, r.Report.Latency.P99, r.Report.Latency.P999, r.CPU, check)
 	}
+	ran := func(sys string) bool {
+		return slices.ContainsFunc(c.Runs, func(r CompareRun) bool { return r.System == sys })
+	}
+	if !ran("registry") || !ran("baseline") { // one system (--systems): nothing to divide
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
 	fmt.Fprintf(&b, "\nregistry / baseline (medians over rounds); open loop at half the registry's peak: %.0f/s\n", c.HalfPeak)
 	fmt.Fprintf(&b, "%-12s %12s %12s %10s %10s\n", "workload", "throughput", "p50", "p99", "cpu/claim")
 	var workloads []string
