@@ -512,14 +512,23 @@ CREATE TRIGGER chaos_watch_progress BEFORE UPDATE ON claim_partitions
 // Settled reports whether every claim in the log is decided and published:
 // each partition's stored next offset is its log end and the outbox is
 // empty. When not, the string says what is missing.
+//
+// The database is read before the log's ends are listed. The other way
+// round, an outbox published in between (a rename's next step written to
+// claims, its row deleted) would look settled: ends listed without the new
+// record, then an empty outbox and stored offsets equal to those ends.
+// This order can only miss a moment of being settled, never report one
+// falsely: a record the outbox writes after the database is read comes
+// from a decision of a record below the listed end, which the stored
+// offsets then did not yet cover.
 func Settled(ctx context.Context, seeds []string, dbURL string) (bool, string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ends, err := listEnds(ctx, seeds, events.TopicClaims)
+	stored, outbox, err := (&database{url: dbURL}).progress(ctx)
 	if err != nil {
 		return false, err.Error()
 	}
-	stored, outbox, err := (&database{url: dbURL}).progress(ctx)
+	ends, err := listEnds(ctx, seeds, events.TopicClaims)
 	if err != nil {
 		return false, err.Error()
 	}
