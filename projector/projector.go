@@ -139,6 +139,10 @@ type partitionState struct {
 	nextOffset int64 // first offset not yet decided
 	fenced     bool  // a newer owner exists: drop records until reassigned
 	resync     bool  // a fault left the last commit's outcome unknown
+	// policy is the username policy the partition decides under (its
+	// claim_partitions.policy_version, else the registry's initial
+	// version); nil until read. An activation changes it.
+	policy *username.Policy
 }
 
 // New returns a Projector writing through pool.
@@ -556,6 +560,10 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 	for {
 		start := time.Now()
 		err := p.attempt(ctx, bs)
+		if err == nil && remaining(bs) {
+			backoff = p.cfg.RetryBackoff // an activation ended a batch early: decide the rest under the new version
+			continue
+		}
 		if err == nil {
 			took := time.Since(start).Seconds()
 			for _, b := range bs {
@@ -569,6 +577,10 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 			}
 			return
 		}
+		if errors.Is(err, projection.ErrCarryMismatch) {
+			p.halt(err) // an impossible state: never decide past it
+			return
+		}
 		for _, b := range bs {
 			b.st.resync = true
 		}
@@ -580,6 +592,17 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 		}
 		backoff = min(2*backoff, p.cfg.MaxRetryBackoff)
 	}
+}
+
+// remaining reports whether a batch that is not fenced still has records
+// to decide.
+func remaining(bs []*batch) bool {
+	for _, b := range bs {
+		if !b.st.fenced && len(undecided(b.recs, b.st.nextOffset)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fence marks a partition fenced: a newer owner holds it.
@@ -610,10 +633,17 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 				return err
 			}
 		}
-		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
+		if b.st.policy == nil {
+			if err := p.readPolicy(ctx, b.st); err != nil {
+				return err
+			}
+		}
+		if recs := upToActivation(undecided(b.recs, b.st.nextOffset)); len(recs) > 0 {
+			rules := p.rules
+			rules.Policy = b.st.policy
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = projection.Parse(r, p.rules)
+				b.ins[i] = projection.Parse(r, rules)
 				if b.ins[i].Admin() && b.ins[i].Invalid == "" {
 					b.ins[i].Invalid = checkAdminProof(p.cfg.AdminKeys, r)
 				}
@@ -637,6 +667,35 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	return p.publish(ctx, rows, false)
 }
 
+// upToActivation cuts recs after the first policy activation: the records
+// after it are parsed under the new version, in the next attempt.
+func upToActivation(recs []*kgo.Record) []*kgo.Record {
+	for i, r := range recs {
+		if projection.IsActivation(r) {
+			return recs[:i+1]
+		}
+	}
+	return recs
+}
+
+// readPolicy reads the username policy the partition decides under. A
+// version this build does not have halts the projector: it must not
+// decide a partition that a newer build upgraded.
+func (p *Projector) readPolicy(ctx context.Context, st *partitionState) error {
+	var v int
+	if err := p.pool.QueryRow(ctx, sqlPartitionPolicy, st.partition).Scan(&v); err != nil {
+		return fmt.Errorf("reading the username policy of partition %d: %w", st.partition, err)
+	}
+	policy, err := username.ForVersion(v)
+	if err != nil {
+		err = fmt.Errorf("%w: partition %d decides under version %d: %w", ErrPolicyVersion, st.partition, v, err)
+		p.halt(err)
+		return err
+	}
+	st.policy = policy
+	return nil
+}
+
 // resync re-reads the stored position, since the last commit may or may
 // not have happened, and republishes whatever the outbox still holds.
 func (p *Projector) resync(ctx context.Context, st *partitionState) error {
@@ -647,7 +706,7 @@ func (p *Projector) resync(ctx context.Context, st *partitionState) error {
 	if epoch != st.epoch {
 		return ErrFenced
 	}
-	st.nextOffset = next
+	st.nextOffset, st.policy = next, nil
 	if err := p.relay(ctx, st.partition); err != nil {
 		return err
 	}
@@ -768,7 +827,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if won, err = advance(ctx, tx, bs); err != nil {
 			return err
 		}
-		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
+		if rows, decided, err = decideAndWrite(ctx, tx, won, published, int(p.cfg.Partitions)); err != nil {
 			return err
 		}
 		return p.failpointFor(FailBeforeCommit, roundTypes(won))
@@ -782,6 +841,9 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 			continue
 		}
 		b.st.nextOffset = b.ins[len(b.ins)-1].Offset + 1
+		if last := &b.ins[len(b.ins)-1]; last.Type == events.TypePolicyActivating {
+			b.st.policy = nil // read again: the activation may have moved the partition to a new version
+		}
 	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
@@ -819,7 +881,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 // decideAndWrite decides the batches and writes the results in tx, and
 // deletes the outbox rows already published. It returns the outbox rows to
 // publish and the decisions that are new (not copies of stored ones).
-func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int64) ([]outboxRow, []*events.Decision, error) {
+func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int64, partitions int) ([]outboxRow, []*events.Decision, error) {
 	if len(bs) == 0 { // every partition fenced: only the deletes
 		_, err := tx.Exec(ctx, sqlDeleteOutbox, published)
 		return nil, nil, err
@@ -842,6 +904,9 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 				decided = append(decided, out.Decision)
 			}
 		}
+	}
+	if err := w.loadActivationKeys(ctx, tx, partitions); err != nil {
+		return nil, nil, err
 	}
 	q := &pgx.Batch{}
 	w.queue(q)
