@@ -83,7 +83,7 @@ func (in *Claim) Admin() bool {
 	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
 		return true
 	}
-	return false
+	return isUpgrade(in.Type) // the policy upgrade's records are signed like them
 }
 
 // AdminProblem is the decider's gate for administrative commands: why rec

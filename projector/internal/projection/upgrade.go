@@ -324,3 +324,69 @@ func timeOrNil(t time.Time) *time.Time {
 	}
 	return &t
 }
+
+// FreezeRecord is partition's PolicyFreezing record for the upgrade to
+// version to, among partitions; sign it (events.AdminKeys.Sign) before
+// producing it.
+func FreezeRecord(to int, partition int32, partitions int, version int) (*kgo.Record, error) {
+	return markerRecord(events.TypePolicyFreezing, FreezeID(to, partition), to, partition, partitions, 0, version)
+}
+
+// ActivateRecord is partition's PolicyActivating record: carried is how
+// many HolderCarried records the upgrade wrote to the partition.
+func ActivateRecord(to int, partition int32, partitions, carried, version int) (*kgo.Record, error) {
+	return markerRecord(events.TypePolicyActivating, ActivateID(to, partition), to, partition, partitions, carried, version)
+}
+
+func markerRecord(typ, id string, to int, partition int32, partitions, carried, version int) (*kgo.Record, error) {
+	key := MarkerKey(partition, partitions)
+	c := &events.ClaimSubmitted{RequestID: id, Username: key, Key: key, PolicyVersion: version,
+		Upgrade: &events.PolicyChange{To: to, Partition: int(partition), Carried: carried}}
+	rec, err := events.CommandRecord(typ, c)
+	if err != nil {
+		return nil, err
+	}
+	rec.Partition = partition
+	return rec, nil
+}
+
+// CarriedEntry is one entry of the frozen projection to carry: a holder,
+// a hold or a runtime reservation, as the old version stored it.
+type CarriedEntry struct {
+	Kind         string // events.CarryHolder, CarryHold or CarryReservation
+	Username     string // as typed (a hold's or reservation's canonical form, which is what they keep)
+	OldCanonical string
+	OldKey       string
+	UserID       string // empty for a reservation
+	RequestID    string // the request that won (released, reserved) the name
+	Partition    int32  // where that request is in claims
+	Offset       int64
+	At           time.Time // holder: registered_at; reservation: reserved_at; hold: held_until
+	GrantedUnder int
+}
+
+// Carried is e under policy (version to): its canonical form and key,
+// whether the policy accepts it, and its HolderCarried record for a
+// claims topic of partitions partitions (sign it before producing).
+func (e *CarriedEntry) Record(policy *username.Policy, partitions int) (*kgo.Record, error) {
+	canon, key, valid, ok := CarryName(policy, e.Username)
+	if !ok {
+		canon, key = e.OldCanonical, e.OldKey
+	}
+	k := &events.Carry{Kind: e.Kind, To: policy.Version(), RequestID: e.RequestID, GrantedUnder: e.GrantedUnder, Valid: valid,
+		Partition: e.Partition, Offset: e.Offset, OldKey: e.OldKey}
+	at := e.At.UTC()
+	if e.Kind == events.CarryHold {
+		k.HeldUntil = &at
+	} else {
+		k.At = &at
+	}
+	c := &events.ClaimSubmitted{RequestID: CarryID(policy.Version(), e.Kind, e.OldKey, e.OldCanonical), UserID: e.UserID,
+		Username: e.Username, Canonical: canon, Key: key, PolicyVersion: policy.Version(), Carry: k}
+	rec, err := events.CommandRecord(events.TypeHolderCarried, c)
+	if err != nil {
+		return nil, err
+	}
+	rec.Partition = events.Partition(rec.Key, partitions)
+	return rec, nil
+}
