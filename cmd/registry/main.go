@@ -52,6 +52,7 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"rejections": runRejections,
 	"rebuild":    runRebuild,
 	"replay":     runReplay,
+	"policy":     runPolicy,
 }
 
 var errUsage = errors.New("usage")

@@ -67,3 +67,13 @@ CREATE TABLE carried (
     invalid       boolean     NOT NULL,                -- the new version refuses the name as typed
     PRIMARY KEY (partition, request_id)
 );
+
+-- The plan of an upgrade (written by registry policy upgrade before its
+-- first activation): how many entries it carried to each partition, so a
+-- resumed upgrade writes the same activation markers.
+CREATE TABLE policy_upgrade_plan (
+    to_version integer NOT NULL,                       -- the version upgraded to
+    partition  integer NOT NULL,                       -- claims partition
+    carried    integer NOT NULL CHECK (carried >= 0),  -- HolderCarried records written to the partition
+    PRIMARY KEY (to_version, partition)
+);
