@@ -190,6 +190,7 @@ type Submission struct {
 	rec       *kgo.Record
 	decisions <-chan *events.Decision
 	cancel    func()
+	forget    func() // drops the client's cached policy version; nil when the version is configured
 }
 
 // Submit validates req, subscribes to its decision and publishes the
@@ -236,6 +237,9 @@ func (c *Client) submit(ctx context.Context, cmd *command, retried bool) (*Submi
 	claim := cmd.body
 	var err error
 	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, cmd: cmd, cancel: func() {}}
+	if c.cfg.Policy == nil && c.cfg.PolicyVersion != nil {
+		s.forget = func() { c.policy.Store(nil) }
+	}
 	if retried {
 		// A retry answered from the ledger needs no waiter slot. If the
 		// decision lands just after this lookup, producing again makes the
@@ -306,6 +310,9 @@ func (s *Submission) Await(ctx context.Context) Result {
 	defer s.Close()
 	if s.res.Decision == nil {
 		s.res.Decision = await(ctx, s.decisions, s.cmd)
+		if d := s.res.Decision; d != nil && d.Reason == events.ReasonPolicyUpgrading && s.forget != nil {
+			s.forget() // the registry is moving to a new policy version: read it again for the next command
+		}
 		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
 		if s.res.Decision != nil {
 			s.metrics.decisionSeconds.Observe(time.Since(s.written).Seconds())
@@ -473,4 +480,13 @@ type Registration struct {
 	UserID       string    `json:"user_id"`
 	RequestID    string    `json:"request_id"`
 	RegisteredAt time.Time `json:"registered_at"`
+	// HeldUnderPolicy is the username policy version the name was won
+	// under; it is older than the registry's after a policy upgrade.
+	HeldUnderPolicy int `json:"held_under_policy,omitempty"`
+	// Grandfathered is set for a member of a grandfathered group: holders
+	// a policy upgrade found under one key, who all keep their names.
+	Grandfathered bool `json:"grandfathered,omitempty"`
+	// Members are, for a key held by a grandfathered group, every member
+	// (sorted by canonical form); the Registration itself is the first.
+	Members []Registration `json:"-"`
 }

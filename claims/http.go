@@ -278,6 +278,15 @@ type Availability struct {
 	// when the hold ends (RFC 3339); only its former holder may claim it
 	// before then.
 	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// HeldUnderPolicy is, for a held name, the username policy version it
+	// was won under: older than policy_version when a policy upgrade
+	// carried it (docs/usernames.md, "Names held under an older policy").
+	HeldUnderPolicy int `json:"held_under_policy,omitempty"`
+	// Grandfathered is set when the name's key is held by a grandfathered
+	// group: holders a policy upgrade found under one key, who all keep
+	// their names; GrandfatheredWith lists the group's names as typed.
+	Grandfathered     bool     `json:"grandfathered,omitempty"`
+	GrandfatheredWith []string `json:"grandfathered_with,omitempty"`
 }
 
 // describe fills in the name's canonical form, key and partition.
@@ -368,6 +377,15 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		return http.StatusConflict, av, nil
 	}
 	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	if reg != nil && reg.Grandfathered {
+		av.Grandfathered = true
+		for _, m := range reg.Members {
+			av.GrandfatheredWith = append(av.GrandfatheredWith, m.Username)
+			if m.Canonical == name.Canonical {
+				reg = &m
+			}
+		}
+	}
 	switch {
 	case err != nil:
 		return 0, av, err
@@ -377,6 +395,7 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		at := reg.RegisteredAt
 		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
 		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		av.HeldUnderPolicy = reg.HeldUnderPolicy
 		return http.StatusOK, av, nil
 	default:
 		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical

@@ -686,6 +686,10 @@ func (p *Projector) readPolicy(ctx context.Context, st *partitionState) error {
 	if err := p.pool.QueryRow(ctx, sqlPartitionPolicy, st.partition).Scan(&v); err != nil {
 		return fmt.Errorf("reading the username policy of partition %d: %w", st.partition, err)
 	}
+	if v == 0 { // no version recorded (Run records one first): the configured one
+		st.policy = p.rules.Policy
+		return nil
+	}
 	policy, err := username.ForVersion(v)
 	if err != nil {
 		err = fmt.Errorf("%w: partition %d decides under version %d: %w", ErrPolicyVersion, st.partition, v, err)

@@ -61,13 +61,13 @@ FROM usernames WHERE key = ANY($1::text[])`
 	// partitions (a partition without a row, or never upgraded, decides
 	// under the registry's initial version).
 	sqlLoadPartitionPolicy = `
-SELECT partition, coalesce(policy_version, (SELECT coalesce(initial_version, version) FROM username_policy)),
+SELECT partition, coalesce(policy_version, (SELECT coalesce(initial_version, version) FROM username_policy), 0),
     policy_version IS NOT NULL, coalesce(frozen_to, 0), staged
 FROM claim_partitions WHERE partition = ANY($1::int[])`
 
 	sqlPartitionPolicy = `
 SELECT coalesce((SELECT policy_version FROM claim_partitions WHERE partition = $1),
-    (SELECT coalesce(initial_version, version) FROM username_policy))`
+    (SELECT coalesce(initial_version, version) FROM username_policy), 0)`
 
 	sqlSavePartitionPolicy = `
 UPDATE claim_partitions c SET policy_version = nullif(v.version, 0), frozen_to = nullif(v.frozen, 0), staged = v.staged
@@ -136,10 +136,12 @@ SELECT username, canonical, user_id::text, request_id::text, registered_at FROM 
 	sqlReserved = `SELECT canonical FROM reservations WHERE key = $1`
 
 	sqlHolderOfKey = `
-SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE key = $1`
+SELECT username, canonical, user_id::text, request_id::text, registered_at,
+    coalesce(granted_under, (SELECT coalesce(initial_version, version) FROM username_policy)), grandfathered
+FROM usernames WHERE key = $1 ORDER BY canonical COLLATE "C"`
 
 	sqlPolicy = `
-INSERT INTO username_policy (version, initial_version) VALUES ($1, $1)
+INSERT INTO username_policy (version) VALUES ($1)
 ON CONFLICT (singleton) DO UPDATE SET version = username_policy.version
 RETURNING version`
 
@@ -213,6 +215,25 @@ func recordPolicy(ctx context.Context, pool *pgxpool.Pool, version int) (int, er
 // never decide and claim under different versions.
 func PolicyVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	return recordPolicy(ctx, pool, username.Latest)
+}
+
+// RequirePolicyVersion records version as the username policy of a new
+// database, and fails, wrapping ErrPolicyVersion, when the database is
+// recorded under another (a registry moves to a new version only with
+// registry policy upgrade).
+func RequirePolicyVersion(ctx context.Context, pool *pgxpool.Pool, version int) error {
+	if _, err := username.ForVersion(version); err != nil {
+		return fmt.Errorf("%w: %w", ErrPolicyVersion, err)
+	}
+	stored, err := recordPolicy(ctx, pool, version)
+	if err != nil {
+		return err
+	}
+	if stored != version {
+		return fmt.Errorf("%w: the database decides under username policy version %d, not %d (--policy-version applies to a new database; move a registry with registry policy upgrade)",
+			ErrPolicyVersion, stored, version)
+	}
+	return nil
 }
 
 // loadStates reads the ledger entries and holders that a round's claims
@@ -623,8 +644,31 @@ func (s *Store) PolicyVersion(ctx context.Context) (int, error) { return PolicyV
 
 // HolderOfKey returns who holds the name with the given key, or nil when
 // nobody does.
+//
+// For a key held by a grandfathered group it returns the first member,
+// with every member in Members.
 func (s *Store) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
-	return s.holder(ctx, sqlHolderOfKey, key)
+	rows, err := s.pool.Query(ctx, sqlHolderOfKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("looking up the holder of %q: %w", key, err)
+	}
+	var r claims.Registration
+	regs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (claims.Registration, error) {
+		err := row.Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt, &r.HeldUnderPolicy, &r.Grandfathered)
+		r.RegisteredAt = r.RegisteredAt.UTC()
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking up the holder of %q: %w", key, err)
+	}
+	if len(regs) == 0 {
+		return nil, nil
+	}
+	first := regs[0]
+	if len(regs) > 1 {
+		first.Members = regs
+	}
+	return &first, nil
 }
 
 func (s *Store) holder(ctx context.Context, query, arg string) (*claims.Registration, error) {

@@ -49,12 +49,22 @@ type rowSet struct {
 	request, username, conflict [][]any
 }
 
+// ErrPolicyUpgrade is wrapped when the topics hold a username policy
+// upgrade (registry policy upgrade): rebuild and the replay's projection
+// do not yet apply an activation's replacement of a partition's rows, so
+// they refuse rather than build a wrong projection (docs/design.md,
+// "Upgrading the username policy", known gaps).
+var ErrPolicyUpgrade = errors.New("the log holds a username policy upgrade, which rebuild and replay cannot apply yet")
+
 // changeRows returns the rows of decision d (with its exact bytes, value),
 // first at its position, whose fold gave c: its change's ledger row and
 // holder, or, for request_conflict (which changes nothing), a conflicts
 // row.
 func changeRows(d *events.Decision, value []byte, c projection.Change) (rowSet, error) {
 	var rs rowSet
+	if c.Freeze != 0 || c.Stage != nil || c.Activate != 0 {
+		return rs, fmt.Errorf("%w: claims %d/%d (%s)", ErrPolicyUpgrade, d.ClaimPartition, d.ClaimOffset, d.Command)
+	}
 	if c.Entry == nil {
 		id, err := uuid.Parse(d.RequestID)
 		if err != nil {
