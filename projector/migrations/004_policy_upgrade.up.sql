@@ -14,6 +14,7 @@ ALTER TABLE username_policy
     ADD COLUMN upgrading_to    integer CHECK (upgrading_to > 0);     -- set by registry policy upgrade while it runs; null otherwise
 UPDATE username_policy SET initial_version = version;
 
+
 ALTER TABLE claim_partitions
     ADD COLUMN policy_version integer CHECK (policy_version > 0),     -- the version the partition decides under once an activation set it; null: username_policy.initial_version
     ADD COLUMN frozen_to      integer CHECK (frozen_to > 0),          -- set by a PolicyFreezing decision until the partition's activation: the version it moves to
@@ -40,6 +41,9 @@ ALTER TABLE usernames
     ADD COLUMN granted_under integer CHECK (granted_under > 0),       -- policy version the name was won under; null: written before this migration (the initial version)
     ADD COLUMN grandfathered boolean NOT NULL DEFAULT false,          -- a member of a grandfathered group
     ADD COLUMN invalid       boolean NOT NULL DEFAULT false;          -- carried by an upgrade although the partition's version refuses the name as typed
+-- Every name held before this migration was won under the recorded version
+-- (a registry never mixed versions).
+UPDATE usernames SET granted_under = (SELECT version FROM username_policy) WHERE granted_under IS NULL;
 ALTER TABLE usernames DROP CONSTRAINT usernames_pkey;
 ALTER TABLE usernames DROP CONSTRAINT usernames_key_key;
 ALTER TABLE usernames ADD PRIMARY KEY (key, canonical);

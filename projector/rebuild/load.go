@@ -49,12 +49,11 @@ type rowSet struct {
 	request, username, conflict [][]any
 }
 
-// ErrPolicyUpgrade is wrapped when the topics hold a username policy
-// upgrade (registry policy upgrade): rebuild and the replay's projection
-// do not yet apply an activation's replacement of a partition's rows, so
-// they refuse rather than build a wrong projection (docs/design.md,
-// "Upgrading the username policy", known gaps).
-var ErrPolicyUpgrade = errors.New("the log holds a username policy upgrade, which rebuild and replay cannot apply yet")
+// ErrPolicyUpgrade is wrapped when a partition activated a new username
+// policy version while a rebuild was catching up before its swap: the
+// staged entries are in the built shadow only, so the rebuild must be run
+// again.
+var ErrPolicyUpgrade = errors.New("a username policy upgrade activated during the rebuild's catch-up; run the rebuild again")
 
 // changeRows returns the rows of decision d (with its exact bytes, value),
 // first at its position, whose fold gave c: its change's ledger row and
@@ -62,9 +61,6 @@ var ErrPolicyUpgrade = errors.New("the log holds a username policy upgrade, whic
 // row.
 func changeRows(d *events.Decision, value []byte, c projection.Change) (rowSet, error) {
 	var rs rowSet
-	if c.Freeze != 0 || c.Stage != nil || c.Activate != 0 {
-		return rs, fmt.Errorf("%w: claims %d/%d (%s)", ErrPolicyUpgrade, d.ClaimPartition, d.ClaimOffset, d.Command)
-	}
 	if c.Entry == nil {
 		id, err := uuid.Parse(d.RequestID)
 		if err != nil {
@@ -147,7 +143,8 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferr
 	for p := range partitions {
 		parts, offs = append(parts, p), append(offs, next[p])
 	}
-	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])
+ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset`, parts, offs); err != nil {
 		return nil, 0, fmt.Errorf("writing rebuilt positions: %w", err)
 	}
 	if err := buildIndexes(ctx, pool, schema, ixs, samples); err != nil {

@@ -147,6 +147,14 @@ func (r *Redecider) remember(c Change) {
 	setOrDrop(r.locks, c.Key, c.Lock, c.DropLock)
 }
 
+// Upgraded reports whether the partition has activated a policy version
+// (the records after it may carry older versions, decided
+// policy_upgrading); Version is the version it decides under now.
+func (r *Redecider) Upgraded() bool { return r.upgrade.Upgraded }
+
+// Version is the policy version the partition decides under now.
+func (r *Redecider) Version() int { return r.rules.Policy.Version() }
+
 // rememberUpgrade keeps the partition's policy state, and after an
 // activation takes the partition's new entries from st (State.Activate
 // built them there) and decides the records after it under the new
