@@ -335,6 +335,15 @@ func (c *Client) build(ctx context.Context, req Request) (*events.ClaimSubmitted
 	return CheckPolicy(policy, req, c.cfg.Now())
 }
 
+// ForgetPolicy makes the client read the policy version again for its
+// next command (after a policy upgrade); a client given a fixed Policy
+// keeps it.
+func (c *Client) ForgetPolicy() {
+	if c.cfg.Policy == nil && c.cfg.PolicyVersion != nil {
+		c.policy.Store(nil)
+	}
+}
+
 // Policy is the username policy the client claims under. It fails,
 // wrapping ErrPolicyUnavailable, only while the configured PolicyVersion
 // cannot be read.

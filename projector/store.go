@@ -708,6 +708,20 @@ func (s *Store) NameState(ctx context.Context, key string) (claims.NameState, er
 	return st, nil
 }
 
+// UpgradingTo reports the username policy version a policy upgrade under
+// way moves the registry to, or 0 when none is.
+func (s *Store) UpgradingTo(ctx context.Context) (int, error) {
+	var to int
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(upgrading_to, 0) FROM username_policy`).Scan(&to)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading whether a policy upgrade is under way: %w", err)
+	}
+	return to, nil
+}
+
 // Ping checks the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 

@@ -158,4 +158,3 @@ func printDiffJSON(w io.Writer, r *upgrade.Report) error {
 	return enc.Encode(map[string]any{"from": r.From, "to": r.To, "holders": r.Holders, "invalid": conv(r.Invalid),
 		"changed": conv(r.Changed), "groups": groups(r.Groups), "clashes": groups(r.Clashes)})
 }
-

@@ -22,7 +22,7 @@ import (
 // in one partition, whose decisions arrive in order.
 type keyed struct {
 	holderDrops map[[2]string]int64 // (key, canonical) -> claim offset of the last decision that dropped that holder
-	replaced    [][2]any         // (request_id, claim_partition) of ledger rows replaced
+	replaced    [][2]any            // (request_id, claim_partition) of ledger rows replaced
 	holds       map[string]*projection.Hold
 	reserved    map[string]*projection.Reservation
 	locks       map[string]*projection.Lock

@@ -200,7 +200,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 		return nil
 	}
-	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Partitions: cfg.Partitions,
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Partitions: cfg.Partitions, Upgrading: dir.upgradingTo,
 		Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -240,6 +240,12 @@ func (d *deadlineDirectory) policyVersion(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	return d.store.PolicyVersion(ctx)
+}
+
+func (d *deadlineDirectory) upgradingTo(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.UpgradingTo(ctx)
 }
 
 func (d *deadlineDirectory) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {

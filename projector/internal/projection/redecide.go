@@ -42,11 +42,11 @@ type Redecider struct {
 	renames  map[string]*Entry
 	// The policy upgrade: grandfathered groups, and the partition's
 	// policy state with the carried entries staged (st.Apply keeps it).
-	members  map[string][]*Holder
-	upgrade  State
-	st       State  // reused for each call: holds at most the entries one claim touches
-	entry    Entry  // the materialised ledger entry for st
-	holder   Holder // the materialised holder for st
+	members map[string][]*Holder
+	upgrade State
+	st      State  // reused for each call: holds at most the entries one claim touches
+	entry   Entry  // the materialised ledger entry for st
+	holder  Holder // the materialised holder for st
 }
 
 type compactHolder struct {
