@@ -126,6 +126,13 @@ func writeEnvFile(dir string, c *config) (string, error) {
 	path := filepath.Join(dir, envFileName)
 	body := fmt.Sprintf("# Written by `registry dev` at each start: . %s\nexport REGISTRY_KAFKA_BROKERS=%s\nexport DATABASE_URL=%s\n",
 		path, shellQuote(c.brokers), shellQuote(c.databaseURL))
+	if c.auth.adminKeyFile != "" { // registry policy upgrade signs its records with it
+		abs, err := filepath.Abs(c.auth.adminKeyFile)
+		if err != nil {
+			return "", err
+		}
+		body += fmt.Sprintf("export REGISTRY_ADMIN_KEY_FILE=%s\n", shellQuote(abs))
+	}
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		return "", fmt.Errorf("writing connection settings: %w", err)
 	}
