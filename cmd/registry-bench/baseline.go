@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"golang.org/x/sync/errgroup"
 
 	"github.com/usernameregistry/registry/internal/app/stack"
@@ -60,11 +62,11 @@ func runBaseline(ctx context.Context, args []string, stdout io.Writer, log *slog
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
 		var err error
-		if cluster, err = startBaselinePostgres(ctx, c.dataDir, c.postgres, log); err != nil {
+		if cluster, err = startBaselinePostgres(ctx, c.dataDir, c.Postgres, log); err != nil {
 			return err
 		}
-		defer stopDevPostgres(cluster, log)
-		c.databaseURL = cluster.URL(devDatabase)
+		defer cli.StopDevPostgres(cluster, log)
+		c.databaseURL = cluster.URL(cli.DevDatabase)
 	}
 	return serveBaseline(ctx, &c, baseline.Config{Naive: f.naive, Reset: f.reset, Logger: log}, cluster, stdout)
 }
@@ -79,11 +81,11 @@ func startBaselinePostgres(ctx context.Context, dataDir string, bins pglaunch.Bi
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	return startDevPostgres(ctx, dir, bins, log)
+	return cli.StartDevPostgres(ctx, dir, bins, log)
 }
 
 func serveBaseline(ctx context.Context, c *config, cfg baseline.Config, cluster *pglaunch.Cluster, stdout io.Writer) error {
-	pool, err := pg.Connect(ctx, c.databaseURL, int32(c.dbConns))
+	pool, err := pg.Connect(ctx, c.databaseURL, int32(c.DBConns))
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ func serveBaseline(ctx context.Context, c *config, cfg baseline.Config, cluster 
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", c.httpAddr, err)
 	}
-	cfg.Logger.Info("baseline serving", "variant", cfg.Variant(), "addr", ln.Addr().String(), "db_conns", c.dbConns, "reset", cfg.Reset)
+	cfg.Logger.Info("baseline serving", "variant", cfg.Variant(), "addr", ln.Addr().String(), "db_conns", c.DBConns, "reset", cfg.Reset)
 	fmt.Fprintf(stdout, "baseline API listening on http://%s\n", ln.Addr())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return stack.Serve(gctx, ln, h) })

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/usernameregistry/registry/internal/pprofsrv"
+
 	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
@@ -48,10 +50,10 @@ func runBenchProjector(ctx context.Context, args []string, stdout io.Writer, log
 	if cfg.Dir == "" || cfg.Claims < 1 || cfg.Projectors < 1 || cfg.Prefill < 0 {
 		return fmt.Errorf("--data is required, and --claims and --projectors must be at least 1")
 	}
-	if err := servePprof(ctx, &c, stdout); err != nil {
+	if err := pprofsrv.Serve(ctx, c.PprofAddr, stdout); err != nil {
 		return err
 	}
-	cfg.Partitions = int32(c.partitions)
+	cfg.Partitions = int32(c.Partitions)
 	cfg.Logger = log
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/usernameregistry/registry/internal/cli"
 	"github.com/usernameregistry/registry/internal/tools/bench"
 )
 
@@ -99,10 +100,16 @@ func buildRegistry(ctx context.Context, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, envOr("GO", "go"), "build", "-o", bin, "github.com/usernameregistry/registry/cmd/registry")
+	cmd := exec.CommandContext(ctx, goCommand(), "build", "-o", bin, "github.com/usernameregistry/registry/cmd/registry")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("building the registry (or pass --registry): %w", err)
 	}
 	return bin, nil
+}
+
+// goCommand is the go command to build with: $GO, or go on the PATH.
+func goCommand() string {
+	var env cli.Env
+	return env.Or("GO", "go")
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"github.com/usernameregistry/registry/internal/tools/loadgen"
 )
 
@@ -39,21 +41,21 @@ func runGenerate(ctx context.Context, args []string, stdout io.Writer, log *slog
 	fs.Float64Var(&cfg.Hot, "hot", def.Hot, "share of new claims for a popular name")
 	fs.IntVar(&cfg.HotNames, "hot-names", def.HotNames, "how many popular names")
 	fs.Float64Var(&cfg.Retry, "retry", def.Retry, "share of claims repeating a recent one")
-	fs.Usage = usageWith(fs, generateHelp)
+	fs.Usage = cli.UsageWith(fs, generateHelp)
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
 	if cfg.Claims <= 0 {
 		return fmt.Errorf("--claims must be positive, got %d", cfg.Claims)
 	}
-	opts, err := c.kafkaOptions(log)
+	opts, err := c.KafkaOptions(log)
 	if err != nil {
 		return err
 	}
-	if _, err := ensureTopics(ctx, opts, &c); err != nil {
+	if _, err := c.EnsureTopics(ctx, opts); err != nil {
 		return err
 	}
-	cfg.Kafka, cfg.Progress = opts, newProgress(log)
+	cfg.Kafka, cfg.Progress = opts, cli.NewProgress(log)
 	start := time.Now()
 	rep, err := loadgen.Generate(ctx, cfg)
 	if err != nil {

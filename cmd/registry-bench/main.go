@@ -12,13 +12,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/usernameregistry/registry/internal/cli"
 )
 
 const usage = `Usage: registry-bench <command> [flags]
@@ -36,16 +32,9 @@ Commands:
 Run 'registry-bench <command> -h' for a command's flags.
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "registry-bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { cli.Main("registry-bench", usage, commands) }
 
-var commands = map[string]func(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error{
+var commands = map[string]cli.Command{
 	"bench":           runBench,
 	"baseline":        runBaseline,
 	"bench-projector": runBenchProjector,
@@ -53,36 +42,10 @@ var commands = map[string]func(ctx context.Context, args []string, stdout io.Wri
 	"generate":        runGenerate,
 }
 
-var errUsage = errors.New("usage")
+// errUsage is what a command returns after printing its help.
+var errUsage = cli.ErrUsage
 
+// run runs the command args names (cli.Run).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
-	}
-	log, err := newLogger(stderr)
-	if err != nil {
-		return err
-	}
-	err = cmd(ctx, args[1:], stdout, log)
-	switch {
-	case errors.Is(err, errUsage):
-		return nil // the flag package already printed the help
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
-		return nil // interrupted while starting or stopping: a clean stop
-	}
-	return err
-}
-
-func newLogger(w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(envOr("REGISTRY_LOG_LEVEL", "info"))); err != nil {
-		return nil, fmt.Errorf("REGISTRY_LOG_LEVEL: %w", err)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+	return cli.Run(ctx, usage, commands, args, stdout, stderr)
 }

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/auth"
 )
@@ -26,17 +28,17 @@ type authConfig struct {
 	adminKeyFile   string // REGISTRY_ADMIN_KEY_FILE
 }
 
-func (a *authConfig) tokenFlags(fs *flag.FlagSet, serve bool, envErrs *[]error) {
+func (a *authConfig) tokenFlags(fs *flag.FlagSet, serve bool, env *cli.Env) {
 	fs.StringVar(&a.tokensFile, "tokens", os.Getenv("REGISTRY_TOKENS_FILE"),
 		"file of callers, one a line: NAME SCOPES SHA256HEX; reloaded on SIGHUP (REGISTRY_TOKENS_FILE)")
 	if serve {
-		fs.BoolVar(&a.insecureNoAuth, "insecure-no-auth", envBool("REGISTRY_INSECURE_NO_AUTH", envErrs),
+		fs.BoolVar(&a.insecureNoAuth, "insecure-no-auth", env.Bool("REGISTRY_INSECURE_NO_AUTH"),
 			"serve the API to anyone, without --tokens: for tests only (REGISTRY_INSECURE_NO_AUTH=true)")
 	}
 }
 
-func (a *authConfig) listenerFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.opsAddr, "ops-addr", envOr("REGISTRY_OPS_ADDR", "127.0.0.1:9090"),
+func (a *authConfig) listenerFlags(fs *flag.FlagSet, env *cli.Env) {
+	fs.StringVar(&a.opsAddr, "ops-addr", env.Or("REGISTRY_OPS_ADDR", "127.0.0.1:9090"),
 		"address serving the operator pages, GET /ui and GET /metrics; no authentication, keep it private; empty serves none (REGISTRY_OPS_ADDR)")
 	fs.StringVar(&a.tlsCert, "tls-cert", os.Getenv("REGISTRY_TLS_CERT"), "PEM certificate chain: serve the API over HTTPS; needs --tls-key (REGISTRY_TLS_CERT)")
 	fs.StringVar(&a.tlsKey, "tls-key", os.Getenv("REGISTRY_TLS_KEY"), "PEM private key for --tls-cert (REGISTRY_TLS_KEY)")

@@ -8,11 +8,12 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/usernameregistry/registry/internal/pprofsrv"
+
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -68,7 +69,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	if tokens == nil {
 		log.Warn("serving the API WITHOUT AUTHENTICATION (--insecure-no-auth): anyone who can reach it can claim any name for any user")
 	}
-	if err := servePprof(ctx, &c, stdout); err != nil {
+	if err := pprofsrv.Serve(ctx, c.PprofAddr, stdout); err != nil {
 		return err
 	}
 	opts, pool, _, err := connect(ctx, &c, log)
@@ -93,7 +94,7 @@ func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.
 		return err
 	}
 	c.failpoint = hook
-	if err := servePprof(ctx, &c, stdout); err != nil {
+	if err := pprofsrv.Serve(ctx, c.PprofAddr, stdout); err != nil {
 		return err
 	}
 	opts, pool, partitions, err := connect(ctx, &c, log)
@@ -134,11 +135,11 @@ func metricsHandler(g prometheus.Gatherer) http.Handler {
 // Every process does both, so none runs on a database without the schema
 // or on topics that would lose claims.
 func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxpool.Pool, int32, error) {
-	opts, err := c.kafkaOptions(log)
+	opts, err := c.KafkaOptions(log)
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	pool, err := pg.Connect(ctx, c.databaseURL, int32(c.dbConns))
+	pool, err := pg.Connect(ctx, c.databaseURL, int32(c.DBConns))
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -152,25 +153,12 @@ func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxp
 			return nil, nil, 0, err
 		}
 	}
-	partitions, err := ensureTopics(ctx, opts, c)
+	partitions, err := c.EnsureTopics(ctx, opts)
 	if err != nil {
 		pool.Close()
 		return nil, nil, 0, err
 	}
 	return opts, pool, partitions, nil
-}
-
-func ensureTopics(ctx context.Context, opts []kgo.Opt, c *config) (int32, error) {
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	n, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), int32(c.partitions), int16(c.replication))
-	if err != nil {
-		return 0, fmt.Errorf("checking topics at %s: %w", c.brokers, err)
-	}
-	return n, nil
 }
 
 // serveAPI runs the API node; the GET /metrics of its operator listener

@@ -13,24 +13,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/usernameregistry/registry/internal/pprofsrv"
+
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/auth"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pglaunch"
 )
 
-// devDatabase is the database dev creates in its private cluster.
-const devDatabase = "registry"
-
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold", "policy-version")
-	kafkaAddr := fs.String("kafka-addr", envOr("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
+	kafkaAddr := fs.String("kafka-addr", c.Or("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
 		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
 	if err := parse(fs, args, &c); err != nil {
 		return err
@@ -57,10 +55,10 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	} else {
 		log.Info("the API requires bearer tokens", "file", tokens.Path(), "callers", tokens.Callers().Len())
 	}
-	if err := servePprof(ctx, &c, stdout); err != nil {
+	if err := pprofsrv.Serve(ctx, c.PprofAddr, stdout); err != nil {
 		return err
 	}
-	c.dbConns, c.replication = 20, -1
+	c.DBConns, c.Replication = 20, -1
 	dir, err := filepath.Abs(c.dataDir)
 	if err != nil {
 		return err
@@ -75,24 +73,24 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	var cluster *pglaunch.Cluster
 	if c.databaseURL == "" {
-		if cluster, err = startDevPostgres(ctx, dir, c.postgres, log); err != nil {
+		if cluster, err = cli.StartDevPostgres(ctx, dir, c.Postgres, log); err != nil {
 			return err
 		}
-		defer stopDevPostgres(cluster, log)
-		c.databaseURL = cluster.URL(devDatabase)
+		defer cli.StopDevPostgres(cluster, log)
+		c.databaseURL = cluster.URL(cli.DevDatabase)
 	}
 	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), kafkaPort)
 	if err != nil {
 		return err
 	}
 	defer broker.Close()
-	c.brokers = broker.ListenAddrs()[0]
-	log.Info("embedded services up", "kafka", c.brokers, "data", dir, "embedded_postgres", cluster != nil)
+	c.Brokers = broker.ListenAddrs()[0]
+	log.Info("embedded services up", "kafka", c.Brokers, "data", dir, "embedded_postgres", cluster != nil)
 	envFile, err := writeEnvFile(dir, &c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.brokers)
+	fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.Brokers)
 	fmt.Fprintf(stdout, "connection settings for a shell: . %s\n", envFile)
 	return runDevProcesses(ctx, &c, tokens, cluster, stdout, log)
 }
@@ -125,7 +123,7 @@ const envFileName = "registry.env"
 func writeEnvFile(dir string, c *config) (string, error) {
 	path := filepath.Join(dir, envFileName)
 	body := fmt.Sprintf("# Written by `registry dev` at each start: . %s\nexport REGISTRY_KAFKA_BROKERS=%s\nexport DATABASE_URL=%s\n",
-		path, shellQuote(c.brokers), shellQuote(c.databaseURL))
+		path, shellQuote(c.Brokers), shellQuote(c.databaseURL))
 	if c.auth.adminKeyFile != "" { // registry policy upgrade signs its records with it
 		abs, err := filepath.Abs(c.auth.adminKeyFile)
 		if err != nil {
@@ -164,54 +162,6 @@ func runDevProcesses(ctx context.Context, c *config, tokens *auth.Store, cluster
 		}
 	})
 	return g.Wait()
-}
-
-// startDevPostgres starts the durable private cluster in dir/postgres,
-// from the server binaries bins picks (downloading the pinned build on a
-// machine without any, with a progress bar when stderr is a terminal).
-func startDevPostgres(ctx context.Context, dir string, bins pglaunch.Binaries, log *slog.Logger) (*pglaunch.Cluster, error) {
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		bins.Progress = os.Stderr
-	}
-	cluster, err := pglaunch.Start(ctx, pglaunch.Config{Dir: filepath.Join(dir, "postgres"), Durable: true, Logger: log, Binaries: bins})
-	if errors.Is(err, pglaunch.ErrNoBinaries) {
-		return nil, fmt.Errorf("starting embedded PostgreSQL: %w", err) // says the ways out itself
-	} else if err != nil {
-		return nil, fmt.Errorf("starting embedded PostgreSQL (to use an existing server instead, set DATABASE_URL or --database): %w", err)
-	}
-	if err := createDatabase(ctx, cluster.URL("postgres"), devDatabase); err != nil {
-		cluster.Stop() //nolint:errcheck // already failing
-		return nil, err
-	}
-	return cluster, nil
-}
-
-func createDatabase(ctx context.Context, url, name string) error {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return fmt.Errorf("connecting to embedded PostgreSQL: %w", err)
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
-		return fmt.Errorf("checking for database %s: %w", name, err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("creating database %s: %w", name, err)
-	}
-	return nil
-}
-
-func stopDevPostgres(cluster *pglaunch.Cluster, log *slog.Logger) {
-	start := time.Now()
-	if err := cluster.Stop(); err != nil {
-		log.Error("stopping embedded PostgreSQL", "error", err)
-		return
-	}
-	log.Info("embedded PostgreSQL stopped", "took", time.Since(start).Round(time.Millisecond))
 }
 
 // devAdminKey returns the admin key file dev uses when none is given: one

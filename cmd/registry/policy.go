@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/internal/cli"
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/projector/migrations"
 	"github.com/usernameregistry/registry/projector/upgrade"
@@ -54,7 +55,7 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	if sub == "diff" {
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	}
-	fs.Usage = usageWith(fs, policyHelp)
+	fs.Usage = cli.UsageWith(fs, policyHelp)
 	if err := parse(fs, args[1:], &c); err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
-	opts, err := c.kafkaOptions(log)
+	opts, err := c.KafkaOptions(log)
 	if err != nil {
 		return err
 	}

@@ -3,19 +3,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/usernameregistry/registry/internal/pg"
 	"github.com/usernameregistry/registry/projector/migrations"
@@ -53,7 +51,7 @@ func runRebuild(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	fs.BoolVar(&verify, "verify", false, "compare the shadow with the live projection; exit 1 on drift")
 	fs.BoolVar(&swap, "swap", false, "atomically replace the live projection with the shadow")
 	fs.IntVar(&samples, "samples", 10, "how many examples of each kind of difference or problem to print")
-	fs.Usage = usageWith(fs, rebuildHelp)
+	fs.Usage = cli.UsageWith(fs, rebuildHelp)
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -94,7 +92,7 @@ func runRebuild(ctx context.Context, args []string, stdout io.Writer, log *slog.
 // rebuildConfig connects to the database (migrating it, so a lost
 // database gets its tables back) and returns the rebuild configuration.
 func rebuildConfig(ctx context.Context, c *config, samples int, log *slog.Logger) (rebuild.Config, *pgxpool.Pool, error) {
-	opts, err := c.kafkaOptions(log)
+	opts, err := c.KafkaOptions(log)
 	if err != nil {
 		return rebuild.Config{}, nil, err
 	}
@@ -111,7 +109,7 @@ func rebuildConfig(ctx context.Context, c *config, samples int, log *slog.Logger
 		pool.Close()
 		return rebuild.Config{}, nil, err
 	}
-	return rebuild.Config{Kafka: opts, Pool: pool, Samples: samples, AdminKeys: keys, Progress: newProgress(log), Logger: log}, pool, nil
+	return rebuild.Config{Kafka: opts, Pool: pool, Samples: samples, AdminKeys: keys, Progress: cli.NewProgress(log), Logger: log}, pool, nil
 }
 
 // memoryLimit is the Go heap's soft limit for rebuild and replay: their
@@ -123,13 +121,6 @@ const memoryLimit = 200 << 20
 func boundMemory() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
-	}
-}
-
-func usageWith(fs *flag.FlagSet, help string) func() {
-	return func() {
-		fmt.Fprint(fs.Output(), help)
-		fs.PrintDefaults()
 	}
 }
 
@@ -181,83 +172,4 @@ func printSamples(w io.Writer, label string, samples []string) {
 	for _, s := range samples {
 		fmt.Fprintf(w, "    %s %s\n", strings.TrimSpace(label), s)
 	}
-}
-
-// newProgress shows progress as a bar on stderr when it is a terminal,
-// and as a log line every 10 seconds otherwise.
-func newProgress(log *slog.Logger) rebuild.Progress {
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		return &barProgress{}
-	}
-	return &logProgress{log: log, every: 10 * time.Second}
-}
-
-// barProgress is a terminal progress bar: records/s, percent, ETA.
-type barProgress struct{ bar *progressbar.ProgressBar }
-
-func (b *barProgress) Start(phase string, total int64) {
-	b.bar = progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetDescription(phase),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("records"),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionFullWidth(),
-		progressbar.OptionClearOnFinish(),
-	)
-}
-
-func (b *barProgress) Add(n int) { b.bar.Add(n) } //nolint:errcheck // a progress bar that cannot draw is no reason to stop
-
-func (b *barProgress) Finish() { b.bar.Finish() } //nolint:errcheck // as above
-
-// logProgress logs the phase's progress periodically.
-type logProgress struct {
-	log   *slog.Logger
-	every time.Duration
-
-	mu    sync.Mutex
-	phase string
-	total int64
-	done  int64
-	start time.Time
-	last  time.Time
-}
-
-func (l *logProgress) Start(phase string, total int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.phase, l.total, l.done, l.start, l.last = phase, total, 0, time.Now(), time.Now()
-	l.log.Info(phase, "total", total)
-}
-
-func (l *logProgress) Add(n int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.done += int64(n)
-	if time.Since(l.last) >= l.every {
-		l.last = time.Now()
-		l.report("progress")
-	}
-}
-
-func (l *logProgress) Finish() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.report("done")
-}
-
-func (l *logProgress) report(msg string) {
-	took := time.Since(l.start)
-	rate := float64(l.done) / max(took.Seconds(), 1e-9)
-	args := []any{"phase", l.phase, "records", l.done, "total", l.total, "records_per_second", int64(rate)}
-	if l.total > 0 {
-		args = append(args, "percent", fmt.Sprintf("%.1f", 100*float64(l.done)/float64(l.total)))
-	}
-	if rate > 0 && l.done < l.total {
-		args = append(args, "eta", (time.Duration(float64(l.total-l.done)/rate) * time.Second).Round(time.Second))
-	}
-	l.log.Info(msg, args...)
 }

@@ -104,7 +104,7 @@ func runRejections(ctx context.Context, args []string, stdout io.Writer, log *sl
 	if err != nil {
 		return err
 	}
-	opts, err := c.kafkaOptions(log)
+	opts, err := c.KafkaOptions(log)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func runRejections(ctx context.Context, args []string, stdout io.Writer, log *sl
 	if err == nil || errors.Is(err, errStdoutClosed) {
 		return nil
 	}
-	return fmt.Errorf("tailing rejections from %s: %w", c.brokers, err)
+	return fmt.Errorf("tailing rejections from %s: %w", c.Brokers, err)
 }
 
 // catchSIGPIPE makes a write to a closed stdout fail with EPIPE instead of

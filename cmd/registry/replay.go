@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/usernameregistry/registry/internal/cli"
+
 	"github.com/usernameregistry/registry/projector/rebuild"
 )
 
@@ -43,7 +45,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	fs.IntVar(&policy, "policy-version", 0, "replay every claim under this username policy version (claims made under another one as if made under it); report the names that would change")
 	fs.IntVar(&samples, "samples", 10, "how many examples of each kind of divergence to print")
 	fs.IntVar(&workers, "workers", 2, "partitions replayed at once")
-	fs.Usage = usageWith(fs, replayHelp)
+	fs.Usage = cli.UsageWith(fs, replayHelp)
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
