@@ -54,7 +54,7 @@ WHERE request_id = ANY($1::uuid[])`
 
 	sqlLoadHolders = `
 SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at,
-    coalesce(granted_under, 0), grandfathered, invalid
+    coalesce(granted_under, 0), grandfathered, invalid, coalesce(policy_version, 0)
 FROM usernames WHERE key = ANY($1::text[])`
 
 	// sqlLoadPartitionPolicy reads the policy state of a round's
@@ -87,9 +87,9 @@ SELECT * FROM unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[], 
 WITH h AS (DELETE FROM holds WHERE key = ANY($1::text[])), r AS (DELETE FROM reservations WHERE key = ANY($1::text[]))
 DELETE FROM rename_locks WHERE key = ANY($1::text[])`
 	sqlActivateHolders = `
-INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid)
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid, policy_version)
 SELECT canonical, key, username, user_id, orig_request, partition, claim_offset, at, granted_under,
-    count(*) OVER (PARTITION BY key) > 1, invalid
+    count(*) OVER (PARTITION BY key) > 1, invalid, $2
 FROM carried WHERE partition = $1 AND kind = 'holder'`
 	sqlActivateHolds = `
 INSERT INTO holds (key, canonical, user_id, request_id, held_until)
@@ -350,7 +350,7 @@ func scanHolders(rows pgx.Rows, states map[int32]*projection.State) error {
 	for rows.Next() {
 		h := &projection.Holder{}
 		if err := rows.Scan(&h.Canonical, &h.Key, &h.Username, &h.UserID, &h.RequestID, &h.Partition, &h.Offset, &h.RegisteredAt,
-			&h.GrantedUnder, &h.Grandfathered, &h.Invalid); err != nil {
+			&h.GrantedUnder, &h.Grandfathered, &h.Invalid, &h.KeyVersion); err != nil {
 			return err
 		}
 		h.RegisteredAt = h.RegisteredAt.UTC()
@@ -384,8 +384,14 @@ type writes struct {
 	// entries staged, and partitions activated (their writes come last).
 	policy         map[int32]*projection.State
 	staged         []stagedRow
-	activations    []int32
+	activations    []activation
 	activationKeys map[int32][]string // keys of holds, reservations and locks in each activated partition
+}
+
+// activation is a partition activating a policy version in a round.
+type activation struct {
+	partition int32
+	version   int
 }
 
 // stagedRow is a carried entry to stage, with its partition.
@@ -434,7 +440,7 @@ func (w *writes) add(st *projection.State, in *projection.Claim, out projection.
 		w.staged = append(w.staged, stagedRow{partition: in.Partition, offset: in.Offset, s: c.Stage})
 	}
 	if c.Activate != 0 {
-		w.activations = append(w.activations, in.Partition)
+		w.activations = append(w.activations, activation{partition: in.Partition, version: c.Activate})
 	}
 }
 
@@ -764,10 +770,11 @@ func (w *writes) queuePolicy(b *pgx.Batch) {
 		}
 		b.Queue(sqlSavePartitionPolicy, parts, versions, frozen, staged)
 	}
-	for _, part := range w.activations {
+	for _, a := range w.activations {
+		part := a.partition
 		b.Queue(sqlActivateDropHolders, part)
 		b.Queue(sqlActivateDropKeyed, w.activationKeys[part])
-		b.Queue(sqlActivateHolders, part)
+		b.Queue(sqlActivateHolders, part, a.version)
 		b.Queue(sqlActivateHolds, part)
 		b.Queue(sqlActivateReservations, part)
 		b.Queue(sqlActivateClear, part)
@@ -795,8 +802,8 @@ func (w *writes) loadActivationKeys(ctx context.Context, tx pgx.Tx, partitions i
 		}
 	}
 	w.activationKeys = map[int32][]string{}
-	for _, part := range w.activations {
-		w.activationKeys[part] = []string{}
+	for _, a := range w.activations {
+		w.activationKeys[a.partition] = []string{}
 	}
 	for _, k := range keys {
 		part := events.Partition([]byte(k), partitions)

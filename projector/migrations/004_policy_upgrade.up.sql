@@ -29,8 +29,9 @@ ALTER TABLE requests ADD CONSTRAINT requests_outcome_check CHECK (outcome IN
 -- Holders: a name keeps the version it was won under, and holders that a
 -- policy upgrade found under one key stay, together, as a grandfathered
 -- group. The constraints allow exactly that and nothing else:
---   * an ordinary holder is alone on its key and its canonical name
---     (usernames_key_ordinary, usernames_canonical_ordinary);
+--   * an ordinary holder is alone on its key and, within its policy
+--     version, on its canonical name (usernames_key_ordinary,
+--     usernames_canonical_ordinary);
 --   * grandfathered members may share a key, never a canonical name within
 --     it (the primary key);
 --   * no key has an ordinary holder beside grandfathered members
@@ -40,15 +41,21 @@ CREATE EXTENSION IF NOT EXISTS btree_gist;
 ALTER TABLE usernames
     ADD COLUMN granted_under integer CHECK (granted_under > 0),       -- policy version the name was won under; null: written before this migration (the initial version)
     ADD COLUMN grandfathered boolean NOT NULL DEFAULT false,          -- a member of a grandfathered group
-    ADD COLUMN invalid       boolean NOT NULL DEFAULT false;          -- carried by an upgrade although the partition's version refuses the name as typed
+    ADD COLUMN invalid       boolean NOT NULL DEFAULT false,          -- carried by an upgrade although the partition's version refuses the name as typed
+    ADD COLUMN policy_version integer CHECK (policy_version > 0);     -- policy version that computed canonical and key (the partition's when the row was written)
 -- Every name held before this migration was won under the recorded version
 -- (a registry never mixed versions).
 UPDATE usernames SET granted_under = (SELECT version FROM username_policy) WHERE granted_under IS NULL;
+UPDATE usernames SET policy_version = (SELECT version FROM username_policy) WHERE policy_version IS NULL;
 ALTER TABLE usernames DROP CONSTRAINT usernames_pkey;
 ALTER TABLE usernames DROP CONSTRAINT usernames_key_key;
 ALTER TABLE usernames ADD PRIMARY KEY (key, canonical);
 CREATE UNIQUE INDEX usernames_key_ordinary ON usernames (key) WHERE NOT grandfathered;
-CREATE UNIQUE INDEX usernames_canonical_ordinary ON usernames (canonical) WHERE NOT grandfathered;
+-- Canonical forms are unique per version: while an upgrade activates one
+-- partition after another, a name carried to its new partition meets its
+-- old row in a partition not yet activated, under the same canonical form.
+-- Within one version a canonical form has one key, so one partition.
+CREATE UNIQUE INDEX usernames_canonical_ordinary ON usernames (canonical, policy_version) WHERE NOT grandfathered;
 CREATE INDEX usernames_canonical ON usernames (canonical);
 ALTER TABLE usernames ADD CONSTRAINT usernames_no_ordinary_beside_group
     EXCLUDE USING gist (key WITH =, grandfathered WITH <>);

@@ -489,5 +489,12 @@ func produce(ctx context.Context, cfg Config, recs []*kgo.Record) error {
 		r.Topic = cfg.Topics.Claims
 		cfg.AdminKeys.Sign(r)
 	}
-	return cfg.Producer.ProduceSync(ctx, recs...).FirstErr()
+	for len(recs) > 0 { // in chunks, so a million carried records do not all wait in the client's buffer
+		n := min(len(recs), 10000)
+		if err := cfg.Producer.ProduceSync(ctx, recs[:n]...).FirstErr(); err != nil {
+			return err
+		}
+		recs = recs[n:]
+	}
+	return nil
 }

@@ -42,6 +42,9 @@ type Holder struct {
 	// Invalid marks a carried name that the partition's policy refuses
 	// as typed; its holder keeps it.
 	Invalid bool
+	// KeyVersion is the policy version that computed Canonical and Key
+	// (the partition's when the row was written; 0: unknown).
+	KeyVersion int
 }
 
 // Change is what one decision does to its partition's projection. The
@@ -170,7 +173,7 @@ func Fold(d *events.Decision, value, key []byte) (Change, error) {
 		}
 		c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
 			RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC(),
-			GrantedUnder: d.PolicyVersion}
+			GrantedUnder: d.PolicyVersion, KeyVersion: d.PolicyVersion}
 		c.DropHold, c.DropHolder = true, d.Outcome == events.OutcomeTransferred
 		c.DropCanonical = d.Canonical
 	case d.Outcome == events.OutcomeFrozen && d.Upgrade != nil:
@@ -271,7 +274,7 @@ func (st *State) Apply(c Change) {
 // functions below.
 var (
 	RequestColumns = []string{"request_id", "claim_partition", "claim_offset", "user_id", "username", "canonical", "outcome", "reason", "decision"}
-	HolderColumns  = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at", "granted_under", "grandfathered", "invalid"}
+	HolderColumns  = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at", "granted_under", "grandfathered", "invalid", "policy_version"}
 )
 
 // Row is e as a requests row, in RequestColumns order, for COPY.
@@ -294,7 +297,7 @@ func (h *Holder) Row() ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("holder's user_id %q: %w", h.UserID, err)
 	}
-	return []any{h.Canonical, h.Key, h.Username, [16]byte(uid), [16]byte(id), h.Partition, h.Offset, h.RegisteredAt, grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid}, nil
+	return []any{h.Canonical, h.Key, h.Username, [16]byte(uid), [16]byte(id), h.Partition, h.Offset, h.RegisteredAt, grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid, grantedUnder(h.KeyVersion)}, nil
 }
 
 // SQLInsertRequests and SQLInsertHolders insert a batch of rows, one array
@@ -312,8 +315,8 @@ SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[]
 ON CONFLICT (request_id, claim_partition) DO UPDATE SET claim_offset = excluded.claim_offset, outcome = excluded.outcome,
     reason = excluded.reason, decision = excluded.decision`
 	SQLInsertHolders = `
-INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[], $9::int[], $10::bool[], $11::bool[])`
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid, policy_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[], $9::int[], $10::bool[], $11::bool[], $12::int[])`
 )
 
 // RequestArrays are SQLInsertRequests' arguments: one array per column.
@@ -336,13 +339,13 @@ func HolderArrays(hs []*Holder) []any {
 	n := len(hs)
 	canon, keys, names, users, reqs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	parts, offsets, ats := make([]int32, n), make([]int64, n), make([]time.Time, n)
-	granted, grand, invalid := make([]*int32, n), make([]bool, n), make([]bool, n)
+	granted, grand, invalid, keyVersions := make([]*int32, n), make([]bool, n), make([]bool, n), make([]*int32, n)
 	for i, h := range hs {
 		canon[i], keys[i], names[i], users[i], reqs[i] = h.Canonical, h.Key, h.Username, h.UserID, h.RequestID
 		parts[i], offsets[i], ats[i] = h.Partition, h.Offset, h.RegisteredAt
-		granted[i], grand[i], invalid[i] = grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid
+		granted[i], grand[i], invalid[i], keyVersions[i] = grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid, grantedUnder(h.KeyVersion)
 	}
-	return []any{canon, keys, names, users, reqs, parts, offsets, ats, granted, grand, invalid}
+	return []any{canon, keys, names, users, reqs, parts, offsets, ats, granted, grand, invalid, keyVersions}
 }
 
 // grantedUnder is a Holder's GrantedUnder as a column value: null for 0.

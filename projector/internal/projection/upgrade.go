@@ -238,7 +238,7 @@ func stage(d *events.Decision, key string) (*Staged, error) {
 			return nil, fmt.Errorf("carried holder %q lacks registered_at or a UUID user_id", d.RequestID)
 		}
 		s.Holder = &Holder{Canonical: d.Canonical, Key: key, Username: d.Username, UserID: d.UserID, RequestID: k.RequestID,
-			Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: k.At.UTC(), GrantedUnder: k.GrantedUnder, Invalid: !k.Valid}
+			Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: k.At.UTC(), GrantedUnder: k.GrantedUnder, Invalid: !k.Valid, KeyVersion: k.To}
 	case events.CarryHold:
 		if k.HeldUntil == nil {
 			return nil, fmt.Errorf("carried hold %q lacks held_until", d.RequestID)
