@@ -63,7 +63,8 @@ func BenchmarkUpgrade(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		res, err := upgrade.Run(ctx, upgrade.Config{Pool: pool, Producer: up, Partitions: parts, To: 2, AdminKeys: keys, Poll: 10 * time.Millisecond})
+		res, err := upgrade.Run(ctx, upgrade.Config{Pool: pool, Producer: up, Partitions: parts, To: 2, AdminKeys: keys, Poll: 10 * time.Millisecond,
+			Out: stampedWriter{b: b, start: time.Now()}})
 		b.StopTimer()
 		if err != nil {
 			b.Fatal(err)
@@ -129,4 +130,16 @@ func waitDecided(b *testing.B, pool *pgxpool.Pool, n int64) {
 		}
 	}
 	b.Fatalf("%d claims not decided in time", n)
+}
+
+// stampedWriter logs the upgrade's progress lines with the time since it
+// started.
+type stampedWriter struct {
+	b     *testing.B
+	start time.Time
+}
+
+func (w stampedWriter) Write(p []byte) (int, error) {
+	w.b.Logf("%8s %s", time.Since(w.start).Round(time.Millisecond), p)
+	return len(p), nil
 }
