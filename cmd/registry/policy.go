@@ -102,7 +102,11 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 		return err
 	}
 	defer cl.Close()
-	_, err = upgrade.Run(ctx, upgrade.Config{Pool: pool, Producer: cl, Partitions: partitions, To: to, AdminKeys: keys, Out: stdout})
+	hook, err := failpointHookOf(upgrade.Failpoints) // REGISTRY_FAILPOINTS, in the chaos harness's build only
+	if err != nil {
+		return err
+	}
+	_, err = upgrade.Run(ctx, upgrade.Config{Pool: pool, Producer: cl, Partitions: partitions, To: to, AdminKeys: keys, Out: stdout, Failpoint: hook})
 	return err
 }
 
