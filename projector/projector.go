@@ -619,7 +619,9 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
 	defer cancel()
 	var live []*batch
+	activating := false // at most one activation per attempt: each replaces a whole partition's rows
 	for _, b := range bs {
+		b.ins = nil
 		if b.st.fenced {
 			continue
 		}
@@ -638,7 +640,14 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 				return err
 			}
 		}
-		if recs := upToActivation(undecided(b.recs, b.st.nextOffset)); len(recs) > 0 {
+		recs := upToActivation(undecided(b.recs, b.st.nextOffset))
+		if n := len(recs); n > 0 && projection.IsActivation(recs[n-1]) {
+			if activating {
+				recs = recs[:n-1] // the next attempt of the round activates it
+			}
+			activating = true
+		}
+		if len(recs) > 0 {
 			rules := p.rules
 			rules.Policy = b.st.policy
 			b.ins = make([]projection.Claim, len(recs))
