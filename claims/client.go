@@ -88,6 +88,13 @@ type ClientConfig struct {
 	// makes claims fail with ErrPolicyUnavailable (503) until it answers,
 	// not the client fail to start.
 	PolicyVersion func(ctx context.Context) (int, error)
+	// CarriedInvalid, when set, reports whether a policy upgrade carried a
+	// name the policy refuses, with this key and canonical form (as
+	// Policy.Inspect reads it), to a holder: releases, renames and
+	// transfers of such a name are then written under those forms instead
+	// of refused (the projector of an upgraded partition reads them so).
+	// Nil refuses them, as before any upgrade.
+	CarriedInvalid func(ctx context.Context, key, canonical string) (bool, error)
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -372,6 +379,13 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 
 // CheckPolicy is Check under the given policy version.
 func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.ClaimSubmitted, error) {
+	return checkName(policy, req, now, nil)
+}
+
+// checkName is CheckPolicy with the name's forms given (a name carried by
+// a policy upgrade that the policy refuses, as Inspect reads it); nil
+// normalizes req.Username.
+func checkName(policy *username.Policy, req Request, now time.Time, given *username.Username) (*events.ClaimSubmitted, error) {
 	requestID, err := parseID("request_id", req.RequestID, true)
 	if err != nil {
 		return nil, err
@@ -380,8 +394,10 @@ func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.C
 	if err != nil {
 		return nil, err
 	}
-	name, err := policy.Normalize(req.Username)
-	if err != nil {
+	var name username.Username
+	if given != nil {
+		name = *given
+	} else if name, err = policy.Normalize(req.Username); err != nil {
 		return nil, err
 	}
 	return &events.ClaimSubmitted{

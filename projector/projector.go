@@ -143,6 +143,9 @@ type partitionState struct {
 	// claim_partitions.policy_version, else the registry's initial
 	// version); nil until read. An activation changes it.
 	policy *username.Policy
+	// upgraded: the partition activated a policy version (an activation
+	// set its policy_version); see projection.Rules.Upgraded.
+	upgraded bool
 }
 
 // New returns a Projector writing through pool.
@@ -649,7 +652,7 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 		}
 		if len(recs) > 0 {
 			rules := p.rules
-			rules.Policy = b.st.policy
+			rules.Policy, rules.Upgraded = b.st.policy, b.st.upgraded
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
 				b.ins[i] = projection.Parse(r, rules)
@@ -692,7 +695,7 @@ func upToActivation(recs []*kgo.Record) []*kgo.Record {
 // decide a partition that a newer build upgraded.
 func (p *Projector) readPolicy(ctx context.Context, st *partitionState) error {
 	var v int
-	if err := p.pool.QueryRow(ctx, sqlPartitionPolicy, st.partition).Scan(&v); err != nil {
+	if err := p.pool.QueryRow(ctx, sqlPartitionPolicy, st.partition).Scan(&v, &st.upgraded); err != nil {
 		return fmt.Errorf("reading the username policy of partition %d: %w", st.partition, err)
 	}
 	if v == 0 { // no version recorded (Run records one first): the configured one

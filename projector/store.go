@@ -67,7 +67,8 @@ FROM claim_partitions WHERE partition = ANY($1::int[])`
 
 	sqlPartitionPolicy = `
 SELECT coalesce((SELECT policy_version FROM claim_partitions WHERE partition = $1),
-    (SELECT coalesce(initial_version, version) FROM username_policy), 0)`
+    (SELECT coalesce(initial_version, version) FROM username_policy), 0),
+    EXISTS (SELECT 1 FROM claim_partitions WHERE partition = $1 AND policy_version IS NOT NULL)`
 
 	sqlSavePartitionPolicy = `
 UPDATE claim_partitions c SET policy_version = nullif(v.version, 0), frozen_to = nullif(v.frozen, 0), staged = v.staged
@@ -712,6 +713,18 @@ func (s *Store) NameState(ctx context.Context, key string) (claims.NameState, er
 		return st, fmt.Errorf("looking up the reservation of %q: %w", key, err)
 	}
 	return st, nil
+}
+
+// CarriedInvalid reports whether a policy upgrade carried a name its
+// policy refuses, with this key and canonical form, to a holder who still
+// holds it (claims.ClientConfig.CarriedInvalid).
+func (s *Store) CarriedInvalid(ctx context.Context, key, canonical string) (bool, error) {
+	var held bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM usernames WHERE key = $1 AND canonical = $2 AND invalid)`, key, canonical).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("looking up the carried name %q: %w", canonical, err)
+	}
+	return held, nil
 }
 
 // UpgradingTo reports the username policy version a policy upgrade under

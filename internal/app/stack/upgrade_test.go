@@ -23,9 +23,11 @@ func TestPolicyUpgradeThroughTheAPI(t *testing.T) {
 	t.Parallel()
 	r := stacktest.Start(t, stacktest.Options{Projectors: 1, APIs: 1, Partitions: 4, PolicyVersion: 1})
 	api := r.APIs[0]
-	a, b, third := newID(), newID(), newID()
+	a, b, c, d, third := newID(), newID(), newID(), newID(), newID()
 	want(t, "dog under version 1", post(t, api, newID(), a, "dog"), 201, "registered", "", "")
 	want(t, "d0g under version 1", post(t, api, newID(), b, "d0g"), 201, "registered", "", "")
+	want(t, "ΚΟΣΜΟΣ under version 1", post(t, api, newID(), c, "ΚΟΣΜΟΣ"), 201, "registered", "", "")
+	want(t, "κοσμος under version 1", post(t, api, newID(), d, "κοσμος"), 201, "registered", "", "")
 	ctx := context.Background()
 
 	if _, err := r.Pool.Exec(ctx, `UPDATE username_policy SET upgrading_to = 2`); err != nil {
@@ -77,5 +79,15 @@ func TestPolicyUpgradeThroughTheAPI(t *testing.T) {
 	}
 	if code, av := lookup(t, api, "cat"); code != 200 || av.HeldUnderPolicy != 2 || av.Grandfathered {
 		t.Errorf("lookup of a name won under version 2: %d %+v", code, av)
+	}
+	// Version 2 refuses ΚΟΣΜΟΣ as typed; its holder keeps it, a new claim
+	// of it is refused, and its holder may still release it.
+	want(t, "third user's ΚΟΣΜΟΣ", claim(third, "ΚΟΣΜΟΣ"), 422, "rejected", "invalid", "")
+	got = do(t, "POST", api.URL+"/v1/releases?wait=30s", claimBody(newID(), third, "ΚΟΣΜΟΣ"))
+	want(t, "another user's release of ΚΟΣΜΟΣ", got, 409, "rejected", "not_holder", "")
+	got = do(t, "POST", api.URL+"/v1/releases?wait=30s", claimBody(newID(), c, "ΚΟΣΜΟΣ"))
+	want(t, "the holder's release of ΚΟΣΜΟΣ", got, 200, "released", "", "")
+	if code, av := lookup(t, api, "κοσμος"); code != 200 || av.UserID != d || !slices.Equal(av.GrandfatheredWith, []string{"κοσμος"}) {
+		t.Errorf("lookup of κοσμος after its group's other member left: %d %+v", code, av)
 	}
 }

@@ -68,6 +68,12 @@ type Rules struct {
 	// and partition may differ under this version, so they are not
 	// checked. The projector never translates.
 	Translate bool
+	// Upgraded is set for a partition that activated a policy version
+	// (registry policy upgrade): a release, rename or transfer of a name
+	// the policy refuses is read as Policy.Inspect reads it, since the
+	// upgrade may have carried such a name to a holder (CarryName).
+	// Before any activation such a command is invalid, as it always was.
+	Upgraded bool
 }
 
 // Parse turns a record into a Claim. It never fails: whatever is wrong
@@ -113,6 +119,11 @@ func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) st
 		in.UserID = uid.String()
 	}
 	name, err := ru.Policy.Normalize(c.Username)
+	if err != nil && ru.Upgraded && in.holderCommand() {
+		if u, ok := ru.Policy.Inspect(c.Username); ok {
+			name, err = u, nil
+		}
+	}
 	if err != nil {
 		return err.Error()
 	}
@@ -129,6 +140,17 @@ func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) st
 		return fmt.Sprintf("claim is in partition %d but its key belongs in partition %d: produce with the murmur2 partitioner", r.Partition, events.Partition(r.Key, partitions))
 	}
 	return ""
+}
+
+// holderCommand reports whether in acts on a name someone holds (release,
+// the from of a rename, transfer), which may be a carried name the policy
+// refuses.
+func (in *Claim) holderCommand() bool {
+	switch in.Type {
+	case events.TypeReleaseSubmitted, events.TypeRenameSubmitted, events.TypeRenameFinishing, events.TypeTransferSubmitted:
+		return true
+	}
+	return false
 }
 
 // storable replaces NUL, which PostgreSQL text cannot hold, so a claim

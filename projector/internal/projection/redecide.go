@@ -169,7 +169,7 @@ func (r *Redecider) rememberUpgrade(c Change) error {
 	if err != nil {
 		return err
 	}
-	r.rules.Policy = policy
+	r.rules.Policy, r.rules.Upgraded = policy, true
 	clear(r.holders)
 	clear(r.members)
 	clear(r.holds)

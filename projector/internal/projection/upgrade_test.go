@@ -41,7 +41,7 @@ func (l *upgradeLog) decide(rec *kgo.Record) Outcome {
 	st := l.states[rec.Partition]
 	rec.Offset = int64(len(l.recs[rec.Partition]))
 	rec.Timestamp = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC).Add(time.Duration(rec.Offset) * time.Second)
-	in := Parse(rec, Rules{Partitions: testPartitions, Policy: username.MustVersion(st.Version)})
+	in := Parse(rec, Rules{Partitions: testPartitions, Policy: username.MustVersion(st.Version), Upgraded: st.Upgraded})
 	if in.Admin() && in.Invalid == "" {
 		in.Invalid = AdminProblem(testKeys, rec)
 	}
@@ -207,6 +207,15 @@ func TestUpgradeKeepsCollidingHolders(t *testing.T) {
 		t.Errorf("claim of d0g after its release: %+v", d)
 	}
 
+	// A name version 2 refuses stays its holder's, who may release it: the
+	// upgraded partition reads it as Inspect does.
+	if d := l.decide(inspectCommand(t, events.TypeReleaseSubmitted, users["ΚΟΣΜΟΣ"], "ΚΟΣΜΟΣ")).Decision; d.Outcome != events.OutcomeReleased {
+		t.Errorf("the holder's release of ΚΟΣΜΟΣ after the upgrade: %+v", d)
+	}
+	if got := l.members("κοσμος"); !slices.Equal(got, []string{"κοσμος"}) {
+		t.Errorf("after ΚΟΣΜΟΣ's release the group is %q", got)
+	}
+
 	// Replay: Redeciders starting under version 1 decide every record
 	// again to the same bytes.
 	for p, recs := range l.recs {
@@ -260,5 +269,35 @@ func TestFrozenPartitionAnswersRetry(t *testing.T) {
 	in = Parse(act, rules)
 	if _, err := Decide(st, &in); !errors.Is(err, ErrCarryMismatch) {
 		t.Errorf("activation expecting 1 carried entry with none staged: %v", err)
+	}
+}
+
+// inspectCommand is a version-2 command for a name version 2 refuses,
+// written under the forms Inspect reads, as the API writes it for a
+// carried name.
+func inspectCommand(t *testing.T, typ, userID, typed string) *kgo.Record {
+	t.Helper()
+	u, ok := username.MustVersion(2).Inspect(typed)
+	if !ok {
+		t.Fatalf("Inspect cannot read %q", typed)
+	}
+	rec, err := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: userID, Username: typed,
+		Canonical: u.Canonical, Key: u.Key, PolicyVersion: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Partition = events.Partition(rec.Key, testPartitions)
+	return rec
+}
+
+// TestInvalidNameCommandsBeforeAnyUpgrade: in a partition that never
+// activated a version, a release of a name the policy refuses is invalid,
+// as it always was (old logs replay to the same bytes).
+func TestInvalidNameCommandsBeforeAnyUpgrade(t *testing.T) {
+	t.Parallel()
+	in := Parse(inspectCommand(t, events.TypeReleaseSubmitted, uuid.NewString(), "ΚΟΣΜΟΣ"), testRules)
+	out, err := Decide(NewState(), &in)
+	if err != nil || out.Decision.Reason != events.ReasonInvalid {
+		t.Errorf("release of ΚΟΣΜΟΣ in a partition never upgraded: %+v %v", out.Decision, err)
 	}
 }
