@@ -619,7 +619,7 @@ func (p *Projector) fence(st *partitionState) {
 // decisions, publish them. Shutdown does not interrupt a try under way:
 // the round in flight finishes, within AttemptTimeout.
 func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.attemptTimeout(bs))
 	defer cancel()
 	var live []*batch
 	activating := false // at most one activation per attempt: each replaces a whole partition's rows
@@ -677,6 +677,24 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	p.roundTypes = types
 	defer func() { p.roundTypes = nil }()
 	return p.publish(ctx, rows, false)
+}
+
+// activationTimeout bounds an attempt that activates a policy version:
+// the activation replaces a whole partition's rows in one transaction
+// (about 83,000 of a million names over 12 partitions took 15 to 30 s on
+// the test machine), so AttemptTimeout alone would time it out and retry
+// it for ever.
+const activationTimeout = 10 * time.Minute
+
+// attemptTimeout is AttemptTimeout, or activationTimeout when a batch
+// holds an activation still to decide.
+func (p *Projector) attemptTimeout(bs []*batch) time.Duration {
+	for _, b := range bs {
+		if recs := upToActivation(undecided(b.recs, b.st.nextOffset)); len(recs) > 0 && projection.IsActivation(recs[len(recs)-1]) {
+			return max(p.cfg.AttemptTimeout, activationTimeout)
+		}
+	}
+	return p.cfg.AttemptTimeout
 }
 
 // upToActivation cuts recs after the first policy activation: the records
