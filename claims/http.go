@@ -296,7 +296,8 @@ type Availability struct {
 	HeldUnderPolicy int `json:"held_under_policy,omitempty"`
 	// Grandfathered is set when the name's key is held by a grandfathered
 	// group: holders a policy upgrade found under one key, who all keep
-	// their names; GrandfatheredWith lists the group's names as typed.
+	// their names, while two or more remain; GrandfatheredWith lists the
+	// group's names as typed.
 	Grandfathered     bool     `json:"grandfathered,omitempty"`
 	GrandfatheredWith []string `json:"grandfathered_with,omitempty"`
 }
@@ -389,7 +390,7 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		return http.StatusConflict, av, nil
 	}
 	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
-	if reg != nil && reg.Grandfathered {
+	if reg != nil && len(reg.Members) > 1 { // a group is listed until one member remains
 		av.Grandfathered = true
 		for _, m := range reg.Members {
 			av.GrandfatheredWith = append(av.GrandfatheredWith, m.Username)
