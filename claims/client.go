@@ -316,7 +316,7 @@ func (s *Submission) RequestID() string { return s.res.RequestID }
 func (s *Submission) Await(ctx context.Context) Result {
 	defer s.Close()
 	if s.res.Decision == nil {
-		s.res.Decision = await(ctx, s.decisions, s.cmd)
+		s.res.Decision = await(ctx, s.decisions, s.cmd, s.rec.Partition)
 		if d := s.res.Decision; d != nil && d.Reason == events.ReasonPolicyUpgrading && s.forget != nil {
 			s.forget() // the registry is moving to a new policy version: read it again for the next command
 		}
@@ -476,16 +476,23 @@ func samePayload(d *events.Decision, cmd *command) bool {
 	return d.UserID == cmd.body.UserID && d.Username == cmd.body.Username && d.Command == cmd.command && d.ToUsername == cmd.to()
 }
 
-// await returns the first decision for this claim's payload, or nil when
-// ctx ends first. Decisions for the same request_id with another payload
-// belong to another request and are passed over.
-func await(ctx context.Context, decisions <-chan *events.Decision, cmd *command) *events.Decision {
+// await returns the first decision for this claim's payload made in
+// partition, the one the claim was written to, or nil when ctx ends first.
+// Decisions for the same request_id with another payload belong to
+// another request and are passed over. So are decisions made in another
+// partition: the same payload can have been decided there too, invalid (a
+// foreign producer's claim written to the wrong partition), and that says
+// nothing about this record, which its own partition decides
+// (docs/design.md, "A request_id decided in several partitions"). Every
+// command's final decision is made in the partition it was written to (a
+// rename's step 3 goes back to from's).
+func await(ctx context.Context, decisions <-chan *events.Decision, cmd *command, partition int32) *events.Decision {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case d := <-decisions:
-			if samePayload(d, cmd) && events.Final(d.Outcome) {
+			if d.ClaimPartition == partition && samePayload(d, cmd) && events.Final(d.Outcome) {
 				return d
 			}
 		}

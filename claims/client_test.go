@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/registrations"
 )
@@ -113,5 +114,83 @@ func TestSubmitBoundedWhenBrokerHangs(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("closing the producer with unanswered records took over 5s")
+	}
+}
+
+// feed is a Decisions whose subscriptions receive what the test sends.
+type feed struct {
+	mu   sync.Mutex
+	subs map[string]chan *events.Decision
+}
+
+func (f *feed) Subscribe(requestID string) (<-chan *events.Decision, func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan *events.Decision, 8)
+	f.subs[requestID] = ch
+	return ch, func() {}, nil
+}
+
+func (f *feed) send(d *events.Decision) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subs[d.RequestID] <- d
+}
+
+// TestAwaitTakesOnlyItsPartitionsDecision: a foreign producer wrote a claim
+// for the same payload to the wrong partition, and its invalid decision is
+// published while a retry of the request through the client waits. That
+// decision is for another record in another partition: the retry is
+// answered by the decision of the partition it was written to (its key's),
+// here registered, as docs/design.md ("A request_id decided in several
+// partitions") says; taking the invalid one would contradict the name the
+// user then holds.
+func TestAwaitTakesOnlyItsPartitionsDecision(t *testing.T) {
+	t.Parallel()
+	c, err := kafka.Embedded("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const partitions = 6
+	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(prod), partitions, -1); err != nil {
+		t.Fatal(err)
+	}
+	decisions := &feed{subs: map[string]chan *events.Decision{}}
+	cl, err := claims.NewClient(claims.ClientConfig{Producer: prod, Decisions: decisions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, user := uuid.NewString(), uuid.NewString()
+	sub, err := cl.Submit(ctx, claims.Request{RequestID: id, UserID: user, Username: "oscar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := events.Partition([]byte("oscar"), partitions)
+	base := events.Decision{RequestID: id, UserID: user, Username: "oscar", Canonical: "oscar", PolicyVersion: 2}
+	invalid := base
+	invalid.Outcome, invalid.Reason, invalid.Detail = events.OutcomeRejected, events.ReasonInvalid, "claim is in the wrong partition"
+	invalid.ClaimPartition, invalid.ClaimOffset = (own+1)%partitions, 0
+	registered := base
+	registered.Outcome, registered.HolderRequestID = events.OutcomeRegistered, id
+	registered.ClaimPartition, registered.ClaimOffset = own, 0
+	decisions.send(&invalid)
+	decisions.send(&registered)
+	wait, stop := context.WithTimeout(ctx, 5*time.Second)
+	defer stop()
+	res := sub.Await(wait)
+	if res.Decision == nil {
+		t.Fatal("no decision")
+	}
+	if res.Decision.Outcome != events.OutcomeRegistered || res.Decision.ClaimPartition != own {
+		t.Errorf("answered %s %s from partition %d, want registered from partition %d (its own)",
+			res.Decision.Outcome, res.Decision.Reason, res.Decision.ClaimPartition, own)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/usernameregistry/registry/events"
 )
@@ -19,6 +20,12 @@ import (
 // failpoints tag, as the chaos harness builds it; the shipped binary has no
 // way to.
 const (
+	// FailBeforeBegin fires at the start of each try at a round, its
+	// records in hand and no transaction open. A process
+	// stopped there (action stop) holds a batch in flight and wakes up as a
+	// zombie once the group has given its partitions to another member; the
+	// fence must refuse its commit.
+	FailBeforeBegin = "before-begin"
 	// FailBeforeCommit fires after a batch's decisions are written in its
 	// transaction and before COMMIT: a crash there must leave no trace.
 	FailBeforeCommit = "before-commit"
@@ -37,7 +44,7 @@ var ErrFailpoint = errors.New("failpoint")
 
 // failpointRule fires action on the at-th hit of its failpoint.
 type failpointRule struct {
-	action string // "crash" or "error"
+	action string // "crash", "error" or "stop"
 	at     int
 	hits   int
 }
@@ -48,9 +55,12 @@ type failpointRule struct {
 // first when @n is left out) and only then. "crash" exits the process at
 // once with status 137, as kill -9 would: no deferred cleanup, no
 // graceful close. "error" makes the step fail as a lost connection would.
+// "stop" stops the process where it is (it sends itself SIGSTOP, as a
+// frozen VM or a long pause would stop it) until someone sends SIGCONT;
+// then the step goes on as if nothing happened.
 // An empty spec gives nil: no failpoints.
 func ParseFailpoints(spec string) (func(name string) error, error) {
-	return ParseFailpointsOf(spec, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
+	return ParseFailpointsOf(spec, FailBeforeBegin, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
 }
 
 // ParseFailpointsOf is ParseFailpoints for a tool with failpoints of its
@@ -84,9 +94,16 @@ func ParseFailpointsOf(spec string, known ...string) (func(name string) error, e
 		if !fire {
 			return nil
 		}
-		if rule.action == "crash" {
+		switch rule.action {
+		case "crash":
 			fmt.Fprintf(os.Stderr, "projector: failpoint %s: crashing on hit %d\n", name, rule.at)
 			os.Exit(137)
+		case "stop":
+			fmt.Fprintf(os.Stderr, "projector: failpoint %s: stopping on hit %d until SIGCONT\n", name, rule.at)
+			if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
+				return fmt.Errorf("%w %s (hit %d): stopping: %w", ErrFailpoint, name, rule.at, err)
+			}
+			return nil
 		}
 		return fmt.Errorf("%w %s (hit %d)", ErrFailpoint, name, rule.at)
 	}, nil
@@ -112,8 +129,8 @@ func parseFailpoint(item string, known []string) (string, *failpointRule, error)
 		}
 		action, rule.at = a, at
 	}
-	if action != "crash" && action != "error" {
-		return "", nil, fmt.Errorf("failpoint %q: unknown action %q (want crash or error)", item, action)
+	if action != "crash" && action != "error" && action != "stop" {
+		return "", nil, fmt.Errorf("failpoint %q: unknown action %q (want crash, error or stop)", item, action)
 	}
 	rule.action = action
 	return name, rule, nil

@@ -1,12 +1,15 @@
 package projector_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -435,4 +438,85 @@ func produce(t *testing.T, addr string, from, to int, create bool) map[int32]int
 	out := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
 	return out
+}
+
+// lockedBuffer is an io.Writer a child process writes to while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// processState is the state letter of /proc/<pid>/stat ("T" when stopped).
+func processState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return string(b[i+2])
+	}
+	return ""
+}
+
+// TestZombieWithBatchInFlightIsFenced: a projector process stops itself
+// (failpoint before-begin:stop) with a batch in hand and no transaction
+// open, as a frozen VM would. The group gives its partitions to another
+// projector, which decides every claim. Woken with SIGCONT, the zombie
+// goes on to commit its stale batch at once: the fence must refuse it
+// ("partition fenced"), and no update of claim_partitions may move a
+// partition back (the chaos harness's stale-write trigger, property (i)).
+// This is the situation `make chaos-bugs` needs to catch the fence bug.
+func TestZombieWithBatchInFlightIsFenced(t *testing.T) {
+	t.Parallel()
+	w := newCrashWorld(t)
+	if err := chaos.WatchProgress(context.Background(), w.url); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PROJECTOR_TEST_FAILPOINTS="+projector.FailBeforeBegin+":stop", "PROJECTOR_TEST_BROKERS="+strings.Join(w.brokers, ","),
+		"PROJECTOR_TEST_DATABASE="+w.url, fmt.Sprintf("PROJECTOR_TEST_PARTITIONS=%d", crashPartitions))
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck // killed below
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT) //nolint:errcheck // it may be gone
+		cmd.Process.Kill()                  //nolint:errcheck
+		<-exited
+	})
+	waitFor := func(what string, d time.Duration, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(d); !ok(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s; the zombie's output:\n%s", what, d, out.String())
+			}
+		}
+	}
+	waitFor("the projector stopping itself with a batch in hand", 60*time.Second, func() bool { return processState(cmd.Process.Pid) == "T" })
+	if n := w.count(t, `SELECT count(*) FROM requests`); n != 0 {
+		t.Fatalf("the stopped projector decided %d claims before its round began", n)
+	}
+	w.run(t) // the new owner, once the group has dropped the stopped member
+	w.settle(t)
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the woken zombie being fenced", 30*time.Second, func() bool { return strings.Contains(out.String(), "partition fenced") })
+	w.check(t) // every property, (i) no stale write included
 }

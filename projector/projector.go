@@ -69,9 +69,10 @@ type Config struct {
 	// shutdown is not held up forever. Defaults to 30s.
 	AttemptTimeout time.Duration
 	// Failpoint, when set, is called at each fault point of a round
-	// (FailBeforeCommit, FailAfterCommit, FailAfterPublish) with its name;
-	// an error it returns fails that step as a lost connection would. For
-	// tests and the chaos harness (see ParseFailpoints). Defaults to none.
+	// (FailBeforeBegin, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
+	// with its name; an error it returns fails that step as a lost
+	// connection would. For tests and the chaos harness (see
+	// ParseFailpoints). Defaults to none.
 	Failpoint func(name string) error
 	// AdminKeys verifies the proof an administrative command written to
 	// claims must carry (events.HeaderProof); see checkAdminProof. Nil
@@ -619,6 +620,9 @@ func (p *Projector) fence(st *partitionState) {
 // decisions, publish them. Shutdown does not interrupt a try under way:
 // the round in flight finishes, within AttemptTimeout.
 func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
+	if err := p.failpoint(FailBeforeBegin); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.attemptTimeout(bs))
 	defer cancel()
 	var live []*batch

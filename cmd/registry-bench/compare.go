@@ -36,7 +36,7 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	var c config
 	var cfg bench.CompareConfig
 	var f benchFlags
-	var clients, env, registry string
+	var clients, env, registry, systemsList string
 	fs := flagSet("compare", &c, stdout)
 	declareBench(fs, &cfg.Base, &f)
 	fs.StringVar(&cfg.Dir, "data", "", "directory for both systems' data (required; use a fresh one)")
@@ -44,6 +44,8 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	fs.IntVar(&cfg.Rounds, "rounds", 1, "repeat everything, alternating the systems")
 	fs.StringVar(&registry, "registry", "", "the registry binary to run as 'registry dev'; empty builds ./cmd/registry into --data")
 	fs.StringVar(&env, "server-env", "", "environment for both servers, comma-separated NAME=value (e.g. GOMEMLIMIT=280MiB)")
+	fs.StringVar(&cfg.Kafka, "kafka", bench.KafkaEmbedded, "the registry's broker: embedded (dev's own) or apache (a single Apache Kafka broker from jars, fresh for every run, given to dev as --kafka-brokers; needs java 17+ and mvn)")
+	fs.StringVar(&systemsList, "systems", "registry,baseline", "systems to run, comma-separated: registry, baseline")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), compareHelp)
 		fs.PrintDefaults()
@@ -63,6 +65,9 @@ func runCompare(ctx context.Context, args []string, stdout io.Writer, log *slog.
 	}
 	if env != "" {
 		cfg.Env = strings.Split(env, ",")
+	}
+	for _, s := range strings.Split(systemsList, ",") {
+		cfg.Systems = append(cfg.Systems, strings.TrimSpace(s))
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -30,6 +30,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold", "policy-version")
 	kafkaAddr := fs.String("kafka-addr", c.Or("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
 		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
+	external := fs.String("kafka-brokers", c.Or("REGISTRY_DEV_KAFKA_BROKERS", ""),
+		"Kafka seed brokers to use instead of the embedded broker, comma-separated, plaintext; empty runs the embedded one (REGISTRY_DEV_KAFKA_BROKERS)")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -79,18 +81,27 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 		defer cli.StopDevPostgres(cluster, log)
 		c.databaseURL = cluster.URL(cli.DevDatabase)
 	}
-	broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), kafkaPort)
-	if err != nil {
-		return err
+	if *external != "" {
+		c.Brokers = *external
+		log.Info("embedded services up; Kafka is external", "kafka", c.Brokers, "data", dir, "embedded_postgres", cluster != nil)
+	} else {
+		broker, err := kafka.Embedded(filepath.Join(dir, "kafka"), kafkaPort)
+		if err != nil {
+			return err
+		}
+		defer broker.Close()
+		c.Brokers = broker.ListenAddrs()[0]
+		log.Info("embedded services up", "kafka", c.Brokers, "data", dir, "embedded_postgres", cluster != nil)
 	}
-	defer broker.Close()
-	c.Brokers = broker.ListenAddrs()[0]
-	log.Info("embedded services up", "kafka", c.Brokers, "data", dir, "embedded_postgres", cluster != nil)
 	envFile, err := writeEnvFile(dir, &c)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.Brokers)
+	if *external != "" {
+		fmt.Fprintf(stdout, "Kafka brokers at %s (--kafka-brokers; no embedded broker)\n", c.Brokers)
+	} else {
+		fmt.Fprintf(stdout, "embedded Kafka broker at %s\n", c.Brokers)
+	}
 	fmt.Fprintf(stdout, "connection settings for a shell: . %s\n", envFile)
 	return runDevProcesses(ctx, &c, tokens, cluster, stdout, log)
 }

@@ -76,6 +76,16 @@ func Kafka(t T) []string {
 	return cl.ListenAddrs()
 }
 
+// EmbeddedKafka reports whether Kafka gives tests the in-process kfake,
+// rather than a real Kafka (Apache Kafka from jars, the container, or
+// TEST_KAFKA_BROKERS). Only tests that pin down a documented difference
+// between the two (docs/design.md, "Apache Kafka and kfake") need it; every
+// other test must pass on both alike.
+func EmbeddedKafka() bool {
+	_, c := selected()
+	return c.Kafka == sourceLocal
+}
+
 // exclusive holds the shared broker at brokers for t until t ends, and
 // deletes the registry's topics on it first.
 func exclusive(t T, brokers []string, what string) []string {

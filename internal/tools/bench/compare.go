@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/usernameregistry/registry/internal/kafkalaunch"
 )
 
 // CompareConfig configures a side-by-side run: the registry (`registry
@@ -45,6 +47,16 @@ type CompareConfig struct {
 	Base Config
 	// Env is added to the environment of both servers (GOMEMLIMIT, say).
 	Env []string
+	// Kafka is the registry's broker: KafkaEmbedded (the default), the
+	// broker embedded in `registry dev`, fsync on every write; or
+	// KafkaApache, a single Apache Kafka broker from jars
+	// (internal/kafkalaunch, Kafka's default settings) started fresh for
+	// every registry run and given to dev as --kafka-brokers. The broker's
+	// JVM is not a child of dev, so its CPU is not in CompareRun.CPU.
+	Kafka string
+	// Systems are the systems to run, of "registry" and "baseline".
+	// Defaults to both.
+	Systems []string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -68,6 +80,12 @@ type Comparison struct {
 
 var systems = []string{"registry", "baseline"}
 
+// The brokers the registry can run on (CompareConfig.Kafka).
+const (
+	KafkaEmbedded = "embedded"
+	KafkaApache   = "apache"
+)
+
 // Compare runs every closed-loop workload against each system, then an
 // open loop at half the registry's peak against each, each run on a
 // freshly started server with empty data, and returns every report. A failed correctness check is returned as an error after the
@@ -80,6 +98,18 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		cfg.Clients = []int{1, 16, 64, 256, 1024, 4096}
 	}
 	cfg.Rounds = cmp.Or(cfg.Rounds, 1)
+	cfg.Kafka = cmp.Or(cfg.Kafka, KafkaEmbedded)
+	if cfg.Kafka != KafkaEmbedded && cfg.Kafka != KafkaApache {
+		return nil, fmt.Errorf("bench: Kafka %q: want %s or %s", cfg.Kafka, KafkaEmbedded, KafkaApache)
+	}
+	if len(cfg.Systems) == 0 {
+		cfg.Systems = systems
+	}
+	for _, sys := range cfg.Systems {
+		if !slices.Contains(systems, sys) {
+			return nil, fmt.Errorf("bench: system %q: want registry or baseline", sys)
+		}
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -134,7 +164,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 			w.Clients, w.Rate = n, 0
 			closed = append(closed, w)
 		}
-		for _, sys := range systems {
+		for _, sys := range cfg.Systems {
 			if err := run(sys, round, closed); err != nil {
 				return out, err
 			}
@@ -148,7 +178,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 		}
 		open := cfg.Base
 		open.Rate = max(1, float64(int(out.HalfPeak)))
-		for _, sys := range systems {
+		for _, sys := range cfg.Systems {
 			if err := run(sys, round, []Config{open}); err != nil {
 				return out, err
 			}
@@ -161,7 +191,8 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
 type server struct {
 	cmd    *exec.Cmd
 	url    string
-	exited chan struct{} // closed when the process has exited
+	exited chan struct{}        // closed when the process has exited
+	broker *kafkalaunch.Cluster // the registry's Apache Kafka, if any
 }
 
 func startServer(ctx context.Context, cfg CompareConfig, sys, run string) (*server, error) {
@@ -175,6 +206,16 @@ func startServer(ctx context.Context, cfg CompareConfig, sys, run string) (*serv
 	if sys == "baseline" {
 		exe, args = cfg.Baseline, []string{"baseline", "--data", dir, "--reset", "--http", addr}
 	}
+	var broker *kafkalaunch.Cluster
+	if sys == "registry" && cfg.Kafka == KafkaApache {
+		kctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		broker, err = kafkalaunch.Start(kctx, kafkalaunch.Config{Dir: dir + "-kafka", Logger: cfg.Logger})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("starting Apache Kafka for %s: %w", run, err)
+		}
+		args = append(args, "--kafka-brokers", strings.Join(broker.Addrs(), ","))
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), cfg.Env...)
 	logf, err := os.Create(dir + ".log")
@@ -184,9 +225,12 @@ func startServer(ctx context.Context, cfg CompareConfig, sys, run string) (*serv
 	defer logf.Close() // the child has its own descriptor
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
+		if broker != nil {
+			broker.Stop()
+		}
 		return nil, fmt.Errorf("starting %s: %w", sys, err)
 	}
-	s := &server{cmd: cmd, url: "http://" + addr, exited: make(chan struct{})}
+	s := &server{cmd: cmd, url: "http://" + addr, exited: make(chan struct{}), broker: broker}
 	go func() {
 		cmd.Wait() //nolint:errcheck // its log says why
 		close(s.exited)
@@ -232,6 +276,9 @@ func (s *server) stop(log *slog.Logger) {
 		log.Warn("server did not stop; killing it", "pid", s.cmd.Process.Pid)
 		s.cmd.Process.Kill() //nolint:errcheck // best effort
 		<-s.exited
+	}
+	if s.broker != nil {
+		s.broker.Stop()
 	}
 }
 
@@ -296,6 +343,13 @@ func (c *Comparison) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "%-9s %-5d %-12s %12.0f %9.2f %9.2f %9.2f %8.2f %s\n", r.System, r.Round, r.Workload,
 			r.Report.Throughput, r.Report.Latency.P50, r.Report.Latency.P99, r.Report.Latency.P999, r.CPU, check)
+	}
+	ran := func(sys string) bool {
+		return slices.ContainsFunc(c.Runs, func(r CompareRun) bool { return r.System == sys })
+	}
+	if !ran("registry") || !ran("baseline") { // one system (--systems): nothing to divide
+		_, err := io.WriteString(w, b.String())
+		return err
 	}
 	fmt.Fprintf(&b, "\nregistry / baseline (medians over rounds); open loop at half the registry's peak: %.0f/s\n", c.HalfPeak)
 	fmt.Fprintf(&b, "%-12s %12s %12s %10s %10s\n", "workload", "throughput", "p50", "p99", "cpu/claim")

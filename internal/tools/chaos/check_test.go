@@ -347,3 +347,55 @@ func TestCheckRefusedNamesNeedNoDecision(t *testing.T) {
 	in.Ops = append(in.Ops, wrong)
 	expectOnly(t, Check(in), PropAnswersAgree)
 }
+
+// TestCheckWrongPartitionRetryAfterReuse is chaos seed 4's history: a
+// foreign producer writes a claim for one name to the wrong partition
+// (rejected invalid there), its request_id is then reused through the API
+// for another name whose key falls in the first name's own partition, and
+// the first name is then retried through the API. Its own partition has
+// already decided the request_id for the other name, so the retry is a
+// request_conflict (docs/design.md, "A request_id decided in several
+// partitions"), not invalid (a decision of another partition) and not a
+// decision on its merits.
+func TestCheckWrongPartitionRetryAfterReuse(t *testing.T) {
+	own := events.Partition([]byte("alice"), testPartitions)
+	other := ""
+	for i := 0; other == ""; i++ {
+		if n := "p4-" + string(rune('a'+i%26)) + string(rune('a'+i/26)); events.Partition([]byte(n), testPartitions) == own {
+			other = n
+		}
+	}
+	id, user := uuid.NewString(), uuid.NewString()
+	poison := claimRec(t, 0, id, user, other)
+	poison.Partition = (own + 1) % testPartitions // murmur2 not used
+	recs := append([]*kgo.Record{poison}, logOf(t,
+		[3]string{id, user, "alice"}, // the reuse, decided on its merits in partition own
+		[3]string{id, user, other},   // the retry of the poison, in partition own too
+	)...)
+	in := world(t, recs)
+	for i, op := range in.Ops {
+		if op.Username == other && op.Result == ResultInvalid { // the poison record: no answer
+			in.Ops[i].Kind, in.Ops[i].Result = KindPoison, ResultUnknown
+		}
+	}
+	var retry *Op
+	for i, op := range in.Ops {
+		if op.Username == other && op.Kind == KindNew {
+			retry = &in.Ops[i]
+		}
+	}
+	if retry == nil || retry.Result != ResultRequestConflict {
+		t.Fatalf("the model did not decide the retry request_conflict: %+v", in.Ops)
+	}
+	expectOnly(t, Check(in))
+
+	for _, wrong := range []string{ResultInvalid, ResultRegistered} {
+		bad := *retry
+		bad.ID, bad.Kind, bad.Result = 900, KindRetry, wrong
+		in := world(t, recs)
+		in.Ops = append(in.Ops[:0:0], bad)
+		if rep := Check(in); rep.Counts[PropAnswersAgree] == 0 {
+			t.Errorf("a retry of %q answered %s was not flagged", other, wrong)
+		}
+	}
+}

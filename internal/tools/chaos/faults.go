@@ -42,6 +42,13 @@ const (
 	FaultRollingRestart          = "rolling-restart"           // controlled restart of every node, one after another
 )
 
+// PausedInRound is not a fault type of its own: it counts the
+// pause-projector faults that stopped a projector with a batch in flight
+// (pauseInRound). The first of every run does, so every run wakes a zombie
+// that the fence must refuse; a run that paused a projector but never in
+// a round fails as too short.
+const PausedInRound = "pause-projector-in-round"
+
 // The Kafka a run uses (Config.Kafka).
 const (
 	KafkaEmbedded = "kfake"
@@ -73,6 +80,12 @@ func (f *faultCounter) add(kind string) {
 	f.n[kind]++
 }
 
+func (f *faultCounter) count(kind string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n[kind]
+}
+
 func (f *faultCounter) snapshot() map[string]int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -84,14 +97,24 @@ func (f *faultCounter) snapshot() map[string]int {
 // are dealt from a shuffled deck of every configured type, dealt again
 // once empty, so a run injects each type once before any repeats: a
 // short run still exercises all of them (with every type, about 45 s).
+// The first fault is pause-projector, on its own, whose first pause stops
+// a projector with a batch in flight (pauseInRound): every run, however
+// short, wakes a zombie early.
 func (r *run) inject(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0xfa17))
 	var deck []string
+	alone := slices.Contains(r.cfg.Faults, FaultPauseProjector) // the first fault, on its own: records must flow
+	if alone {
+		deck = append(deck, FaultPauseProjector)
+	}
 	for {
 		if !sleep(ctx, time.Duration(1500+rng.IntN(3000))*time.Millisecond) {
 			return
 		}
 		n := 1 + rng.IntN(min(2, len(r.cfg.Faults)))
+		if alone {
+			n, alone = 1, false
+		}
 		kinds := make([]string, 0, n)
 		for len(kinds) < n {
 			if len(deck) == 0 {
@@ -140,6 +163,9 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 		a.up()
 	case FaultPauseProjector:
 		p := r.projectors[rng.IntN(len(r.projectors))]
+		if r.faults.count(PausedInRound) == 0 && r.pauseInRound(p, hold) {
+			return
+		}
 		r.logf("fault: SIGSTOP %s", p.name)
 		p.signal(syscall.SIGSTOP)
 		hold(r.cfg.SessionTimeout+2*time.Second, 3*time.Second)
@@ -205,6 +231,41 @@ func (r *run) fault(ctx context.Context, kind string, rng *rand.Rand) {
 			r.startNode(ctx, n)
 		}
 	}
+}
+
+// pauseInRound makes p a zombie with a batch in flight: a random SIGSTOP
+// mostly lands while p waits for records, and a projector woken from there
+// learns of the rebalance before it decides anything, so the fence is
+// never put to the test. p is restarted with the failpoint
+// before-begin:stop, which stops it at its first round with the records
+// in hand and no transaction open; once it has stopped, it is held past
+// the session timeout, so the group gives its partitions to another
+// member, and woken: it goes on to commit its stale batch at once, which
+// the fence must refuse (property (i) sees any write it lets through).
+// It reports false, having restarted p without the failpoint, when p did
+// not stop within 45 s (no records reached it).
+func (r *run) pauseInRound(p *proc, hold func(min, spread time.Duration)) bool {
+	spec := projector.FailBeforeBegin + ":stop"
+	r.logf("fault: %s restarts with REGISTRY_FAILPOINTS=%s, to stop with a batch in flight", p.name, spec)
+	p.kill()
+	p.arm("REGISTRY_FAILPOINTS=" + spec) // for every start until it stops: a start can fail while the broker is down
+	p.up()
+	for deadline := time.Now().Add(45 * time.Second); !p.stopped(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.logf("fault: %s did not stop within 45s; restarting it without the failpoint", p.name)
+			p.kill()
+			p.disarm()
+			p.up()
+			return false
+		}
+	}
+	p.disarm()
+	r.faults.add(PausedInRound)
+	r.logf("fault: %s stopped itself with a batch in flight", p.name)
+	hold(r.cfg.SessionTimeout+2*time.Second, 3*time.Second)
+	r.logf("fault: SIGCONT %s (a zombie with a batch in flight)", p.name)
+	p.signal(syscall.SIGCONT)
+	return true
 }
 
 // brokerOutage keeps writes impossible for 12 to 15 s, longer than the

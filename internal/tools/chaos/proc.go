@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,7 +23,11 @@ type proc struct {
 	// nextEnv, when set, adds variables for the next start only (a
 	// failpoint for one incarnation).
 	nextEnv []string
-	onExit  func(name string, err error)
+	// armed, when set, adds variables to every start until disarmed (a
+	// failpoint that must survive starts that fail, as they do while the
+	// broker is down).
+	armed  []string
+	onExit func(name string, err error)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -77,7 +82,7 @@ func (p *proc) start() (*exec.Cmd, chan struct{}, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cmd := exec.Command(p.bin, p.args...)
-	cmd.Env = append(append(append(os.Environ(), p.env...), p.nextEnv...), "CHAOS_NODE="+p.name)
+	cmd.Env = append(append(append(append(os.Environ(), p.env...), p.armed...), p.nextEnv...), "CHAOS_NODE="+p.name)
 	p.nextEnv = nil
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	// Die with the harness, whatever happens to it.
@@ -104,6 +109,23 @@ func (p *proc) pid() int {
 	default:
 		return p.cmd.Process.Pid
 	}
+}
+
+// stopped reports whether the running process is stopped (state T in
+// /proc/<pid>/stat: it got SIGSTOP, from the injector or from itself).
+func (p *proc) stopped() bool {
+	pid := p.pid()
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and may
+	// hold anything, so look after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
 }
 
 // signal sends sig to the running process, if any, and returns its exit
@@ -145,6 +167,15 @@ func (p *proc) up(env ...string) {
 	default:
 	}
 }
+
+// arm adds env to every start from now on, until disarm.
+func (p *proc) arm(env ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed = env
+}
+
+func (p *proc) disarm() { p.arm() }
 
 // stop holds the process down and stops it gracefully (SIGTERM), killing
 // it after timeout.

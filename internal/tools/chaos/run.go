@@ -179,6 +179,9 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 			out.NotInjected = append(out.NotInjected, f)
 		}
 	}
+	if slices.Contains(cfg.Faults, FaultPauseProjector) && out.Faults[FaultPauseProjector] > 0 && out.Faults[PausedInRound] == 0 {
+		out.NotInjected = append(out.NotInjected, PausedInRound)
+	}
 	return out, nil
 }
 
