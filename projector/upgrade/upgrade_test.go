@@ -66,25 +66,8 @@ func newV1Registry(t *testing.T) *registry {
 	}
 	t.Cleanup(up.Close)
 	r.up = up
-	p, err := projector.New(projector.Config{Kafka: r.opts, Partitions: partitions, PolicyVersion: 1, AdminKeys: keys,
-		Group: "upgrade-" + uuid.NewString(), SessionTimeout: 6 * time.Second, Logger: testenv.Logger(t)}, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	stopped := false
-	r.stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("projector: %v", err)
-			}
-		}
-	}
-	t.Cleanup(r.stop)
+	r.stop = r.startProjector(1)
+	t.Cleanup(func() { r.stop() })
 	for _, name := range v1Names {
 		r.users[name] = uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
 		if d := r.claim(1, r.users[name], name); d.Outcome != events.OutcomeRegistered {
@@ -92,6 +75,29 @@ func newV1Registry(t *testing.T) *registry {
 		}
 	}
 	return r
+}
+
+// startProjector starts a projector (told the policy version when not 0)
+// and returns what stops it; a second call of stop does nothing.
+func (r *registry) startProjector(version int) func() {
+	p, err := projector.New(projector.Config{Kafka: r.opts, Partitions: partitions, PolicyVersion: version, AdminKeys: keys,
+		Group: "upgrade-" + uuid.NewString(), SessionTimeout: 6 * time.Second, Logger: testenv.Logger(r.t)}, r.pool)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	stopped := false
+	return func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				r.t.Errorf("projector: %v", err)
+			}
+		}
+	}
 }
 
 // claim writes a claim made under version and waits for its decision.
@@ -347,5 +353,52 @@ func TestReplayAndRebuildAgree(t *testing.T) {
 		 EXCEPT SELECT canonical, key, user_id, request_id, grandfathered, invalid, granted_under FROM usernames)) d`).Scan(&differ)
 	if err != nil || differ != 0 {
 		t.Errorf("the replayed holders differ from the live ones in %d rows (%v)", differ, err)
+	}
+}
+
+// TestRestartWithUnstoredAnswerAtTheTail: a claim written to a frozen
+// partition is answered policy_upgrading, which the ledger does not keep;
+// a projector assigned the partition afterwards must not take the missing
+// ledger row for lost claims (it halted with ErrDataLoss before), and the
+// upgrade then finishes.
+func TestRestartWithUnstoredAnswerAtTheTail(t *testing.T) {
+	r := newV1Registry(t)
+	ctx := context.Background()
+	if _, err := r.upgrade(upgrade.FailAfterFrozen); !errors.Is(err, errCrash) {
+		t.Fatalf("upgrade did not stop after the freeze: %v", err)
+	}
+	name, _ := username.MustVersion(1).Normalize("zed")
+	rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: uuid.NewString(), Username: "zed",
+		Canonical: name.Canonical, Key: name.Key, PolicyVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Partition = events.Partition(rec.Key, partitions)
+	res := r.prod.ProduceSync(ctx, rec)
+	if err := res.FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	offset := res[0].Record.Offset
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var next int64
+		var outbox int
+		if err := r.pool.QueryRow(ctx, `SELECT next_offset, (SELECT count(*) FROM outbox) FROM claim_partitions WHERE partition = $1`, rec.Partition).Scan(&next, &outbox); err != nil {
+			t.Fatal(err)
+		}
+		if next > offset && outbox == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the claim in the frozen partition was not answered")
+		}
+	}
+	var stored int
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM requests WHERE username = 'zed'`).Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("policy_upgrading answer stored %d times (%v)", stored, err)
+	}
+	r.stop()
+	r.stop = r.startProjector(0)
+	if _, err := r.upgrade(""); err != nil {
+		t.Fatalf("the upgrade after the restart: %v", err)
 	}
 }
