@@ -1,9 +1,9 @@
 package claims
 
 import (
-	"errors"
 	"cmp"
 	"context"
+	"errors"
 	"time"
 
 	"github.com/usernameregistry/registry/events"
