@@ -464,15 +464,19 @@ func waitFor(ctx context.Context, cfg Config, what string, done func(map[int32]p
 		}
 		if time.Since(last) > 5*time.Second {
 			last = time.Now()
-			var waiting []int32
+			var frozen, activated []int32
 			for p, s := range st {
 				if s.version < cfg.To && s.frozenTo != cfg.To {
-					waiting = append(waiting, p)
+					frozen = append(frozen, p)
+				}
+				if s.version < cfg.To {
+					activated = append(activated, p)
 				}
 			}
-			slices.Sort(waiting)
-			fmt.Fprintf(cfg.Out, "waiting for %s: %s so far; partitions not frozen: %v; renames under way: %d; outbox rows: %d (is a projector running?)\n",
-				what, time.Since(t0).Round(time.Second), waiting, locks, outbox)
+			slices.Sort(frozen)
+			slices.Sort(activated)
+			fmt.Fprintf(cfg.Out, "waiting for %s: %s so far; partitions not frozen: %v; not activated: %v; renames under way: %d; outbox rows: %d (a projector must be running)\n",
+				what, time.Since(t0).Round(time.Second), frozen, activated, locks, outbox)
 		}
 		select {
 		case <-ctx.Done():
