@@ -329,6 +329,10 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 	for _, t := range tables {
 		stmts = append(stmts, `ALTER TABLE `+shadow+`.`+t+` SET SCHEMA `+cur)
 	}
+	// The partitions' policy state follows from the decisions too (a
+	// policy upgrade's freezes, carries and activations).
+	stmts = append(stmts, `UPDATE `+cur+`.claim_partitions c SET policy_version = s.policy_version, frozen_to = s.frozen_to, staged = s.staged
+		FROM `+shadow+`.claim_partitions s WHERE c.partition = s.partition`)
 	stmts = append(stmts, `DROP SCHEMA `+shadow+` CASCADE`)
 	for _, stmt := range stmts {
 		if _, err := tx.Exec(ctx, stmt); err != nil {

@@ -288,7 +288,8 @@ func values(m map[string]string) []string {
 
 // TestReplayAndRebuildAgree: after an upgrade and traffic under the new
 // version (a group member releasing, a third user's claims), a rebuild
-// from registrations finds no difference with the live projection, and a
+// from registrations finds no difference with the live projection and
+// swaps in to the same holders and partition policy state, and a
 // replay of the claims from the beginning decides every record again to
 // the recorded bytes and builds the same holders.
 func TestReplayAndRebuildAgree(t *testing.T) {
@@ -336,6 +337,18 @@ func TestReplayAndRebuildAgree(t *testing.T) {
 	}
 	if v.Drift() || v.LiveUsernames != v.ShadowUsernames || v.LiveUsernames == 0 {
 		t.Errorf("rebuild differs from the live projection: %+v", v)
+	}
+	before := r.snapshot()
+	// The partitions' policy state follows from the decisions: the swap
+	// brings it back even when the live rows lost it.
+	if _, err := r.pool.Exec(ctx, `UPDATE claim_partitions SET policy_version = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rebuild.Swap(ctx, cfg); err != nil {
+		t.Fatalf("swap: %v", err)
+	}
+	if after := r.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("the swapped-in rebuild differs from the live projection:\n got %q\nwant %q", after, before)
 	}
 	rep, err := rebuild.Replay(ctx, rebuild.ReplayConfig{Config: cfg})
 	if err != nil {
