@@ -178,6 +178,11 @@ const (
 	CarryHolder      = "holder"
 	CarryHold        = "hold"
 	CarryReservation = "reservation"
+	// CarryShadow carries a holder's name that the new version refuses a
+	// second time, under the key of its displayed form (Policy.ShownKey)
+	// when that differs from the key of its canonical form: "Iumen11"
+	// displays like "lumen11", so it is also a member of lumen11's key.
+	CarryShadow = "shadow"
 )
 
 // Carry is one holder, hold or runtime reservation carried by a policy

@@ -90,8 +90,8 @@ DELETE FROM rename_locks WHERE key = ANY($1::text[])`
 	sqlActivateHolders = `
 INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid, policy_version)
 SELECT canonical, key, username, user_id, orig_request, partition, claim_offset, at, granted_under,
-    count(*) OVER (PARTITION BY key) > 1, invalid, $2
-FROM carried WHERE partition = $1 AND kind = 'holder'`
+    count(*) OVER (PARTITION BY key) > 1 OR kind = 'shadow', invalid, $2
+FROM carried WHERE partition = $1 AND kind IN ('holder', 'shadow')`
 	sqlActivateHolds = `
 INSERT INTO holds (key, canonical, user_id, request_id, held_until)
 SELECT DISTINCT ON (key) key, canonical, user_id, orig_request, at FROM carried WHERE partition = $1 AND kind = 'hold'
@@ -759,6 +759,9 @@ func (w *writes) queuePolicy(b *pgx.Batch) {
 			case s.Holder != nil:
 				h := s.Holder
 				kinds[i], keys[i], canon[i], names[i], users[i], origs[i], ats[i] = events.CarryHolder, h.Key, h.Canonical, h.Username, &h.UserID, h.RequestID, h.RegisteredAt
+				if h.Grandfathered { // staged holders are members only as shadows
+					kinds[i] = events.CarryShadow
+				}
 				granted[i], invalid[i] = int32(h.GrantedUnder), h.Invalid
 			case s.Hold != nil:
 				h := s.Hold

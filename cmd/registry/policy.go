@@ -120,6 +120,10 @@ func printDiff(w io.Writer, r *upgrade.Report) {
 	for _, e := range r.Invalid {
 		fmt.Fprintf(w, "  %s (held by %s) carried as %q, key %q, partition %d -> %d\n", e.Username, e.UserID, e.Canonical, e.Key, e.OldPartition, e.NewPartition)
 	}
+	fmt.Fprintf(w, "\nrefused names also carried under the key of their displayed form (they block what they look like): %d\n", len(r.Shadows))
+	for _, e := range r.Shadows {
+		fmt.Fprintf(w, "  %s: key %q, partition %d\n", e.Username, e.Key, e.NewPartition)
+	}
 	fmt.Fprintf(w, "\nnames whose canonical form or key changes: %d\n", len(r.Changed))
 	for _, e := range r.Changed {
 		fmt.Fprintf(w, "  %s: canonical %q -> %q, key %q -> %q, partition %d -> %d\n", e.Username, e.OldCanonical, e.Canonical, e.OldKey, e.Key, e.OldPartition, e.NewPartition)
@@ -160,6 +164,6 @@ func printDiffJSON(w io.Writer, r *upgrade.Report) error {
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(map[string]any{"from": r.From, "to": r.To, "holders": r.Holders, "invalid": conv(r.Invalid),
+	return enc.Encode(map[string]any{"from": r.From, "to": r.To, "holders": r.Holders, "invalid": conv(r.Invalid), "shadows": conv(r.Shadows),
 		"changed": conv(r.Changed), "groups": groups(r.Groups), "clashes": groups(r.Clashes)})
 }

@@ -66,7 +66,7 @@ ALTER TABLE usernames ADD CONSTRAINT usernames_no_ordinary_beside_group
 CREATE TABLE carried (
     partition     integer     NOT NULL,                -- the partition of key, where the HolderCarried record is
     request_id    uuid        NOT NULL,                -- the HolderCarried record's request_id
-    kind          text        NOT NULL CHECK (kind IN ('holder', 'hold', 'reservation')),
+    kind          text        NOT NULL CHECK (kind IN ('holder', 'hold', 'reservation', 'shadow')), -- shadow: a refused name again under its displayed key
     key           text        NOT NULL,                -- key under the new version
     canonical     text        NOT NULL,                -- canonical form under the new version
     username      text        NOT NULL,                -- as typed when won

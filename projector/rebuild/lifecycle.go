@@ -240,6 +240,9 @@ func (k *keyed) queuePolicy(b *pgx.Batch, s string) {
 			case v.Holder != nil:
 				h := v.Holder
 				kind, key, canon, user, orig, at, username, granted, invalid = events.CarryHolder, h.Key, h.Canonical, h.UserID, h.RequestID, h.RegisteredAt, h.Username, max(h.GrantedUnder, 1), h.Invalid
+				if h.Grandfathered { // staged holders are members only as shadows
+					kind = events.CarryShadow
+				}
 			case v.Hold != nil:
 				h := v.Hold
 				kind, key, canon, user, orig, at = events.CarryHold, h.Key, h.Canonical, h.UserID, h.RequestID, h.HeldUntil

@@ -50,6 +50,7 @@ type Report struct {
 	Holders    int     // holders read
 	Invalid    []Entry // holders whose names the new version refuses
 	Changed    []Entry // holders whose canonical form or key changes
+	Shadows    []Entry // refused names also carried under the key of their displayed form
 	Groups     []Group // keys with several holders under the new version
 	Clashes    []Group // several holders with one canonical form under one key: the upgrade refuses to run
 	entries    []Entry // every entry to carry
@@ -96,6 +97,13 @@ func Diff(ctx context.Context, pool *pgxpool.Pool, partitions, to int) (*Report,
 			r.Changed = append(r.Changed, e)
 		}
 		byKey[e.Key] = append(byKey[e.Key], e)
+		if shown, ok := projection.ShadowKey(policy, ce.Username); ok { // it also blocks what it looks like
+			sh := e
+			sh.Kind, sh.Key, sh.NewPartition = events.CarryShadow, shown, events.Partition([]byte(shown), partitions)
+			r.entries = append(r.entries, sh)
+			r.Shadows = append(r.Shadows, sh)
+			byKey[shown] = append(byKey[shown], sh)
+		}
 	}
 	for key, hs := range byKey {
 		if len(hs) < 2 {

@@ -68,6 +68,21 @@ func MarkerKey(partition int32, partitions int) string {
 	}
 }
 
+// ShadowKey is the key of typed as displayed under policy, when policy
+// refuses typed and that key differs from the key of its canonical form
+// (CarryName): the upgrade carries such a name there too (CarryShadow).
+func ShadowKey(policy *username.Policy, typed string) (string, bool) {
+	_, key, valid, ok := CarryName(policy, typed)
+	if valid || !ok {
+		return "", false
+	}
+	shown, sok := policy.ShownKey(typed)
+	if !sok || shown == key {
+		return "", false
+	}
+	return shown, true
+}
+
 // CarryName is how the upgrade names a held name under policy: its
 // canonical form and key under policy and whether policy accepts it as
 // typed. A name the policy refuses keeps the canonical form and key that
@@ -126,7 +141,7 @@ func checkUpgrade(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) 
 		return err.Error()
 	}
 	switch k.Kind {
-	case events.CarryHolder, events.CarryHold:
+	case events.CarryHolder, events.CarryHold, events.CarryShadow:
 		uid, err := uuid.Parse(c.UserID)
 		if err != nil {
 			return fmt.Sprintf("user_id %q is not a UUID", c.UserID)
@@ -142,6 +157,13 @@ func checkUpgrade(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) 
 	canon, key, valid, ok := CarryName(policy, c.Username)
 	if !ok {
 		canon, key = c.Canonical, c.Key // carried under its old names (see CarryName)
+	}
+	if k.Kind == events.CarryShadow {
+		shown, sok := ShadowKey(policy, c.Username)
+		if !sok {
+			return "a shadow carry of a name without a displayed key of its own"
+		}
+		key = shown
 	}
 	if c.Canonical != canon || c.Key != key || string(r.Key) != key || k.Valid != valid || key == "" {
 		return "carried entry's canonical form, key or validity does not match the username policy"
@@ -233,12 +255,13 @@ func stage(d *events.Decision, key string) (*Staged, error) {
 	k := d.Carry
 	s := &Staged{RequestID: d.RequestID}
 	switch k.Kind {
-	case events.CarryHolder:
+	case events.CarryHolder, events.CarryShadow:
 		if k.At == nil || uuid.Validate(d.UserID) != nil {
 			return nil, fmt.Errorf("carried holder %q lacks registered_at or a UUID user_id", d.RequestID)
 		}
 		s.Holder = &Holder{Canonical: d.Canonical, Key: key, Username: d.Username, UserID: d.UserID, RequestID: k.RequestID,
-			Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: k.At.UTC(), GrantedUnder: k.GrantedUnder, Invalid: !k.Valid, KeyVersion: k.To}
+			Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: k.At.UTC(), GrantedUnder: k.GrantedUnder, Invalid: !k.Valid, KeyVersion: k.To,
+			Grandfathered: k.Kind == events.CarryShadow}
 	case events.CarryHold:
 		if k.HeldUntil == nil {
 			return nil, fmt.Errorf("carried hold %q lacks held_until", d.RequestID)
@@ -284,7 +307,8 @@ func (st *State) Activate(version int) {
 		}
 	}
 	for key, hs := range byKey {
-		if len(hs) == 1 {
+		if len(hs) == 1 && !hs[0].Grandfathered { // a shadow is always a member
+			hs[0].Grandfathered = false
 			st.Holders[key] = hs[0]
 			continue
 		}
@@ -372,6 +396,11 @@ func (e *CarriedEntry) Record(policy *username.Policy, partitions int) (*kgo.Rec
 	canon, key, valid, ok := CarryName(policy, e.Username)
 	if !ok {
 		canon, key = e.OldCanonical, e.OldKey
+	}
+	if e.Kind == events.CarryShadow {
+		if key, ok = ShadowKey(policy, e.Username); !ok {
+			return nil, fmt.Errorf("%q has no displayed key of its own under version %d", e.Username, policy.Version())
+		}
 	}
 	k := &events.Carry{Kind: e.Kind, To: policy.Version(), RequestID: e.RequestID, GrantedUnder: e.GrantedUnder, Valid: valid,
 		Partition: e.Partition, Offset: e.Offset, OldKey: e.OldKey}
