@@ -217,6 +217,14 @@ func (a *api) claimError(w http.ResponseWriter, err error) {
 		a.log.Error("claim failed: database unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")
 		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the registry's database did not answer while looking up this request_id; nothing was written: retry with the same request_id")
+	case errors.Is(err, ErrUnavailable) && errors.Is(err, context.Canceled):
+		// The caller went away (or the server is stopping) before the
+		// broker acknowledged the command: nobody reads this answer, and
+		// it is no fault of the registry's. The record may still be
+		// written; a retry with the same request_id finds its decision.
+		a.log.Info("claim abandoned by its caller before the claims topic acknowledged it", "error", err)
+		w.Header().Set("Retry-After", "2")
+		httpwire.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the request ended before the claim was acknowledged; it may still have been written: retry with the same request_id")
 	case errors.Is(err, ErrUnavailable):
 		a.log.Error("claim failed: claims topic unreachable", "error", err)
 		w.Header().Set("Retry-After", "2")

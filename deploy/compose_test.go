@@ -191,15 +191,20 @@ func TestImagesPinned(t *testing.T) {
 
 // envNames are the string literals passed to the functions cmd/registry
 // reads its environment with.
-var envNames = regexp.MustCompile(`(?:os\.Getenv|os\.LookupEnv|envOr|\.envInt)\(\s*"([A-Za-z_][A-Za-z0-9_]*)"`)
+var envNames = regexp.MustCompile(`(?:os\.Getenv|os\.LookupEnv|envOr|\.envInt|\b(?:c|e|env)\.(?:Or|Int|Bool|Duration))\(\s*"([A-Za-z_][A-Za-z0-9_]*)"`)
 
 // binaryEnv is every environment variable the registry binary reads: the
-// ones cmd/registry names, plus the PG* variables pgx reads.
+// ones cmd/registry and internal/cli (its flag and environment parsing,
+// shared with registry-bench) name, plus the PG* variables pgx reads.
 func binaryEnv(t *testing.T) map[string]bool {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(root, "cmd", "registry", "*.go"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no Go files in cmd/registry (%v)", err)
+	var files []string
+	for _, dir := range []string{filepath.Join("cmd", "registry"), filepath.Join("internal", "cli")} {
+		fs, err := filepath.Glob(filepath.Join(root, dir, "*.go"))
+		if err != nil || len(fs) == 0 {
+			t.Fatalf("no Go files in %s (%v)", dir, err)
+		}
+		files = append(files, fs...)
 	}
 	known := map[string]bool{}
 	for _, f := range files {
@@ -218,7 +223,7 @@ func binaryEnv(t *testing.T) map[string]bool {
 	// cmd/registry reads its environment: fix the scan, not the list.
 	for _, must := range []string{"REGISTRY_KAFKA_BROKERS", "DATABASE_URL", "REGISTRY_HTTP_ADDR", "REGISTRY_PARTITIONS", "REGISTRY_LOG_LEVEL"} {
 		if !known[must] {
-			t.Fatalf("scanning cmd/registry found no %s; found %v", must, slices.Sorted(maps.Keys(known)))
+			t.Fatalf("scanning cmd/registry and internal/cli found no %s; found %v", must, slices.Sorted(maps.Keys(known)))
 		}
 	}
 	for _, v := range pgEnv {
