@@ -50,7 +50,7 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 	var c config
 	var to int
 	var asJSON bool
-	fs := flagSet("policy "+sub, &c, stdout, "brokers", "database", "partitions", "admin-key")
+	fs := flagSet("policy "+sub, &c, stdout, "brokers", "database", "admin-key")
 	fs.IntVar(&to, "to", 0, "the username policy version to move to")
 	if sub == "diff" {
 		fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
