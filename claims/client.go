@@ -88,6 +88,13 @@ type ClientConfig struct {
 	// makes claims fail with ErrPolicyUnavailable (503) until it answers,
 	// not the client fail to start.
 	PolicyVersion func(ctx context.Context) (int, error)
+	// CarriedInvalid, when set, reports whether a policy upgrade carried a
+	// name the policy refuses, with this key and canonical form (as
+	// Policy.Inspect reads it), to a holder: releases, renames and
+	// transfers of such a name are then written under those forms instead
+	// of refused (the projector of an upgraded partition reads them so).
+	// Nil refuses them, as before any upgrade.
+	CarriedInvalid func(ctx context.Context, key, canonical string) (bool, error)
 	// Ledger, when set, answers a retried request_id straight from the
 	// stored decision instead of producing the claim again.
 	Ledger Ledger
@@ -190,6 +197,7 @@ type Submission struct {
 	rec       *kgo.Record
 	decisions <-chan *events.Decision
 	cancel    func()
+	forget    func() // drops the client's cached policy version; nil when the version is configured
 }
 
 // Submit validates req, subscribes to its decision and publishes the
@@ -236,6 +244,9 @@ func (c *Client) submit(ctx context.Context, cmd *command, retried bool) (*Submi
 	claim := cmd.body
 	var err error
 	s := &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: claim.RequestID}, cmd: cmd, cancel: func() {}}
+	if c.cfg.Policy == nil && c.cfg.PolicyVersion != nil {
+		s.forget = func() { c.policy.Store(nil) }
+	}
 	if retried {
 		// A retry answered from the ledger needs no waiter slot. If the
 		// decision lands just after this lookup, producing again makes the
@@ -306,6 +317,9 @@ func (s *Submission) Await(ctx context.Context) Result {
 	defer s.Close()
 	if s.res.Decision == nil {
 		s.res.Decision = await(ctx, s.decisions, s.cmd, s.rec.Partition)
+		if d := s.res.Decision; d != nil && d.Reason == events.ReasonPolicyUpgrading && s.forget != nil {
+			s.forget() // the registry is moving to a new policy version: read it again for the next command
+		}
 		s.res.Won = s.res.Decision != nil && won(s.res.Decision, s.rec)
 		if s.res.Decision != nil {
 			s.metrics.decisionSeconds.Observe(time.Since(s.written).Seconds())
@@ -326,6 +340,15 @@ func (c *Client) build(ctx context.Context, req Request) (*events.ClaimSubmitted
 		return nil, err
 	}
 	return CheckPolicy(policy, req, c.cfg.Now())
+}
+
+// ForgetPolicy makes the client read the policy version again for its
+// next command (after a policy upgrade); a client given a fixed Policy
+// keeps it.
+func (c *Client) ForgetPolicy() {
+	if c.cfg.Policy == nil && c.cfg.PolicyVersion != nil {
+		c.policy.Store(nil)
+	}
 }
 
 // Policy is the username policy the client claims under. It fails,
@@ -356,6 +379,13 @@ func Check(req Request, now time.Time) (*events.ClaimSubmitted, error) {
 
 // CheckPolicy is Check under the given policy version.
 func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.ClaimSubmitted, error) {
+	return checkName(policy, req, now, nil)
+}
+
+// checkName is CheckPolicy with the name's forms given (a name carried by
+// a policy upgrade that the policy refuses, as Inspect reads it); nil
+// normalizes req.Username.
+func checkName(policy *username.Policy, req Request, now time.Time, given *username.Username) (*events.ClaimSubmitted, error) {
 	requestID, err := parseID("request_id", req.RequestID, true)
 	if err != nil {
 		return nil, err
@@ -364,8 +394,10 @@ func CheckPolicy(policy *username.Policy, req Request, now time.Time) (*events.C
 	if err != nil {
 		return nil, err
 	}
-	name, err := policy.Normalize(req.Username)
-	if err != nil {
+	var name username.Username
+	if given != nil {
+		name = *given
+	} else if name, err = policy.Normalize(req.Username); err != nil {
 		return nil, err
 	}
 	return &events.ClaimSubmitted{
@@ -480,4 +512,13 @@ type Registration struct {
 	UserID       string    `json:"user_id"`
 	RequestID    string    `json:"request_id"`
 	RegisteredAt time.Time `json:"registered_at"`
+	// HeldUnderPolicy is the username policy version the name was won
+	// under; it is older than the registry's after a policy upgrade.
+	HeldUnderPolicy int `json:"held_under_policy,omitempty"`
+	// Grandfathered is set for a member of a grandfathered group: holders
+	// a policy upgrade found under one key, who all keep their names.
+	Grandfathered bool `json:"grandfathered,omitempty"`
+	// Members are, for a key held by a grandfathered group, every member
+	// (sorted by canonical form); the Registration itself is the first.
+	Members []Registration `json:"-"`
 }

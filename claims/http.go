@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -55,6 +56,13 @@ type HandlerConfig struct {
 	// can say which partition a name's key belongs in. When 0, lookups
 	// leave the partition out.
 	Partitions int32
+	// Upgrading, when set, reports the username policy version an upgrade
+	// under way moves the registry to (0 when none; registry policy
+	// upgrade records it in PostgreSQL). While one is under way every
+	// write is answered 503 policy_upgrading with Retry-After, and when it
+	// ends the Client reads the policy version again. It is read at most
+	// once a second. Defaults to none.
+	Upgrading func(ctx context.Context) (int, error)
 	// Metrics records HTTP latency, 202s and 503s; use the Client's so
 	// one /metrics shows both. Defaults to unregistered metrics.
 	Metrics *Metrics
@@ -103,7 +111,11 @@ func NewHandler(cfg HandlerConfig) (http.Handler, error) {
 		"GET /v1/admin/transfers/{request_id}": a.getDecision,
 		"GET /v1/admin/requests/{request_id}":  a.getDecision,
 	}
+	gate := &upgradeGate{read: cfg.Upgrading, client: cfg.Client, log: a.log}
 	for pattern, h := range routes {
+		if cfg.Upgrading != nil && !strings.HasPrefix(pattern, "GET ") {
+			h = gate.wrap(h)
+		}
 		mux.Handle(pattern, cfg.Metrics.InstrumentHTTP(pattern, withBodyType(pattern, h)))
 	}
 	return RawUsernamePaths(cfg.Metrics.InstrumentHTTP(lookupPattern, http.HandlerFunc(a.getUsername)), mux), nil
@@ -286,6 +298,16 @@ type Availability struct {
 	// when the hold ends (RFC 3339); only its former holder may claim it
 	// before then.
 	HeldUntil *time.Time `json:"held_until,omitempty"`
+	// HeldUnderPolicy is, for a held name, the username policy version it
+	// was won under: older than policy_version when a policy upgrade
+	// carried it (docs/usernames.md, "Names held under an older policy").
+	HeldUnderPolicy int `json:"held_under_policy,omitempty"`
+	// Grandfathered is set when the name's key is held by a grandfathered
+	// group: holders a policy upgrade found under one key, who all keep
+	// their names, while two or more remain; GrandfatheredWith lists the
+	// group's names as typed.
+	Grandfathered     bool     `json:"grandfathered,omitempty"`
+	GrandfatheredWith []string `json:"grandfathered_with,omitempty"`
 }
 
 // describe fills in the name's canonical form, key and partition.
@@ -376,6 +398,15 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		return http.StatusConflict, av, nil
 	}
 	reg, err := a.cfg.Directory.HolderOfKey(ctx, name.Key)
+	if reg != nil && len(reg.Members) > 1 { // a group is listed until one member remains
+		av.Grandfathered = true
+		for _, m := range reg.Members {
+			av.GrandfatheredWith = append(av.GrandfatheredWith, m.Username)
+			if m.Canonical == name.Canonical {
+				reg = &m
+			}
+		}
+	}
 	switch {
 	case err != nil:
 		return 0, av, err
@@ -385,6 +416,7 @@ func (a *api) availability(ctx context.Context, typed string) (int, Availability
 		at := reg.RegisteredAt
 		av.Status, av.Reason, av.ConflictsWith = StatusHeld, events.ReasonTaken, reg.Canonical
 		av.Username, av.UserID, av.RequestID, av.RegisteredAt = reg.Username, reg.UserID, reg.RequestID, &at
+		av.HeldUnderPolicy = reg.HeldUnderPolicy
 		return http.StatusOK, av, nil
 	default:
 		av.Status, av.Reason, av.ConflictsWith = StatusConfusable, events.ReasonConfusable, reg.Canonical
@@ -438,4 +470,47 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 
 func writeInvalid(w http.ResponseWriter, reason, detail string) {
 	httpwire.WriteError(w, http.StatusUnprocessableEntity, reason, detail)
+}
+
+// upgradeGate answers writes 503 while a username policy upgrade is under
+// way (HandlerConfig.Upgrading), reading the state at most once a second.
+type upgradeGate struct {
+	read   func(ctx context.Context) (int, error)
+	client *Client
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	checked time.Time
+	to      int
+}
+
+func (g *upgradeGate) upgrading(ctx context.Context) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Since(g.checked) < time.Second {
+		return g.to
+	}
+	to, err := g.read(ctx)
+	if err != nil {
+		g.log.Warn("reading whether a policy upgrade is under way", "error", err)
+		return g.to // the partitions answer policy_upgrading themselves meanwhile
+	}
+	if g.to != 0 && to == 0 {
+		g.client.ForgetPolicy() // the upgrade ended: claim under the new version
+	}
+	g.checked, g.to = time.Now(), to
+	return to
+}
+
+func (g *upgradeGate) wrap(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if to := g.upgrading(r.Context()); to != 0 {
+			// The shape of a policy_upgrading decision (httpwire.AnswerFor);
+			// WriteJSON adds its Retry-After.
+			httpwire.WriteJSON(w, http.StatusServiceUnavailable, httpwire.Answer{Status: events.OutcomeRejected, Reason: events.ReasonPolicyUpgrading,
+				Detail: fmt.Sprintf("the registry is moving to username policy version %d; retry shortly", to)})
+			return
+		}
+		h(w, r)
+	}
 }

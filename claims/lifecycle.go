@@ -3,6 +3,7 @@ package claims
 import (
 	"cmp"
 	"context"
+	"errors"
 	"time"
 
 	"github.com/usernameregistry/registry/events"
@@ -148,8 +149,33 @@ func (c *Client) SubmitReserve(ctx context.Context, req ReserveRequest, reserve 
 // body under the policy version in force (as a claim's, see build);
 // errors wrap ErrInvalid, or ErrPolicyUnavailable while the version
 // cannot be read.
+//
+// A name the policy refuses is taken as Policy.Inspect reads it when
+// ClientConfig.CarriedInvalid says a policy upgrade carried it so (its
+// holder keeps it and may release, rename or be given it away; the
+// projector of an upgraded partition reads it the same way).
 func (c *Client) body(ctx context.Context, requestID, userID, username, caller string) (*events.ClaimSubmitted, error) {
-	return c.build(ctx, Request{RequestID: requestID, UserID: userID, Username: username, Caller: cmp.Or(caller, c.cfg.Caller)})
+	req := Request{RequestID: requestID, UserID: userID, Username: username, Caller: cmp.Or(caller, c.cfg.Caller)}
+	body, err := c.build(ctx, req)
+	if err == nil || c.cfg.CarriedInvalid == nil || !errors.Is(err, ErrInvalid) {
+		return body, err
+	}
+	policy, perr := c.Policy(ctx)
+	if perr != nil {
+		return nil, err
+	}
+	u, ok := policy.Inspect(username)
+	if !ok {
+		return nil, err
+	}
+	if held, herr := c.cfg.CarriedInvalid(ctx, u.Key, u.Canonical); herr != nil || !held {
+		return nil, err
+	}
+	body, berr := checkName(policy, req, c.cfg.Now(), &u)
+	if berr != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 func awaitSubmitted(ctx context.Context) func(*Submission, error) (Result, error) {

@@ -63,6 +63,12 @@ const (
 	TypeReservationSubmitted = "ReservationSubmitted" // admin: reserve a name at runtime
 	TypeUnreservation        = "UnreservationSubmitted"
 	TypeTransferSubmitted    = "TransferSubmitted" // admin: give a held name to another user
+	// The policy upgrade (registry policy upgrade; docs/design.md "Upgrading
+	// the username policy"), written by the upgrade tool and signed like the
+	// administrative commands.
+	TypePolicyFreezing   = "PolicyFreezing"   // one per partition: stop deciding commands until the partition activates the new version
+	TypeHolderCarried    = "HolderCarried"    // one per holder, hold or runtime reservation, in the partition of its key under the new version
+	TypePolicyActivating = "PolicyActivating" // one per partition: the carried entries replace the old version's
 
 	TypeUsernameRegistered  = "UsernameRegistered"
 	TypeClaimRejected       = "ClaimRejected"
@@ -72,15 +78,20 @@ const (
 	TypeUsernameReserved    = "UsernameReserved"
 	TypeUsernameUnreserved  = "UsernameUnreserved"
 	TypeUsernameTransferred = "UsernameTransferred"
+	TypePolicyFrozen        = "PolicyFrozen"
+	TypeNameCarried         = "NameCarried"
+	TypePolicyActivated     = "PolicyActivated"
 )
 
 // CommandTypes are the event types on TopicClaims, and DecisionTypes those
 // on TopicRegistrations.
 var (
 	CommandTypes = []string{TypeClaimSubmitted, TypeReleaseSubmitted, TypeRenameSubmitted, TypeRenameTargetClaimed,
-		TypeRenameFinishing, TypeReservationSubmitted, TypeUnreservation, TypeTransferSubmitted}
+		TypeRenameFinishing, TypeReservationSubmitted, TypeUnreservation, TypeTransferSubmitted,
+		TypePolicyFreezing, TypeHolderCarried, TypePolicyActivating}
 	DecisionTypes = []string{TypeUsernameRegistered, TypeClaimRejected, TypeUsernameReleased, TypeRenameLocked,
-		TypeUsernameRenamed, TypeUsernameReserved, TypeUsernameUnreserved, TypeUsernameTransferred}
+		TypeUsernameRenamed, TypeUsernameReserved, TypeUsernameUnreserved, TypeUsernameTransferred,
+		TypePolicyFrozen, TypeNameCarried, TypePolicyActivated}
 )
 
 // Commands, the values of Decision.Command: which command a decision
@@ -93,6 +104,9 @@ const (
 	CommandReserve   = "reserve"
 	CommandUnreserve = "unreserve"
 	CommandTransfer  = "transfer"
+	CommandFreeze    = "policy_freeze"
+	CommandCarry     = "carry"
+	CommandActivate  = "policy_activate"
 )
 
 // SchemaVersion is the version of the JSON bodies this package writes. A
@@ -109,6 +123,9 @@ const (
 	OutcomeReserved    = "reserved"
 	OutcomeUnreserved  = "unreserved"
 	OutcomeTransferred = "transferred"
+	OutcomeFrozen      = "frozen"    // a PolicyFreezing decided: the partition waits for the new version
+	OutcomeCarried     = "carried"   // a HolderCarried decided: staged until the partition activates
+	OutcomeActivated   = "activated" // a PolicyActivating decided: the partition decides under the new version
 )
 
 // Final reports whether outcome ends its request (every outcome but
@@ -140,6 +157,51 @@ type ClaimSubmitted struct {
 	HoldSeconds int64 `json:"hold_seconds,omitempty"`
 	// Rename carries a rename through its three steps.
 	Rename *RenameStep `json:"rename,omitempty"`
+	// Upgrade is, for PolicyFreezing and PolicyActivating, the policy
+	// change; Carry is, for HolderCarried, the entry carried.
+	Upgrade *PolicyChange `json:"upgrade,omitempty"`
+	Carry   *Carry        `json:"carry,omitempty"`
+}
+
+// PolicyChange is what the markers of a policy upgrade carry.
+type PolicyChange struct {
+	To        int `json:"to"`        // the policy version the partition moves to
+	Partition int `json:"partition"` // the partition the marker is meant for (its key was chosen to land there)
+	// Carried is, for PolicyActivating, how many HolderCarried records the
+	// upgrade wrote to this partition; the activation refuses to happen
+	// with any other number staged (a lost carry would lose a name).
+	Carried int `json:"carried,omitempty"`
+}
+
+// Carry kinds: what a HolderCarried carries.
+const (
+	CarryHolder      = "holder"
+	CarryHold        = "hold"
+	CarryReservation = "reservation"
+	// CarryShadow carries a holder's name that the new version refuses a
+	// second time, under the key of its displayed form (Policy.ShownKey)
+	// when that differs from the key of its canonical form: "Iumen11"
+	// displays like "lumen11", so it is also a member of lumen11's key.
+	CarryShadow = "shadow"
+)
+
+// Carry is one holder, hold or runtime reservation carried by a policy
+// upgrade into the partition of its key under the new version. The
+// record's Username is the name as typed when it was won (or reserved),
+// Canonical and Key are under the new version (for a name the new
+// version refuses, what Policy.Inspect computes, see docs/usernames.md),
+// UserID is the holder (or the hold's former holder).
+type Carry struct {
+	Kind         string     `json:"kind"`                    // CarryHolder, CarryHold or CarryReservation
+	To           int        `json:"to"`                      // the version it is carried into
+	RequestID    string     `json:"carried_request_id"`      // the request that won the name (the release, the reservation)
+	GrantedUnder int        `json:"granted_under"`           // the policy version the name was won under
+	Valid        bool       `json:"valid"`                   // the new version accepts the name as typed
+	Partition    int32      `json:"original_partition"`      // where the winning command is in claims
+	Offset       int64      `json:"original_offset"`         //
+	At           *time.Time `json:"registered_at,omitempty"` // holder: registered_at; reservation: reserved_at
+	HeldUntil    *time.Time `json:"held_until,omitempty"`    // hold: when it ends
+	OldKey       string     `json:"old_key"`                 // the key under the version it was won under
 }
 
 // RenameStep is a rename as its steps carry it. The API fills the From and
@@ -208,6 +270,10 @@ type Decision struct {
 	// replaces the first step's ledger entry and unlocks from); absent
 	// otherwise.
 	Step int `json:"step,omitempty"`
+	// Upgrade and Carry are the policy upgrade's markers' and carried
+	// entries' data, copied from the command (see ClaimSubmitted).
+	Upgrade *PolicyChange `json:"upgrade,omitempty"`
+	Carry   *Carry        `json:"carry,omitempty"`
 }
 
 // typeOf maps an outcome to its decision event type.
@@ -215,6 +281,7 @@ var typeOf = map[string]string{
 	OutcomeRegistered: TypeUsernameRegistered, OutcomeRejected: TypeClaimRejected,
 	OutcomeReleased: TypeUsernameReleased, OutcomeRenaming: TypeRenameLocked, OutcomeRenamed: TypeUsernameRenamed,
 	OutcomeReserved: TypeUsernameReserved, OutcomeUnreserved: TypeUsernameUnreserved, OutcomeTransferred: TypeUsernameTransferred,
+	OutcomeFrozen: TypePolicyFrozen, OutcomeCarried: TypeNameCarried, OutcomeActivated: TypePolicyActivated,
 }
 
 // Type is the event type of d, for the HeaderType header.

@@ -17,6 +17,7 @@ const (
 	ReasonHeld            = "held"             // the name is in its hold period for another user (see Decision.HeldUntil)
 	ReasonNotHeld         = "not_held"         // transfer of a name nobody holds
 	ReasonLocked          = "locked"           // the name is the from of a rename under way; retry once it ends
+	ReasonPolicyUpgrading = "policy_upgrading" // the partition is moving to a new username policy version; retry (not stored, like request_conflict)
 )
 
 // Reason is one rejection reason and how the HTTP API answers a decision
@@ -35,6 +36,18 @@ type Reason struct {
 	Detail bool
 	// Meaning says when the reason is given, for people.
 	Meaning string
+	// Retryable is set for a rejection that says "not now": it is
+	// published but never stored in the ledger (see Stored), so a retry
+	// with the same request_id is decided afresh, and the HTTP answer
+	// carries Retry-After.
+	Retryable bool
+}
+
+// Stored reports whether a decision with reason is stored in the request
+// ledger: every one but request_conflict and policy_upgrading, which
+// answer a command without deciding its request_id.
+func Stored(reason string) bool {
+	return reason != ReasonRequestConflict && reason != ReasonPolicyUpgrading
 }
 
 // Reasons lists every rejection reason, in the order summaries and charts
@@ -49,6 +62,7 @@ var Reasons = []Reason{
 	{Name: ReasonHeld, HTTPStatus: 409, Meaning: "the name is in its hold period for its former holder (held_until says until when)"},
 	{Name: ReasonNotHeld, HTTPStatus: 409, Meaning: "a transfer of a name nobody holds"},
 	{Name: ReasonLocked, HTTPStatus: 409, Meaning: "the name is the from of a rename under way; retry once it ends"},
+	{Name: ReasonPolicyUpgrading, HTTPStatus: 503, Detail: true, Retryable: true, Meaning: "the registry is moving to a new username policy version; retry after Retry-After (a retry is decided afresh)"},
 }
 
 // LookupReason returns the Reason named name; ok is false for a name this

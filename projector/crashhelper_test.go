@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/pg"
 )
@@ -19,6 +20,7 @@ const (
 	helperBrokers    = "PROJECTOR_TEST_BROKERS"
 	helperDatabase   = "PROJECTOR_TEST_DATABASE"
 	helperPartitions = "PROJECTOR_TEST_PARTITIONS"
+	helperAdminKeys  = "PROJECTOR_TEST_ADMIN_KEYS" // an admin key file's content; empty: none
 )
 
 // crashHelper runs a projector with failpoints and never returns, when
@@ -47,8 +49,14 @@ func runHelper(spec string) error {
 	var parts int32
 	fmt.Sscan(os.Getenv(helperPartitions), &parts)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var keys *events.AdminKeys
+	if k := os.Getenv(helperAdminKeys); k != "" {
+		if keys, err = events.ParseAdminKeys(strings.NewReader(k)); err != nil {
+			return err
+		}
+	}
 	p, err := New(Config{Kafka: kafka.ClientOptions(strings.Split(os.Getenv(helperBrokers), ","), log), Partitions: parts,
-		SessionTimeout: 6 * time.Second, Failpoint: hook, Logger: log}, pool)
+		SessionTimeout: 6 * time.Second, Failpoint: hook, AdminKeys: keys, Logger: log}, pool)
 	if err != nil {
 		return err
 	}

@@ -60,12 +60,19 @@ type failpointRule struct {
 // then the step goes on as if nothing happened.
 // An empty spec gives nil: no failpoints.
 func ParseFailpoints(spec string) (func(name string) error, error) {
+	return ParseFailpointsOf(spec, FailBeforeBegin, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
+}
+
+// ParseFailpointsOf is ParseFailpoints for a tool with failpoints of its
+// own, named in known (registry policy upgrade: upgrade.Failpoints). Only
+// the projector's own names take a ".CommandType" suffix.
+func ParseFailpointsOf(spec string, known ...string) (func(name string) error, error) {
 	rules := map[string]*failpointRule{}
 	for _, item := range strings.Split(spec, ",") {
 		if item = strings.TrimSpace(item); item == "" {
 			continue
 		}
-		name, rule, err := parseFailpoint(item)
+		name, rule, err := parseFailpoint(item, known)
 		if err != nil {
 			return nil, err
 		}
@@ -102,7 +109,7 @@ func ParseFailpoints(spec string) (func(name string) error, error) {
 	}, nil
 }
 
-func parseFailpoint(item string) (string, *failpointRule, error) {
+func parseFailpoint(item string, known []string) (string, *failpointRule, error) {
 	name, action, ok := strings.Cut(item, ":")
 	if !ok {
 		return "", nil, fmt.Errorf("failpoint %q: want name:action[@n]", item)
@@ -111,10 +118,8 @@ func parseFailpoint(item string) (string, *failpointRule, error) {
 	if typed && !slices.Contains(events.CommandTypes, typ) {
 		return "", nil, fmt.Errorf("failpoint %q: unknown command type %q", item, typ)
 	}
-	switch base {
-	case FailBeforeBegin, FailBeforeCommit, FailAfterCommit, FailAfterPublish:
-	default:
-		return "", nil, fmt.Errorf("failpoint %q: unknown name %q (want %s, %s, %s or %s)", item, name, FailBeforeBegin, FailBeforeCommit, FailAfterCommit, FailAfterPublish)
+	if !slices.Contains(known, base) {
+		return "", nil, fmt.Errorf("failpoint %q: unknown name %q (want one of %s)", item, name, strings.Join(known, ", "))
 	}
 	rule := &failpointRule{at: 1}
 	if a, n, ok := strings.Cut(action, "@"); ok {

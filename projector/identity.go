@@ -79,6 +79,12 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 				return fmt.Errorf("checking the last decided claim of partition %d: %w", r.Partition, err)
 			}
 			if !ok {
+				var err error
+				if ok, err = p.answeredUnstored(ctx, r, &in); err != nil {
+					return err
+				}
+			}
+			if !ok {
 				return fmt.Errorf("%w: claims partition %d: the record at offset %d (request %s) below the stored next offset was never decided: the broker lost decided claims and the offsets were written again; restore the broker's data or rebuild, never skip",
 					ErrDataLoss, r.Partition, r.Offset, in.RequestID)
 			}
@@ -86,6 +92,34 @@ func (p *Projector) checkLastDecided(ctx context.Context, as []assignment) error
 		}
 	}
 	return nil
+}
+
+// sqlPartitionUpgrade reads what makes a partition answer commands
+// policy_upgrading without a ledger row: the version it is frozen for and
+// the version an activation set.
+const sqlPartitionUpgrade = `
+SELECT coalesce(frozen_to, 0), coalesce(policy_version, 0) FROM claim_partitions WHERE partition = $1`
+
+// answeredUnstored reports whether the record r (parsed as in) was, as the
+// last decided record of its partition, answered policy_upgrading, which
+// adds no ledger row: a command in a frozen partition, or one made under a
+// version older than the one its partition activated (projection's
+// upgradeGate). Without this, a projector assigned such a partition would
+// take the missing row for lost claims and halt.
+func (p *Projector) answeredUnstored(ctx context.Context, r *kgo.Record, in *projection.Claim) (bool, error) {
+	var frozen, version int
+	if err := p.pool.QueryRow(ctx, sqlPartitionUpgrade, r.Partition).Scan(&frozen, &version); err != nil {
+		return false, fmt.Errorf("checking the last decided claim of partition %d: %w", r.Partition, err)
+	}
+	switch typ := events.TypeOf(r); {
+	case typ == events.TypePolicyFreezing || typ == events.TypeHolderCarried || typ == events.TypePolicyActivating:
+		return false, nil // always stored
+	case frozen != 0:
+		return true, nil
+	case version != 0 && in.Version > 0 && in.Version < version:
+		return true, nil
+	}
+	return false, nil
 }
 
 // ledgerID is the request_id under which the ledger keeps in's decision: a

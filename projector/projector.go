@@ -140,6 +140,13 @@ type partitionState struct {
 	nextOffset int64 // first offset not yet decided
 	fenced     bool  // a newer owner exists: drop records until reassigned
 	resync     bool  // a fault left the last commit's outcome unknown
+	// policy is the username policy the partition decides under (its
+	// claim_partitions.policy_version, else the registry's initial
+	// version); nil until read. An activation changes it.
+	policy *username.Policy
+	// upgraded: the partition activated a policy version (an activation
+	// set its policy_version); see projection.Rules.Upgraded.
+	upgraded bool
 }
 
 // New returns a Projector writing through pool.
@@ -557,6 +564,10 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 	for {
 		start := time.Now()
 		err := p.attempt(ctx, bs)
+		if err == nil && remaining(bs) {
+			backoff = p.cfg.RetryBackoff // an activation ended a batch early: decide the rest under the new version
+			continue
+		}
 		if err == nil {
 			took := time.Since(start).Seconds()
 			for _, b := range bs {
@@ -570,6 +581,10 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 			}
 			return
 		}
+		if errors.Is(err, projection.ErrCarryMismatch) {
+			p.halt(err) // an impossible state: never decide past it
+			return
+		}
 		for _, b := range bs {
 			b.st.resync = true
 		}
@@ -581,6 +596,17 @@ func (p *Projector) round(ctx context.Context, cl *kgo.Client, bs []*batch) {
 		}
 		backoff = min(2*backoff, p.cfg.MaxRetryBackoff)
 	}
+}
+
+// remaining reports whether a batch that is not fenced still has records
+// to decide.
+func remaining(bs []*batch) bool {
+	for _, b := range bs {
+		if !b.st.fenced && len(undecided(b.recs, b.st.nextOffset)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // fence marks a partition fenced: a newer owner holds it.
@@ -597,10 +623,12 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	if err := p.failpoint(FailBeforeBegin); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.AttemptTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.attemptTimeout(bs))
 	defer cancel()
 	var live []*batch
+	activating := false // at most one activation per attempt: each replaces a whole partition's rows
 	for _, b := range bs {
+		b.ins = nil
 		if b.st.fenced {
 			continue
 		}
@@ -614,10 +642,24 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 				return err
 			}
 		}
-		if recs := undecided(b.recs, b.st.nextOffset); len(recs) > 0 {
+		if b.st.policy == nil {
+			if err := p.readPolicy(ctx, b.st); err != nil {
+				return err
+			}
+		}
+		recs := upToActivation(undecided(b.recs, b.st.nextOffset))
+		if n := len(recs); n > 0 && projection.IsActivation(recs[n-1]) {
+			if activating {
+				recs = recs[:n-1] // the next attempt of the round activates it
+			}
+			activating = true
+		}
+		if len(recs) > 0 {
+			rules := p.rules
+			rules.Policy, rules.Upgraded = b.st.policy, b.st.upgraded
 			b.ins = make([]projection.Claim, len(recs))
 			for i, r := range recs {
-				b.ins[i] = projection.Parse(r, p.rules)
+				b.ins[i] = projection.Parse(r, rules)
 				if b.ins[i].Admin() && b.ins[i].Invalid == "" {
 					b.ins[i].Invalid = checkAdminProof(p.cfg.AdminKeys, r)
 				}
@@ -641,6 +683,57 @@ func (p *Projector) attempt(ctx context.Context, bs []*batch) error {
 	return p.publish(ctx, rows, false)
 }
 
+// activationTimeout bounds an attempt that activates a policy version:
+// the activation replaces a whole partition's rows in one transaction
+// (about 83,000 of a million names over 12 partitions took 15 to 30 s on
+// the test machine), so AttemptTimeout alone would time it out and retry
+// it for ever.
+const activationTimeout = 10 * time.Minute
+
+// attemptTimeout is AttemptTimeout, or activationTimeout when a batch
+// holds an activation still to decide.
+func (p *Projector) attemptTimeout(bs []*batch) time.Duration {
+	for _, b := range bs {
+		if recs := upToActivation(undecided(b.recs, b.st.nextOffset)); len(recs) > 0 && projection.IsActivation(recs[len(recs)-1]) {
+			return max(p.cfg.AttemptTimeout, activationTimeout)
+		}
+	}
+	return p.cfg.AttemptTimeout
+}
+
+// upToActivation cuts recs after the first policy activation: the records
+// after it are parsed under the new version, in the next attempt.
+func upToActivation(recs []*kgo.Record) []*kgo.Record {
+	for i, r := range recs {
+		if projection.IsActivation(r) {
+			return recs[:i+1]
+		}
+	}
+	return recs
+}
+
+// readPolicy reads the username policy the partition decides under. A
+// version this build does not have halts the projector: it must not
+// decide a partition that a newer build upgraded.
+func (p *Projector) readPolicy(ctx context.Context, st *partitionState) error {
+	var v int
+	if err := p.pool.QueryRow(ctx, sqlPartitionPolicy, st.partition).Scan(&v, &st.upgraded); err != nil {
+		return fmt.Errorf("reading the username policy of partition %d: %w", st.partition, err)
+	}
+	if v == 0 { // no version recorded (Run records one first): the configured one
+		st.policy = p.rules.Policy
+		return nil
+	}
+	policy, err := username.ForVersion(v)
+	if err != nil {
+		err = fmt.Errorf("%w: partition %d decides under version %d: %w", ErrPolicyVersion, st.partition, v, err)
+		p.halt(err)
+		return err
+	}
+	st.policy = policy
+	return nil
+}
+
 // resync re-reads the stored position, since the last commit may or may
 // not have happened, and republishes whatever the outbox still holds.
 func (p *Projector) resync(ctx context.Context, st *partitionState) error {
@@ -651,7 +744,7 @@ func (p *Projector) resync(ctx context.Context, st *partitionState) error {
 	if epoch != st.epoch {
 		return ErrFenced
 	}
-	st.nextOffset = next
+	st.nextOffset, st.policy = next, nil
 	if err := p.relay(ctx, st.partition); err != nil {
 		return err
 	}
@@ -772,7 +865,7 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 		if won, err = advance(ctx, tx, bs); err != nil {
 			return err
 		}
-		if rows, decided, err = decideAndWrite(ctx, tx, won, published); err != nil {
+		if rows, decided, err = decideAndWrite(ctx, tx, won, published, int(p.cfg.Partitions)); err != nil {
 			return err
 		}
 		return p.failpointFor(FailBeforeCommit, roundTypes(won))
@@ -786,6 +879,9 @@ func (p *Projector) commitTx(ctx context.Context, bs []*batch, published []int64
 			continue
 		}
 		b.st.nextOffset = b.ins[len(b.ins)-1].Offset + 1
+		if last := &b.ins[len(b.ins)-1]; last.Type == events.TypePolicyActivating {
+			b.st.policy = nil // read again: the activation may have moved the partition to a new version
+		}
 	}
 	for _, d := range decided {
 		p.cfg.Metrics.countDecision(d)
@@ -823,7 +919,7 @@ func advance(ctx context.Context, tx pgx.Tx, bs []*batch) ([]*batch, error) {
 // decideAndWrite decides the batches and writes the results in tx, and
 // deletes the outbox rows already published. It returns the outbox rows to
 // publish and the decisions that are new (not copies of stored ones).
-func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int64) ([]outboxRow, []*events.Decision, error) {
+func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int64, partitions int) ([]outboxRow, []*events.Decision, error) {
 	if len(bs) == 0 { // every partition fenced: only the deletes
 		_, err := tx.Exec(ctx, sqlDeleteOutbox, published)
 		return nil, nil, err
@@ -846,6 +942,9 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 				decided = append(decided, out.Decision)
 			}
 		}
+	}
+	if err := w.loadActivationKeys(ctx, tx, partitions); err != nil {
+		return nil, nil, err
 	}
 	q := &pgx.Batch{}
 	w.queue(q)

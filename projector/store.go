@@ -1,11 +1,13 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,8 +53,55 @@ SELECT request_id::text, claim_partition, user_id, username, decision FROM reque
 WHERE request_id = ANY($1::uuid[])`
 
 	sqlLoadHolders = `
-SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at
+SELECT canonical, key, username, user_id::text, request_id::text, claim_partition, claim_offset, registered_at,
+    coalesce(granted_under, 0), grandfathered, invalid, coalesce(policy_version, 0)
 FROM usernames WHERE key = ANY($1::text[])`
+
+	// sqlLoadPartitionPolicy reads the policy state of a round's
+	// partitions (a partition without a row, or never upgraded, decides
+	// under the registry's initial version).
+	sqlLoadPartitionPolicy = `
+SELECT partition, coalesce(policy_version, (SELECT coalesce(initial_version, version) FROM username_policy), 0),
+    policy_version IS NOT NULL, coalesce(frozen_to, 0), staged
+FROM claim_partitions WHERE partition = ANY($1::int[])`
+
+	sqlPartitionPolicy = `
+SELECT coalesce((SELECT policy_version FROM claim_partitions WHERE partition = $1),
+    (SELECT coalesce(initial_version, version) FROM username_policy), 0),
+    EXISTS (SELECT 1 FROM claim_partitions WHERE partition = $1 AND policy_version IS NOT NULL)`
+
+	sqlSavePartitionPolicy = `
+UPDATE claim_partitions c SET policy_version = nullif(v.version, 0), frozen_to = nullif(v.frozen, 0), staged = v.staged
+FROM unnest($1::int[], $2::int[], $3::int[], $4::int[]) AS v(partition, version, frozen, staged)
+WHERE c.partition = v.partition`
+
+	sqlStageCarried = `
+INSERT INTO carried (partition, request_id, kind, key, canonical, username, user_id, orig_request, claim_offset, at, granted_under, invalid)
+SELECT * FROM unnest($1::int[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::uuid[], $9::bigint[], $10::timestamptz[], $11::int[], $12::bool[])`
+
+	// The activation of a partition (State.Activate in SQL): its rows of
+	// the old version go (usernames by their claim_partition; holds,
+	// reservations and locks by their keys, which the projector picks by
+	// murmur2), the staged ones come in.
+	sqlActivateDropHolders = `DELETE FROM usernames WHERE claim_partition = $1`
+	sqlActivateDropKeyed   = `
+WITH h AS (DELETE FROM holds WHERE key = ANY($1::text[])), r AS (DELETE FROM reservations WHERE key = ANY($1::text[]))
+DELETE FROM rename_locks WHERE key = ANY($1::text[])`
+	sqlActivateHolders = `
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid, policy_version)
+SELECT canonical, key, username, user_id, orig_request, partition, claim_offset, at, granted_under,
+    count(*) OVER (PARTITION BY key) > 1 OR kind = 'shadow', invalid, $2
+FROM carried WHERE partition = $1 AND kind IN ('holder', 'shadow')`
+	sqlActivateHolds = `
+INSERT INTO holds (key, canonical, user_id, request_id, held_until)
+SELECT DISTINCT ON (key) key, canonical, user_id, orig_request, at FROM carried WHERE partition = $1 AND kind = 'hold'
+ORDER BY key, at DESC, canonical COLLATE "C"`
+	sqlActivateReservations = `
+INSERT INTO reservations (key, canonical, request_id, reserved_at)
+SELECT DISTINCT ON (key) key, canonical, orig_request, at FROM carried WHERE partition = $1 AND kind = 'reservation'
+ORDER BY key, canonical COLLATE "C"`
+	sqlActivateClear = `DELETE FROM carried WHERE partition = $1`
+	sqlKeyedKeys     = `SELECT key FROM holds UNION SELECT key FROM reservations UNION SELECT key FROM rename_locks`
 
 	sqlInsertOutbox = `
 INSERT INTO outbox (claim_partition, key, event_type, value, topic)
@@ -88,7 +137,9 @@ SELECT username, canonical, user_id::text, request_id::text, registered_at FROM 
 	sqlReserved = `SELECT canonical FROM reservations WHERE key = $1`
 
 	sqlHolderOfKey = `
-SELECT username, canonical, user_id::text, request_id::text, registered_at FROM usernames WHERE key = $1`
+SELECT username, canonical, user_id::text, request_id::text, registered_at,
+    coalesce(granted_under, (SELECT coalesce(initial_version, version) FROM username_policy)), grandfathered
+FROM usernames WHERE key = $1 ORDER BY canonical COLLATE "C"`
 
 	sqlPolicy = `
 INSERT INTO username_policy (version) VALUES ($1)
@@ -167,13 +218,34 @@ func PolicyVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	return recordPolicy(ctx, pool, username.Latest)
 }
 
+// RequirePolicyVersion records version as the username policy of a new
+// database, and fails, wrapping ErrPolicyVersion, when the database is
+// recorded under another (a registry moves to a new version only with
+// registry policy upgrade).
+func RequirePolicyVersion(ctx context.Context, pool *pgxpool.Pool, version int) error {
+	if _, err := username.ForVersion(version); err != nil {
+		return fmt.Errorf("%w: %w", ErrPolicyVersion, err)
+	}
+	stored, err := recordPolicy(ctx, pool, version)
+	if err != nil {
+		return err
+	}
+	if stored != version {
+		return fmt.Errorf("%w: the database decides under username policy version %d, not %d (--policy-version applies to a new database; move a registry with registry policy upgrade)",
+			ErrPolicyVersion, stored, version)
+	}
+	return nil
+}
+
 // loadStates reads the ledger entries and holders that a round's claims
 // can depend on, in one round trip, into one state per partition.
 func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*projection.State, error) {
 	states := make(map[int32]*projection.State, len(bs))
 	var ids, keys []string
+	var parts []int32
 	for _, b := range bs {
 		states[b.st.partition] = projection.NewState()
+		parts = append(parts, b.st.partition)
 		for i := range b.ins {
 			ids = append(ids, b.ins[i].RequestID)
 			if r := b.ins[i].Rename; r != nil && b.ins[i].Invalid == "" {
@@ -185,6 +257,16 @@ func loadStates(ctx context.Context, tx pgx.Tx, bs []*batch) (map[int32]*project
 		}
 	}
 	q := &pgx.Batch{}
+	q.Queue(sqlLoadPartitionPolicy, parts).Query(func(rows pgx.Rows) error {
+		var part int32
+		var v projection.State
+		_, err := pgx.ForEachRow(rows, []any{&part, &v.Version, &v.Upgraded, &v.FrozenTo, &v.Staged}, func() error {
+			st := states[part]
+			st.Version, st.Upgraded, st.FrozenTo, st.Staged = v.Version, v.Upgraded, v.FrozenTo, v.Staged
+			return nil
+		})
+		return err
+	})
 	q.Queue(bugSQL(sqlLoadRequests), ids).Query(func(rows pgx.Rows) error { return scanRequests(rows, states) })
 	q.Queue(sqlLoadHolders, keys).Query(func(rows pgx.Rows) error { return scanHolders(rows, states) })
 	byKey := keyPartitions(bs)
@@ -268,11 +350,18 @@ func scanRequests(rows pgx.Rows, states map[int32]*projection.State) error {
 func scanHolders(rows pgx.Rows, states map[int32]*projection.State) error {
 	for rows.Next() {
 		h := &projection.Holder{}
-		if err := rows.Scan(&h.Canonical, &h.Key, &h.Username, &h.UserID, &h.RequestID, &h.Partition, &h.Offset, &h.RegisteredAt); err != nil {
+		if err := rows.Scan(&h.Canonical, &h.Key, &h.Username, &h.UserID, &h.RequestID, &h.Partition, &h.Offset, &h.RegisteredAt,
+			&h.GrantedUnder, &h.Grandfathered, &h.Invalid, &h.KeyVersion); err != nil {
 			return err
 		}
 		h.RegisteredAt = h.RegisteredAt.UTC()
-		if st := states[h.Partition]; st != nil {
+		st := states[h.Partition]
+		switch {
+		case st == nil:
+		case h.Grandfathered:
+			st.Members[h.Key] = append(st.Members[h.Key], h)
+			slices.SortFunc(st.Members[h.Key], func(a, b *projection.Holder) int { return strings.Compare(a.Canonical, b.Canonical) })
+		default:
 			st.Holders[h.Key] = h
 		}
 	}
@@ -291,6 +380,26 @@ type writes struct {
 
 	holders, holds, reserved, locks map[string]*projection.State // keys touched, and their partition's state
 	dropped                         []string                     // keys whose holder left during the round
+
+	// The policy upgrade: partitions whose policy state changed, carried
+	// entries staged, and partitions activated (their writes come last).
+	policy         map[int32]*projection.State
+	staged         []stagedRow
+	activations    []activation
+	activationKeys map[int32][]string // keys of holds, reservations and locks in each activated partition
+}
+
+// activation is a partition activating a policy version in a round.
+type activation struct {
+	partition int32
+	version   int
+}
+
+// stagedRow is a carried entry to stage, with its partition.
+type stagedRow struct {
+	partition int32
+	offset    int64
+	s         *projection.Staged
 }
 
 // add records what deciding in (in state st) gave: the decision to
@@ -322,6 +431,18 @@ func (w *writes) add(st *projection.State, in *projection.Claim, out projection.
 	if c.DropHolder {
 		w.dropped = append(w.dropped, c.Key)
 	}
+	if c.Freeze != 0 || c.Stage != nil || c.Activate != 0 {
+		if w.policy == nil {
+			w.policy = map[int32]*projection.State{}
+		}
+		w.policy[in.Partition] = st
+	}
+	if c.Stage != nil {
+		w.staged = append(w.staged, stagedRow{partition: in.Partition, offset: in.Offset, s: c.Stage})
+	}
+	if c.Activate != 0 {
+		w.activations = append(w.activations, activation{partition: in.Partition, version: c.Activate})
+	}
 }
 
 // queue adds the round's writes to b, each one statement over column
@@ -343,11 +464,13 @@ func (w *writes) queue(b *pgx.Batch) {
 		if h := w.holders[k].Holders[k]; h != nil {
 			holders = append(holders, h)
 		}
+		holders = append(holders, w.holders[k].Members[k]...)
 	}
 	if len(holders) > 0 {
 		b.Queue(projection.SQLInsertHolders, projection.HolderArrays(holders)...)
 	}
 	w.queueKeyed(b)
+	w.queuePolicy(b)
 	n := len(w.outbox)
 	parts, keys, types, values, topics := make([]int32, n), make([][]byte, n), make([]string, n), make([][]byte, n), make([]string, n)
 	for i, o := range w.outbox {
@@ -528,8 +651,31 @@ func (s *Store) PolicyVersion(ctx context.Context) (int, error) { return PolicyV
 
 // HolderOfKey returns who holds the name with the given key, or nil when
 // nobody does.
+//
+// For a key held by a grandfathered group it returns the first member,
+// with every member in Members.
 func (s *Store) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {
-	return s.holder(ctx, sqlHolderOfKey, key)
+	rows, err := s.pool.Query(ctx, sqlHolderOfKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("looking up the holder of %q: %w", key, err)
+	}
+	var r claims.Registration
+	regs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (claims.Registration, error) {
+		err := row.Scan(&r.Username, &r.Canonical, &r.UserID, &r.RequestID, &r.RegisteredAt, &r.HeldUnderPolicy, &r.Grandfathered)
+		r.RegisteredAt = r.RegisteredAt.UTC()
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking up the holder of %q: %w", key, err)
+	}
+	if len(regs) == 0 {
+		return nil, nil
+	}
+	first := regs[0]
+	if len(regs) > 1 {
+		first.Members = regs
+	}
+	return &first, nil
 }
 
 func (s *Store) holder(ctx context.Context, query, arg string) (*claims.Registration, error) {
@@ -569,5 +715,117 @@ func (s *Store) NameState(ctx context.Context, key string) (claims.NameState, er
 	return st, nil
 }
 
+// CarriedInvalid reports whether a policy upgrade carried a name its
+// policy refuses, with this key and canonical form, to a holder who still
+// holds it (claims.ClientConfig.CarriedInvalid).
+func (s *Store) CarriedInvalid(ctx context.Context, key, canonical string) (bool, error) {
+	var held bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM usernames WHERE key = $1 AND canonical = $2 AND invalid)`, key, canonical).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("looking up the carried name %q: %w", canonical, err)
+	}
+	return held, nil
+}
+
+// UpgradingTo reports the username policy version a policy upgrade under
+// way moves the registry to, or 0 when none is.
+func (s *Store) UpgradingTo(ctx context.Context) (int, error) {
+	var to int
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(upgrading_to, 0) FROM username_policy`).Scan(&to)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading whether a policy upgrade is under way: %w", err)
+	}
+	return to, nil
+}
+
 // Ping checks the database answers, for readiness.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// queuePolicy writes the round's policy upgrade changes: carried entries
+// staged, each changed partition's policy state, and the activations,
+// after every other write of the round (an activation is the last record
+// of its partition's batch, see Projector.attempt).
+func (w *writes) queuePolicy(b *pgx.Batch) {
+	if n := len(w.staged); n > 0 {
+		parts, ids, kinds, keys, canon, names := make([]int32, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		users, origs, offsets, ats := make([]*string, n), make([]string, n), make([]int64, n), make([]time.Time, n)
+		granted, invalid := make([]int32, n), make([]bool, n)
+		for i, r := range w.staged {
+			parts[i], ids[i], offsets[i] = r.partition, r.s.RequestID, r.offset
+			switch s := r.s; {
+			case s.Holder != nil:
+				h := s.Holder
+				kinds[i], keys[i], canon[i], names[i], users[i], origs[i], ats[i] = events.CarryHolder, h.Key, h.Canonical, h.Username, &h.UserID, h.RequestID, h.RegisteredAt
+				if h.Grandfathered { // staged holders are members only as shadows
+					kinds[i] = events.CarryShadow
+				}
+				granted[i], invalid[i] = int32(h.GrantedUnder), h.Invalid
+			case s.Hold != nil:
+				h := s.Hold
+				kinds[i], keys[i], canon[i], users[i], origs[i], ats[i] = events.CarryHold, h.Key, h.Canonical, &h.UserID, h.RequestID, h.HeldUntil
+			case s.Reservation != nil:
+				v := s.Reservation
+				kinds[i], keys[i], canon[i], origs[i], ats[i] = events.CarryReservation, v.Key, v.Canonical, v.RequestID, v.ReservedAt
+			}
+			names[i] = cmp.Or(names[i], canon[i])
+			granted[i] = max(granted[i], 1)
+		}
+		b.Queue(sqlStageCarried, parts, ids, kinds, keys, canon, names, users, origs, offsets, ats, granted, invalid)
+	}
+	if len(w.policy) > 0 {
+		var parts, versions, frozen, staged []int32
+		for part, st := range w.policy {
+			v := int32(0)
+			if st.Upgraded {
+				v = int32(st.Version)
+			}
+			parts, versions, frozen, staged = append(parts, part), append(versions, v), append(frozen, int32(st.FrozenTo)), append(staged, int32(st.Staged))
+		}
+		b.Queue(sqlSavePartitionPolicy, parts, versions, frozen, staged)
+	}
+	for _, a := range w.activations {
+		part := a.partition
+		b.Queue(sqlActivateDropHolders, part)
+		b.Queue(sqlActivateDropKeyed, w.activationKeys[part])
+		b.Queue(sqlActivateHolders, part, a.version)
+		b.Queue(sqlActivateHolds, part)
+		b.Queue(sqlActivateReservations, part)
+		b.Queue(sqlActivateClear, part)
+	}
+}
+
+// loadActivationKeys finds, for a round with activations, the keys of
+// holds, reservations and locks in each activated partition (by murmur2,
+// as records are partitioned), the round's own included.
+func (w *writes) loadActivationKeys(ctx context.Context, tx pgx.Tx, partitions int) error {
+	if len(w.activations) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, sqlKeyedKeys)
+	if err != nil {
+		return fmt.Errorf("reading the keys of holds, reservations and locks for an activation: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading the keys of holds, reservations and locks for an activation: %w", err)
+	}
+	for _, m := range []map[string]*projection.State{w.holds, w.reserved, w.locks} {
+		for k := range m {
+			keys = append(keys, k)
+		}
+	}
+	w.activationKeys = map[int32][]string{}
+	for _, a := range w.activations {
+		w.activationKeys[a.partition] = []string{}
+	}
+	for _, k := range keys {
+		part := events.Partition([]byte(k), partitions)
+		if ks, ok := w.activationKeys[part]; ok {
+			w.activationKeys[part] = append(ks, k)
+		}
+	}
+	return nil
+}

@@ -47,7 +47,7 @@ func runMigrate(ctx context.Context, args []string, stdout io.Writer, log *slog.
 func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
 	fs := flagSet("serve", &c, stdout, "brokers", "database", "http", "partitions", "replication", "max-waiters", "db-conns", "pprof",
-		"tokens", "listeners", "admin-key", "hold")
+		"tokens", "listeners", "admin-key", "hold", "policy-version")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func runServe(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 
 func runProject(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof", "session-timeout", "admin-key")
+	fs := flagSet("project", &c, stdout, "brokers", "database", "partitions", "replication", "group", "db-conns", "metrics", "pprof", "session-timeout", "admin-key", "policy-version")
 	if err := parse(fs, args, &c); err != nil {
 		return err
 	}
@@ -146,6 +146,12 @@ func connect(ctx context.Context, c *config, log *slog.Logger) ([]kgo.Opt, *pgxp
 	if _, err := migrations.Migrate(ctx, pool, log); err != nil {
 		pool.Close()
 		return nil, nil, 0, err
+	}
+	if c.policy != 0 {
+		if err := projector.RequirePolicyVersion(ctx, pool, c.policy); err != nil {
+			pool.Close()
+			return nil, nil, 0, err
+		}
 	}
 	partitions, err := c.EnsureTopics(ctx, opts)
 	if err != nil {

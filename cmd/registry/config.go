@@ -32,6 +32,7 @@ type config struct {
 	failpoint   func(string) error // project only, in a failpoints build: see failpointHook
 	dataDir     string             // dev only
 	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
+	policy      int                // REGISTRY_POLICY_VERSION: the username policy a new database starts under; 0 is the latest
 	auth        authConfig         // tokens, TLS, the operator listener, admin keys
 }
 
@@ -66,6 +67,10 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		"hold": func() {
 			fs.DurationVar(&c.hold, "hold", c.Duration("REGISTRY_HOLD_PERIOD", claims.DefaultHoldPeriod),
 				"how long a released or renamed-away name stays held for its former holder; 0 means no hold (REGISTRY_HOLD_PERIOD)")
+		},
+		"policy-version": func() {
+			fs.IntVar(&c.policy, "policy-version", c.Int("REGISTRY_POLICY_VERSION", 0),
+				"username policy version a NEW database starts under (0: the latest); refused for a database recorded under another version; an existing registry moves with registry policy upgrade (REGISTRY_POLICY_VERSION)")
 		},
 		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve", &c.Env) },
 		"listeners": func() { c.auth.listenerFlags(fs, &c.Env) },

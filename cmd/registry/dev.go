@@ -27,7 +27,7 @@ import (
 
 func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	var c config
-	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold")
+	fs := flagSet("dev", &c, stdout, "data", "http", "partitions", "max-waiters", "group", "database", "postgres", "pprof", "tokens", "listeners", "admin-key", "hold", "policy-version")
 	kafkaAddr := fs.String("kafka-addr", c.Or("REGISTRY_DEV_KAFKA_ADDR", "127.0.0.1:0"),
 		"address of the embedded Kafka broker, on 127.0.0.1; port 0 picks a free one (REGISTRY_DEV_KAFKA_ADDR)")
 	external := fs.String("kafka-brokers", c.Or("REGISTRY_DEV_KAFKA_BROKERS", ""),
@@ -135,6 +135,13 @@ func writeEnvFile(dir string, c *config) (string, error) {
 	path := filepath.Join(dir, envFileName)
 	body := fmt.Sprintf("# Written by `registry dev` at each start: . %s\nexport REGISTRY_KAFKA_BROKERS=%s\nexport DATABASE_URL=%s\n",
 		path, shellQuote(c.Brokers), shellQuote(c.databaseURL))
+	if c.auth.adminKeyFile != "" { // registry policy upgrade signs its records with it
+		abs, err := filepath.Abs(c.auth.adminKeyFile)
+		if err != nil {
+			return "", err
+		}
+		body += fmt.Sprintf("export REGISTRY_ADMIN_KEY_FILE=%s\n", shellQuote(abs))
+	}
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		return "", fmt.Errorf("writing connection settings: %w", err)
 	}

@@ -7,3 +7,6 @@ package main
 // (TestFailpointsAreOffInTheProduct). The chaos harness builds the binary
 // with -tags failpoints (failpoints_on.go).
 func failpointHook() (func(string) error, error) { return nil, nil }
+
+// failpointHookOf gives registry policy upgrade no failpoints either.
+func failpointHookOf([]string) (func(string) error, error) { return nil, nil }

@@ -19,3 +19,13 @@ func failpointHook() (func(string) error, error) {
 	}
 	return hook, nil
 }
+
+// failpointHookOf reads REGISTRY_FAILPOINTS for a command with failpoints
+// of its own (registry policy upgrade: upgrade.Failpoints).
+func failpointHookOf(known []string) (func(string) error, error) {
+	hook, err := projector.ParseFailpointsOf(os.Getenv("REGISTRY_FAILPOINTS"), known...)
+	if err != nil {
+		return nil, fmt.Errorf("REGISTRY_FAILPOINTS: %w", err)
+	}
+	return hook, nil
+}

@@ -25,6 +25,8 @@ Usage:
   registry rejections [flags] print claim rejections as they are decided (needs only REGISTRY_KAFKA_BROKERS)
   registry rebuild  [flags]   rebuild the projection from registrations into a shadow schema; --verify, --swap
   registry replay --from claims [flags]  decide every claim again and compare with registrations (determinism audit)
+  registry policy diff --to N [--json]    what moving to username policy version N would change (exit 1: holders collide)
+  registry policy upgrade --to N          move the running registry to username policy version N through the log
 
 Run 'registry <command> -h' for a command's flags. The measurement tools
 (bench, baseline, compare, bench-projector, generate) are a separate
@@ -41,6 +43,7 @@ var commands = map[string]cli.Command{
 	"rejections": runRejections,
 	"rebuild":    runRebuild,
 	"replay":     runReplay,
+	"policy":     runPolicy,
 }
 
 // errUsage is what a command returns after printing its help.

@@ -191,6 +191,11 @@ func WriteError(w http.ResponseWriter, status int, reason, detail string) {
 
 // WriteJSON writes body as the API's JSON answer: one object and a newline.
 func WriteJSON(w http.ResponseWriter, status int, body any) {
+	if a, ok := body.(Answer); ok {
+		if r, known := events.LookupReason(a.Reason); known && r.Retryable {
+			w.Header().Set("Retry-After", "2") // policy_upgrading: the partition decides again shortly
+		}
+	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"status":"error"}`)

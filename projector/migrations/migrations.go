@@ -29,8 +29,10 @@ var files embed.FS
 // fills them from the registrations topic and swap replaces the live ones
 // with them. The other tables hold the projectors' positions and epochs
 // (claim_partitions), the topics' recorded shape (topic_layout) and the
-// outbox; a swap keeps those.
-var Projection = []string{"usernames", "requests", "holds", "reservations", "rename_locks"}
+// outbox; a swap keeps those, except claim_partitions' policy state
+// (policy_version, frozen_to, staged), which follows from the decisions
+// and is taken from the rebuild.
+var Projection = []string{"usernames", "requests", "holds", "reservations", "rename_locks", "carried"}
 
 // All returns the projection's migrations in version order.
 func All() []pg.Migration {

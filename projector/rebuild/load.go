@@ -49,6 +49,12 @@ type rowSet struct {
 	request, username, conflict [][]any
 }
 
+// ErrPolicyUpgrade is wrapped when a partition activated a new username
+// policy version while a rebuild was catching up before its swap: the
+// staged entries are in the built shadow only, so the rebuild must be run
+// again.
+var ErrPolicyUpgrade = errors.New("a username policy upgrade activated during the rebuild's catch-up; run the rebuild again")
+
 // changeRows returns the rows of decision d (with its exact bytes, value),
 // first at its position, whose fold gave c: its change's ledger row and
 // holder, or, for request_conflict (which changes nothing), a conflicts
@@ -137,7 +143,8 @@ func finish(ctx context.Context, pool *pgxpool.Pool, schema string, ixs []deferr
 	for p := range partitions {
 		parts, offs = append(parts, p), append(offs, next[p])
 	}
-	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])`, parts, offs); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO `+q(schema)+`.claim_partitions (partition, next_offset) SELECT * FROM unnest($1::int[], $2::bigint[])
+ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset`, parts, offs); err != nil {
 		return nil, 0, fmt.Errorf("writing rebuilt positions: %w", err)
 	}
 	if err := buildIndexes(ctx, pool, schema, ixs, samples); err != nil {

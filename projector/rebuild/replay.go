@@ -89,10 +89,17 @@ func Replay(ctx context.Context, cfg ReplayConfig) (*ReplayReport, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	recorded, err := projector.PolicyVersion(ctx, cfg.Pool)
-	if err != nil {
+	if _, err := projector.PolicyVersion(ctx, cfg.Pool); err != nil {
 		return nil, err
 	}
+	// A replay starts where the log started: under the version the
+	// registry was created with; activations in the log move each
+	// partition on (docs/design.md, "Upgrading the username policy").
+	var recorded int
+	if err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(initial_version, version) FROM username_policy`).Scan(&recorded); err != nil {
+		return nil, fmt.Errorf("reading the registry's first username policy version: %w", err)
+	}
+	var err error
 	if cfg.policy, err = username.ForVersion(cmp.Or(cfg.PolicyVersion, recorded)); err != nil {
 		return nil, fmt.Errorf("--policy-version: %w", err)
 	}
@@ -170,7 +177,7 @@ func replayAll(ctx context.Context, cfg ReplayConfig, partitions int32, claimEnd
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := startLoader(ctx, cfg.Pool, ReplaySchema)
-	sink := &lockedLoader{l: l, k: newKeyed()}
+	sink := &lockedLoader{l: l, k: newKeyed(int(partitions))}
 	next := map[int32]int64{}
 	var mu sync.Mutex
 	queue := make(chan int32, partitions)
@@ -248,9 +255,11 @@ type lockedLoader struct {
 func (s *lockedLoader) add(ctx context.Context, d *events.Decision, c projection.Change, rs rowSet) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.k.add(d, c); err != nil {
+	live, err := s.k.add(d, c)
+	if err != nil {
 		return err
 	}
+	rs.username = append(rs.username, live...)
 	return s.l.add(ctx, rs)
 }
 
@@ -312,8 +321,8 @@ func (pr *partitionReplay) claim(ctx context.Context, rd *projection.Redecider, 
 	}
 	if res.PolicyVersion != 0 {
 		pr.rep.ClaimVersions[res.PolicyVersion]++
-		if res.PolicyVersion != pr.cfg.policy.Version() && pr.cfg.PolicyVersion == 0 {
-			return versionError(rec, res.PolicyVersion, pr.cfg.policy.Version())
+		if !rd.Upgraded() && res.PolicyVersion != rd.Version() && pr.cfg.PolicyVersion == 0 {
+			return versionError(rec, res.PolicyVersion, rd.Version())
 		}
 	}
 	for int64(len(pr.hashes)) <= rec.Offset {

@@ -67,7 +67,7 @@ func TestRebuildKeepsTheSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := e.catalog("public")
-	for _, want := range []string{"usernames_username_not_empty", "usernames_holder_claim", "requests_by_user", "usernames_key_key", "requests_claim_position"} {
+	for _, want := range []string{"usernames_username_not_empty", "usernames_holder_claim", "requests_by_user", "usernames_key_ordinary", "usernames_no_ordinary_beside_group", "requests_claim_position"} {
 		if !slices.ContainsFunc(live, func(s string) bool { return strings.Contains(s, want) }) {
 			t.Fatalf("live catalog lacks %s: %q", want, live)
 		}

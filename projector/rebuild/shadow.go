@@ -185,7 +185,7 @@ func load(ctx context.Context, cfg Config, ends Offsets, rep *BuildReport) error
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	l := startLoader(ctx, cfg.Pool, ShadowSchema)
-	ap := &applier{l: l, rep: rep, samples: cfg.Samples, k: newKeyed()}
+	ap := &applier{l: l, rep: rep, samples: cfg.Samples, k: newKeyed(len(ends))}
 	cfg.Progress.Start("reading registrations", ends.Total())
 	err := read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets{}, ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
@@ -248,7 +248,11 @@ func (a *applier) apply(ctx context.Context, r *kgo.Record) error {
 	}
 	a.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	a.rep.Decisions++
-	if err := a.k.add(d.Decision, d.change); err != nil {
+	live, err := a.k.add(d.Decision, d.change)
+	if err != nil {
+		return err
+	}
+	if err := a.l.add(ctx, rowSet{username: live}); err != nil {
 		return err
 	}
 	return a.l.decision(ctx, d)

@@ -161,7 +161,7 @@ func catchUp(ctx context.Context, cfg Config, tx pgx.Tx, adm *kadm.Client, rep *
 		return nil, err
 	}
 	c := &collector{}
-	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples, k: newKeyed()}
+	ap := &applier{l: nil, rep: &BuildReport{Next: next}, samples: cfg.Samples, k: newKeyed(len(next))}
 	err = read(ctx, cfg.Kafka, cfg.Topics.Registrations, Offsets(from), ends, func(_ int32, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := c.apply(ap, r); err != nil {
@@ -245,7 +245,10 @@ func (c *collector) apply(ap *applier, r *kgo.Record) error {
 	}
 	ap.rep.Next[d.ClaimPartition] = d.ClaimOffset + 1
 	ap.rep.Decisions++
-	if err := ap.k.add(d.Decision, d.change); err != nil {
+	if d.change.Activate != 0 {
+		return fmt.Errorf("%w: claims %d/%d", ErrPolicyUpgrade, d.ClaimPartition, d.ClaimOffset)
+	}
+	if _, err := ap.k.add(d.Decision, d.change); err != nil {
 		return err
 	}
 	rs, err := changeRows(d.Decision, d.value, d.change)
@@ -326,6 +329,10 @@ func replace(ctx context.Context, tx pgx.Tx, rep *SwapReport) error {
 	for _, t := range tables {
 		stmts = append(stmts, `ALTER TABLE `+shadow+`.`+t+` SET SCHEMA `+cur)
 	}
+	// The partitions' policy state follows from the decisions too (a
+	// policy upgrade's freezes, carries and activations).
+	stmts = append(stmts, `UPDATE `+cur+`.claim_partitions c SET policy_version = s.policy_version, frozen_to = s.frozen_to, staged = s.staged
+		FROM `+shadow+`.claim_partitions s WHERE c.partition = s.partition`)
 	stmts = append(stmts, `DROP SCHEMA `+shadow+` CASCADE`)
 	for _, stmt := range stmts {
 		if _, err := tx.Exec(ctx, stmt); err != nil {

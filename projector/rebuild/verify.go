@@ -70,11 +70,11 @@ func diffQueries(schema string) []struct{ kind, sql string } {
 	}
 	return []struct{ kind, sql string }{
 		{"usernames only live", `SELECT l.canonical || ' held by ' || l.user_id, count(*) OVER () FROM usernames l
-			WHERE ` + compared("l") + ` AND NOT EXISTS (SELECT 1 FROM ` + s + `.usernames s WHERE s.canonical = l.canonical) ORDER BY l.canonical LIMIT $1`},
+			WHERE ` + compared("l") + ` AND NOT EXISTS (SELECT 1 FROM ` + s + `.usernames s WHERE s.key = l.key AND s.canonical = l.canonical) ORDER BY l.canonical LIMIT $1`},
 		{"usernames only shadow", `SELECT s.canonical || ' held by ' || s.user_id, count(*) OVER () FROM ` + s + `.usernames s
-			WHERE NOT EXISTS (SELECT 1 FROM usernames l WHERE l.canonical = s.canonical) ORDER BY s.canonical LIMIT $1`},
+			WHERE NOT EXISTS (SELECT 1 FROM usernames l WHERE l.key = s.key AND l.canonical = s.canonical) ORDER BY s.canonical LIMIT $1`},
 		{"usernames differ", `SELECT 'live ' || ROW(l.*)::text || ' shadow ' || ROW(s.*)::text, count(*) OVER () FROM usernames l
-			JOIN ` + s + `.usernames s ON s.canonical = l.canonical WHERE ROW(l.*) IS DISTINCT FROM ROW(s.*) ORDER BY l.canonical LIMIT $1`},
+			JOIN ` + s + `.usernames s ON s.key = l.key AND s.canonical = l.canonical WHERE ROW(l.*) IS DISTINCT FROM ROW(s.*) ORDER BY l.canonical LIMIT $1`},
 		{"requests only live", `SELECT l.request_id || ' in partition ' || l.claim_partition || ' at ' || l.claim_offset, count(*) OVER () FROM requests l
 			WHERE ` + compared("l") + ` AND NOT EXISTS (SELECT 1 FROM ` + s + `.requests s WHERE s.request_id = l.request_id AND s.claim_partition = l.claim_partition)
 			ORDER BY l.claim_partition, l.claim_offset LIMIT $1`},

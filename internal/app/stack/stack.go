@@ -187,7 +187,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 	}
 	client, err := claims.NewClient(claims.ClientConfig{Producer: producer, Decisions: reader, Topics: cfg.Topics, Ledger: dir, Policy: policy,
-		PolicyVersion: dir.policyVersion, HoldPeriod: cfg.HoldPeriod, AdminKeys: cfg.AdminKeys, Metrics: metrics, Logger: cfg.Logger})
+		PolicyVersion: dir.policyVersion, CarriedInvalid: dir.carriedInvalid, HoldPeriod: cfg.HoldPeriod, AdminKeys: cfg.AdminKeys, Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func assemble(cfg APIConfig, producer *kgo.Client) (*API, error) {
 		}
 		return nil
 	}
-	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Partitions: cfg.Partitions,
+	h, err := claims.NewHandler(claims.HandlerConfig{Client: client, Directory: dir, Ready: ready, Partitions: cfg.Partitions, Upgrading: dir.upgradingTo,
 		Metrics: metrics, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
@@ -240,6 +240,18 @@ func (d *deadlineDirectory) policyVersion(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	return d.store.PolicyVersion(ctx)
+}
+
+func (d *deadlineDirectory) carriedInvalid(ctx context.Context, key, canonical string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.CarriedInvalid(ctx, key, canonical)
+}
+
+func (d *deadlineDirectory) upgradingTo(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.store.UpgradingTo(ctx)
 }
 
 func (d *deadlineDirectory) HolderOfKey(ctx context.Context, key string) (*claims.Registration, error) {

@@ -49,6 +49,12 @@ type Claim struct {
 	// step 1 when Invalid == "".
 	Rename *events.RenameStep
 	To     username.Username
+	// Version is the policy version the record says it was made under (0
+	// when it could not be read).
+	Version int
+	// Upgrade and Carry are a policy upgrade record's data (upgrade.go).
+	Upgrade *events.PolicyChange
+	Carry   *events.Carry
 }
 
 // Rules are what a claims record is checked against: the partition count
@@ -62,6 +68,12 @@ type Rules struct {
 	// and partition may differ under this version, so they are not
 	// checked. The projector never translates.
 	Translate bool
+	// Upgraded is set for a partition that activated a policy version
+	// (registry policy upgrade): a release, rename or transfer of a name
+	// the policy refuses is read as Policy.Inspect reads it, since the
+	// upgrade may have carried such a name to a holder (CarryName).
+	// Before any activation such a command is invalid, as it always was.
+	Upgraded bool
 }
 
 // Parse turns a record into a Claim. It never fails: whatever is wrong
@@ -76,7 +88,7 @@ func Parse(r *kgo.Record, ru Rules) Claim {
 		in.Invalid = fmt.Sprintf("claim record could not be read: %v", err)
 		return in
 	}
-	in.Type, in.HoldSeconds, in.Rename = typ, c.HoldSeconds, c.Rename
+	in.Type, in.HoldSeconds, in.Rename, in.Version = typ, c.HoldSeconds, c.Rename, c.PolicyVersion
 	in.UserID, in.Username, in.Caller = storable(c.UserID), storable(c.Username), storable(c.Caller)
 	id, err := uuid.Parse(c.RequestID)
 	if err != nil {
@@ -85,6 +97,10 @@ func Parse(r *kgo.Record, ru Rules) Claim {
 		return in
 	}
 	in.RequestID = id.String()
+	if isUpgrade(typ) {
+		in.Invalid = checkUpgrade(&in, c, r, ru)
+		return in
+	}
 	in.Invalid = checkClaim(&in, c, r, ru)
 	if in.Invalid == "" {
 		in.Invalid = checkCommand(&in, ru.Translate && c.PolicyVersion != ru.Policy.Version())
@@ -103,6 +119,11 @@ func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) st
 		in.UserID = uid.String()
 	}
 	name, err := ru.Policy.Normalize(c.Username)
+	if err != nil && ru.Upgraded && in.holderCommand() {
+		if u, ok := ru.Policy.Inspect(c.Username); ok {
+			name, err = u, nil
+		}
+	}
 	if err != nil {
 		return err.Error()
 	}
@@ -119,6 +140,17 @@ func checkClaim(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) st
 		return fmt.Sprintf("claim is in partition %d but its key belongs in partition %d: produce with the murmur2 partitioner", r.Partition, events.Partition(r.Key, partitions))
 	}
 	return ""
+}
+
+// holderCommand reports whether in acts on a name someone holds (release,
+// the from of a rename, transfer), which may be a carried name the policy
+// refuses.
+func (in *Claim) holderCommand() bool {
+	switch in.Type {
+	case events.TypeReleaseSubmitted, events.TypeRenameSubmitted, events.TypeRenameFinishing, events.TypeTransferSubmitted:
+		return true
+	}
+	return false
 }
 
 // storable replaces NUL, which PostgreSQL text cannot hold, so a claim
@@ -179,7 +211,17 @@ func Decide(st *State, in *Claim) (Outcome, error) {
 		}
 		return out, err
 	}
-	d := decideFresh(st, in)
+	if d := upgradeGate(st, in); d != nil { // published, not stored: decided afresh when retried
+		out, err := encode(d)
+		if err == nil {
+			out.Next, err = next(in, d)
+		}
+		return out, err
+	}
+	d, err := decideFresh(st, in)
+	if err != nil {
+		return Outcome{}, err
+	}
 	out, err := encode(d)
 	if err != nil {
 		return out, err
@@ -205,10 +247,18 @@ func samePayload(prev *Entry, in *Claim) bool {
 
 // decideFresh decides a request_id seen for the first time: one rule per
 // command type.
-func decideFresh(st *State, in *Claim) *events.Decision {
+func decideFresh(st *State, in *Claim) (*events.Decision, error) {
 	if in.Invalid != "" {
-		return in.rejection(events.ReasonInvalid, in.Invalid, "")
+		return in.rejection(events.ReasonInvalid, in.Invalid, ""), nil
 	}
+	if isUpgrade(in.Type) {
+		return decideUpgrade(st, in)
+	}
+	return decideCommand(st, in), nil
+}
+
+// decideCommand decides a valid command other than the upgrade's.
+func decideCommand(st *State, in *Claim) *events.Decision {
 	switch in.Type {
 	case events.TypeReleaseSubmitted:
 		return decideRelease(st, in)
@@ -233,6 +283,14 @@ func decideFresh(st *State, in *Claim) *events.Decision {
 func decideClaim(st *State, in *Claim) *events.Decision {
 	if in.Policy.Reserved(in.Name) || st.Reserved[in.Name.Key] != nil {
 		return in.rejection(events.ReasonReserved, "", "")
+	}
+	if ms := st.Members[in.Name.Key]; len(ms) > 0 { // a grandfathered group: nobody new gets the key
+		if m := st.member(in.Name.Key, in.Name.Canonical); m != nil && m.UserID == in.UserID {
+			return in.registration(m.RequestID, m.RegisteredAt)
+		} else if m != nil {
+			return in.rejection(events.ReasonTaken, "", m.Canonical)
+		}
+		return in.rejection(events.ReasonConfusable, "", ms[0].Canonical)
 	}
 	h, held := st.Holders[in.Name.Key]
 	switch {
@@ -267,6 +325,12 @@ func (in *Claim) command() string {
 		return events.CommandUnreserve
 	case events.TypeTransferSubmitted:
 		return events.CommandTransfer
+	case events.TypePolicyFreezing:
+		return events.CommandFreeze
+	case events.TypeHolderCarried:
+		return events.CommandCarry
+	case events.TypePolicyActivating:
+		return events.CommandActivate
 	}
 	return events.CommandClaim
 }

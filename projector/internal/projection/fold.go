@@ -2,6 +2,8 @@ package projection
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,6 +31,20 @@ type Holder struct {
 	Partition    int32
 	Offset       int64
 	RegisteredAt time.Time
+	// GrantedUnder is the policy version the name was won under (the
+	// deciding version; a carried holder keeps its own); 0 when unknown
+	// (a row written before the policy upgrade existed: the registry's
+	// first version).
+	GrantedUnder int
+	// Grandfathered marks a member of a grandfathered group: holders that
+	// a policy upgrade found under one key (State.Members).
+	Grandfathered bool
+	// Invalid marks a carried name that the partition's policy refuses
+	// as typed; its holder keeps it.
+	Invalid bool
+	// KeyVersion is the policy version that computed Canonical and Key
+	// (the partition's when the row was written; 0: unknown).
+	KeyVersion int
 }
 
 // Change is what one decision does to its partition's projection. The
@@ -64,6 +80,15 @@ type Change struct {
 	// removes it (the rename's final decision).
 	Lock     *Lock
 	DropLock bool
+	// DropCanonical is the canonical form of the holder DropHolder drops:
+	// in a grandfathered group only that member leaves.
+	DropCanonical string
+	// The policy upgrade: Freeze is the version a PolicyFreezing freezes
+	// the partition for; Stage the entry a HolderCarried stages; Activate
+	// the version a PolicyActivating activates (State.Activate).
+	Freeze   int
+	Stage    *Staged
+	Activate int
 }
 
 // Hold is a released name held for its former holder until HeldUntil.
@@ -99,14 +124,28 @@ type Lock struct {
 type State struct {
 	Requests map[string]*Entry       // by request_id
 	Holders  map[string]*Holder      // by key
+	Members  map[string][]*Holder    // by key: grandfathered groups, sorted by canonical form
 	Holds    map[string]*Hold        // by key
 	Reserved map[string]*Reservation // by key: runtime reservations
 	Locks    map[string]*Lock        // by key: renames under way
+
+	// The partition's username policy: Version is the version it decides
+	// under (0 when the caller does not track it), Upgraded whether an
+	// activation set it (commands made under an older version are then
+	// answered policy_upgrading), FrozenTo the version it is frozen for
+	// (0: not frozen), Staged how many carried entries wait for its
+	// activation. StagedEntries holds them where the caller keeps them in
+	// memory (the replay audit); the projector keeps them in PostgreSQL.
+	Version       int
+	Upgraded      bool
+	FrozenTo      int
+	Staged        int
+	StagedEntries []*Staged
 }
 
 // NewState returns an empty State.
 func NewState() *State {
-	return &State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{},
+	return &State{Requests: map[string]*Entry{}, Holders: map[string]*Holder{}, Members: map[string][]*Holder{},
 		Holds: map[string]*Hold{}, Reserved: map[string]*Reservation{}, Locks: map[string]*Lock{}}
 }
 
@@ -122,7 +161,7 @@ func NewState() *State {
 // is not folded). A decision that cannot be a position's first (a win
 // without its holder's data) is an error.
 func Fold(d *events.Decision, value, key []byte) (Change, error) {
-	if d.Reason == events.ReasonRequestConflict {
+	if !events.Stored(d.Reason) {
 		return Change{}, nil
 	}
 	c := Change{Key: string(key), Entry: &Entry{RequestID: d.RequestID, UserID: d.UserID, Username: d.Username, Decision: d, Value: value}}
@@ -133,10 +172,23 @@ func Fold(d *events.Decision, value, key []byte) (Change, error) {
 			return Change{}, fmt.Errorf("registration of %q lacks registered_at, canonical, key or a UUID user_id", d.RequestID)
 		}
 		c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
-			RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC()}
+			RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC(),
+			GrantedUnder: d.PolicyVersion, KeyVersion: d.PolicyVersion}
 		c.DropHold, c.DropHolder = true, d.Outcome == events.OutcomeTransferred
+		c.DropCanonical = d.Canonical
+	case d.Outcome == events.OutcomeFrozen && d.Upgrade != nil:
+		c.Freeze = d.Upgrade.To
+	case d.Outcome == events.OutcomeCarried && d.Carry != nil:
+		s, err := stage(d, string(key))
+		if err != nil {
+			return Change{}, err
+		}
+		c.Stage = s
+	case d.Outcome == events.OutcomeActivated && d.Upgrade != nil:
+		c.Activate = d.Upgrade.To
 	case d.Outcome == events.OutcomeReleased || d.Outcome == events.OutcomeRenamed:
 		c.DropHolder, c.DropLock = true, d.Outcome == events.OutcomeRenamed
+		c.DropCanonical = d.Canonical
 		if d.HeldUntil != nil {
 			c.Hold = &Hold{Key: string(key), Canonical: d.Canonical, UserID: d.UserID, RequestID: d.RequestID, HeldUntil: d.HeldUntil.UTC()}
 		}
@@ -168,11 +220,23 @@ func (st *State) Apply(c Change) {
 	if c.Entry != nil {
 		st.Requests[c.Entry.RequestID] = c.Entry
 	}
-	if c.DropHolder {
-		delete(st.Holders, c.Key)
-	}
-	if c.Holder != nil {
-		st.Holders[c.Holder.Key] = c.Holder
+	if c.DropHolder && len(st.Members[c.Key]) > 0 {
+		st.Members[c.Key] = slices.DeleteFunc(st.Members[c.Key], func(m *Holder) bool { return m.Canonical == c.DropCanonical })
+		if h := c.Holder; h != nil { // a transfer keeps the member's place in its group
+			h.Grandfathered = true
+			st.Members[c.Key] = append(st.Members[c.Key], h)
+			slices.SortFunc(st.Members[c.Key], func(a, b *Holder) int { return strings.Compare(a.Canonical, b.Canonical) })
+		}
+		if len(st.Members[c.Key]) == 0 {
+			delete(st.Members, c.Key)
+		}
+	} else {
+		if c.DropHolder {
+			delete(st.Holders, c.Key)
+		}
+		if c.Holder != nil {
+			st.Holders[c.Holder.Key] = c.Holder
+		}
 	}
 	if c.DropHold {
 		delete(st.Holds, c.Key)
@@ -192,6 +256,16 @@ func (st *State) Apply(c Change) {
 	if c.Lock != nil {
 		st.Locks[c.Key] = c.Lock
 	}
+	if c.Freeze != 0 {
+		st.FrozenTo = c.Freeze
+	}
+	if c.Stage != nil {
+		st.Staged++
+		st.StagedEntries = append(st.StagedEntries, c.Stage)
+	}
+	if c.Activate != 0 {
+		st.Activate(c.Activate)
+	}
 }
 
 // The projection's columns, in the order Row and the column arrays give
@@ -200,7 +274,7 @@ func (st *State) Apply(c Change) {
 // functions below.
 var (
 	RequestColumns = []string{"request_id", "claim_partition", "claim_offset", "user_id", "username", "canonical", "outcome", "reason", "decision"}
-	HolderColumns  = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at"}
+	HolderColumns  = []string{"canonical", "key", "username", "user_id", "request_id", "claim_partition", "claim_offset", "registered_at", "granted_under", "grandfathered", "invalid", "policy_version"}
 )
 
 // Row is e as a requests row, in RequestColumns order, for COPY.
@@ -223,7 +297,7 @@ func (h *Holder) Row() ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("holder's user_id %q: %w", h.UserID, err)
 	}
-	return []any{h.Canonical, h.Key, h.Username, [16]byte(uid), [16]byte(id), h.Partition, h.Offset, h.RegisteredAt}, nil
+	return []any{h.Canonical, h.Key, h.Username, [16]byte(uid), [16]byte(id), h.Partition, h.Offset, h.RegisteredAt, grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid, grantedUnder(h.KeyVersion)}, nil
 }
 
 // SQLInsertRequests and SQLInsertHolders insert a batch of rows, one array
@@ -241,8 +315,8 @@ SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::text[]
 ON CONFLICT (request_id, claim_partition) DO UPDATE SET claim_offset = excluded.claim_offset, outcome = excluded.outcome,
     reason = excluded.reason, decision = excluded.decision`
 	SQLInsertHolders = `
-INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[])`
+INSERT INTO usernames (canonical, key, username, user_id, request_id, claim_partition, claim_offset, registered_at, granted_under, grandfathered, invalid, policy_version)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::int[], $7::bigint[], $8::timestamptz[], $9::int[], $10::bool[], $11::bool[], $12::int[])`
 )
 
 // RequestArrays are SQLInsertRequests' arguments: one array per column.
@@ -265,11 +339,22 @@ func HolderArrays(hs []*Holder) []any {
 	n := len(hs)
 	canon, keys, names, users, reqs := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	parts, offsets, ats := make([]int32, n), make([]int64, n), make([]time.Time, n)
+	granted, grand, invalid, keyVersions := make([]*int32, n), make([]bool, n), make([]bool, n), make([]*int32, n)
 	for i, h := range hs {
 		canon[i], keys[i], names[i], users[i], reqs[i] = h.Canonical, h.Key, h.Username, h.UserID, h.RequestID
 		parts[i], offsets[i], ats[i] = h.Partition, h.Offset, h.RegisteredAt
+		granted[i], grand[i], invalid[i], keyVersions[i] = grantedUnder(h.GrantedUnder), h.Grandfathered, h.Invalid, grantedUnder(h.KeyVersion)
 	}
-	return []any{canon, keys, names, users, reqs, parts, offsets, ats}
+	return []any{canon, keys, names, users, reqs, parts, offsets, ats, granted, grand, invalid, keyVersions}
+}
+
+// grantedUnder is a Holder's GrantedUnder as a column value: null for 0.
+func grantedUnder(v int) *int32 {
+	if v == 0 {
+		return nil
+	}
+	g := int32(v)
+	return &g
 }
 
 func nullable(s string) *string {

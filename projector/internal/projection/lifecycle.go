@@ -83,7 +83,7 @@ func (in *Claim) Admin() bool {
 	case events.TypeReservationSubmitted, events.TypeUnreservation, events.TypeTransferSubmitted:
 		return true
 	}
-	return false
+	return isUpgrade(in.Type) // the policy upgrade's records are signed like them
 }
 
 // AdminProblem is the decider's gate for administrative commands: why rec
@@ -110,10 +110,11 @@ func (in *Claim) heldUntil() *time.Time {
 	return &t
 }
 
-// holds reports whether in's user holds in's name exactly.
+// holds reports whether in's user holds in's name exactly (as its
+// ordinary holder or as a member of its grandfathered group).
 func (st *State) holds(in *Claim) (*Holder, bool) {
-	h := st.Holders[in.Name.Key]
-	return h, h != nil && h.UserID == in.UserID && h.Canonical == in.Name.Canonical
+	h := st.holderOf(in.Name.Key, in.Name.Canonical)
+	return h, h != nil && h.UserID == in.UserID
 }
 
 // decideRelease: the holder gives the name up, into a hold for itself.
@@ -175,6 +176,9 @@ func decideReserve(st *State, in *Claim) *events.Decision {
 	if h := st.Holders[in.Name.Key]; h != nil {
 		return in.rejection(events.ReasonTaken, "", h.Canonical)
 	}
+	if ms := st.Members[in.Name.Key]; len(ms) > 0 {
+		return in.rejection(events.ReasonTaken, "", ms[0].Canonical)
+	}
 	d := in.base(events.OutcomeReserved)
 	d.RegisteredAt = &in.Timestamp
 	return d
@@ -182,9 +186,9 @@ func decideReserve(st *State, in *Claim) *events.Decision {
 
 // decideTransfer gives a held name to the command's user (the new holder).
 func decideTransfer(st *State, in *Claim) *events.Decision {
-	h := st.Holders[in.Name.Key]
+	h := st.holderOf(in.Name.Key, in.Name.Canonical)
 	switch {
-	case h == nil || h.Canonical != in.Name.Canonical:
+	case h == nil:
 		return in.rejection(events.ReasonNotHeld, "", "")
 	case st.Locks[in.Name.Key] != nil:
 		return in.rejection(events.ReasonLocked, "", "")

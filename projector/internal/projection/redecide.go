@@ -2,6 +2,7 @@ package projection
 
 import (
 	"hash/maphash"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,9 +40,13 @@ type Redecider struct {
 	reserved map[string]*Reservation
 	locks    map[string]*Lock
 	renames  map[string]*Entry
-	st       State  // reused for each call: holds at most the entries one claim touches
-	entry    Entry  // the materialised ledger entry for st
-	holder   Holder // the materialised holder for st
+	// The policy upgrade: grandfathered groups, and the partition's
+	// policy state with the carried entries staged (st.Apply keeps it).
+	members map[string][]*Holder
+	upgrade State
+	st      State  // reused for each call: holds at most the entries one claim touches
+	entry   Entry  // the materialised ledger entry for st
+	holder  Holder // the materialised holder for st
 }
 
 type compactHolder struct {
@@ -80,6 +85,7 @@ func NewPolicyRedecider(partitions int, policy *username.Policy, translate bool,
 		rules: Rules{Partitions: partitions, Policy: policy, Translate: translate}, seed: maphash.MakeSeed(), keys: firstKeys(keys),
 		requests: map[uuid.UUID]uint64{}, holders: map[string]compactHolder{},
 		holds: map[string]*Hold{}, reserved: map[string]*Reservation{}, locks: map[string]*Lock{}, renames: map[string]*Entry{},
+		members: map[string][]*Holder{}, upgrade: State{Version: policy.Version()},
 		st: *NewState(),
 	}
 }
@@ -109,6 +115,9 @@ func (r *Redecider) Redecide(rec *kgo.Record) (Redecision, error) {
 		return Redecision{Outcome: Outcome{Copy: true}, PolicyVersion: version}, nil
 	}
 	r.remember(out.Change)
+	if err := r.rememberUpgrade(out.Change); err != nil {
+		return Redecision{}, err
+	}
 	return Redecision{Outcome: out, PolicyVersion: version}, nil
 }
 
@@ -120,16 +129,66 @@ func (r *Redecider) remember(c Change) {
 			r.renames[e.RequestID] = e
 		}
 	}
-	if c.DropHolder {
+	if _, group := r.members[c.Key]; group || len(r.st.Members[c.Key]) > 0 {
+		if ms := r.st.Members[c.Key]; len(ms) > 0 { // st.Apply changed the group
+			r.members[c.Key] = ms
+		} else {
+			delete(r.members, c.Key)
+		}
+	} else if c.DropHolder {
 		delete(r.holders, c.Key)
 	}
-	if h := c.Holder; h != nil {
+	if h := c.Holder; h != nil && !h.Grandfathered {
 		r.holders[h.Key] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID),
 			requestID: uuid.MustParse(h.RequestID), registeredAt: h.RegisteredAt.UnixNano()}
 	}
 	setOrDrop(r.holds, c.Key, c.Hold, c.DropHold)
 	setOrDrop(r.reserved, c.Key, c.Reservation, c.DropReservation)
 	setOrDrop(r.locks, c.Key, c.Lock, c.DropLock)
+}
+
+// Upgraded reports whether the partition has activated a policy version
+// (the records after it may carry older versions, decided
+// policy_upgrading); Version is the version it decides under now.
+func (r *Redecider) Upgraded() bool { return r.upgrade.Upgraded }
+
+// Version is the policy version the partition decides under now.
+func (r *Redecider) Version() int { return r.rules.Policy.Version() }
+
+// rememberUpgrade keeps the partition's policy state, and after an
+// activation takes the partition's new entries from st (State.Activate
+// built them there) and decides the records after it under the new
+// version.
+func (r *Redecider) rememberUpgrade(c Change) error {
+	r.upgrade.Version, r.upgrade.Upgraded, r.upgrade.FrozenTo = r.st.Version, r.st.Upgraded, r.st.FrozenTo
+	r.upgrade.Staged, r.upgrade.StagedEntries = r.st.Staged, r.st.StagedEntries
+	if c.Activate == 0 {
+		return nil
+	}
+	policy, err := username.ForVersion(c.Activate)
+	if err != nil {
+		return err
+	}
+	r.rules.Policy, r.rules.Upgraded = policy, true
+	clear(r.holders)
+	clear(r.members)
+	clear(r.holds)
+	clear(r.reserved)
+	clear(r.locks)
+	for k, h := range r.st.Holders {
+		r.holders[k] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID), requestID: uuid.MustParse(h.RequestID),
+			registeredAt: h.RegisteredAt.UnixNano()}
+	}
+	for k, ms := range r.st.Members {
+		r.members[k] = ms
+	}
+	for k, v := range r.st.Holds {
+		r.holds[k] = v
+	}
+	for k, v := range r.st.Reserved {
+		r.reserved[k] = v
+	}
+	return nil
 }
 
 func setOrDrop[V any](m map[string]*V, key string, v *V, drop bool) {
@@ -153,6 +212,9 @@ func (r *Redecider) load(in *Claim) {
 	clear(r.st.Holds)
 	clear(r.st.Reserved)
 	clear(r.st.Locks)
+	clear(r.st.Members)
+	r.st.Version, r.st.Upgraded, r.st.FrozenTo = r.upgrade.Version, r.upgrade.Upgraded, r.upgrade.FrozenTo
+	r.st.Staged, r.st.StagedEntries = r.upgrade.Staged, r.upgrade.StagedEntries
 	if e := r.renames[in.RequestID]; e != nil {
 		r.st.Requests[in.RequestID] = e
 	} else if id, err := uuid.Parse(in.RequestID); err == nil {
@@ -180,6 +242,9 @@ func (r *Redecider) load(in *Claim) {
 	}
 	if v := r.locks[k]; v != nil {
 		r.st.Locks[k] = v
+	}
+	if ms := r.members[k]; len(ms) > 0 {
+		r.st.Members[k] = slices.Clone(ms)
 	}
 	if c, ok := r.holders[in.Name.Key]; ok {
 		r.holder = Holder{Canonical: c.canonical, Key: in.Name.Key, UserID: c.userID.String(),

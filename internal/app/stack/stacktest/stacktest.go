@@ -48,7 +48,10 @@ type Options struct {
 	Tokens *auth.Store
 	// MaxPageSubscribers bounds each node's live-page streams (0: default).
 	MaxPageSubscribers int
-	Logger             *slog.Logger
+	// PolicyVersion, when not 0, is the username policy version the new
+	// database starts under (as registry dev --policy-version records it).
+	PolicyVersion int
+	Logger        *slog.Logger
 }
 
 // Registry is a running registry.
@@ -104,6 +107,11 @@ func Start(t testenv.T, opts Options) *Registry {
 	r.Pool, r.DBURL = testenv.Database(t)
 	r.Kafka = kafka.ClientOptions(r.Brokers, opts.Logger)
 	r.ensureTopics()
+	if opts.PolicyVersion != 0 {
+		if err := projector.RequirePolicyVersion(context.Background(), r.Pool, opts.PolicyVersion); err != nil {
+			t.Fatalf("recording the policy version: %v", err)
+		}
+	}
 	for range opts.Projectors {
 		r.StartProjector()
 	}
@@ -230,3 +238,7 @@ func (r *Registry) StartAPI() *APINode {
 	r.mu.Unlock()
 	return n
 }
+
+// AdminKeys is the key ring the registry's nodes sign and verify
+// administrative commands with.
+func (r *Registry) AdminKeys() *events.AdminKeys { return r.opts.AdminKeys }

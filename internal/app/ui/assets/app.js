@@ -7,7 +7,7 @@
   const $ = (id) => document.getElementById(id);
 
   const state = {
-    reasons: ['taken', 'confusable', 'reserved', 'invalid', 'request_conflict', 'not_holder', 'held', 'not_held', 'locked'],
+    reasons: ['taken', 'confusable', 'reserved', 'invalid', 'request_conflict', 'not_holder', 'held', 'not_held', 'locked', 'policy_upgrading'],
     seconds: 900,
     end: 0,        // the unix second of the last count in every series
     counts: {},    // reason -> counts per second, oldest first

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// TestPolicyCommandsOnDev runs the policy upgrade as an operator would,
+// on `registry dev` data made under version 1: claims through the API,
+// `registry policy diff --to 2` (human and --json, exit 1 for the
+// collisions), `registry policy upgrade --to 2` with the settings dev
+// writes to registry.env, then claims under version 2.
+func TestPolicyCommandsOnDev(t *testing.T) {
+	requirePostgres(t)
+	dir := filepath.Join(searchableTempDir(t), "data")
+	url, stop := startDev(t, dir, "--policy-version", "1", "--partitions", "4")
+	defer stop()
+	users := map[string]string{}
+	for _, name := range []string{"dog", "d0g", "κοσμος", "ΚΟΣΜΟΣ", "doge", "d0gе", "lumen11", "Iumen11"} {
+		users[name] = uuid.NewString()
+		if resp := postJSON(t, url+"/v1/claims", `{"username":"`+name+`","user_id":"`+users[name]+`"}`); resp["status"] != "registered" {
+			t.Fatalf("version 1 refused %q: %v", name, resp)
+		}
+	}
+	env := devEnv(t, filepath.Join(dir, "registry.env"))
+
+	out, code := runPolicyCmd(t, env, "diff", "--to", "2", "--json")
+	if code != 1 {
+		t.Fatalf("policy diff --json exited %d, want 1 (holders collide):\n%s", code, out)
+	}
+	var rep struct {
+		From, To int
+		Groups   []struct{ Holders []string }
+		Invalid  []struct{ Username string }
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("policy diff --json printed %q: %v", out, err)
+	}
+	var groups []string
+	for _, g := range rep.Groups {
+		groups = append(groups, strings.Join(g.Holders, "+"))
+	}
+	slices.Sort(groups)
+	if want := []string{"Iumen11+lumen11", "d0g+dog", "d0gе+doge", "ΚΟΣΜΟΣ+κοσμος"}; rep.From != 1 || rep.To != 2 || !slices.Equal(groups, want) {
+		t.Errorf("policy diff --json: from %d to %d, groups %q; want 1, 2, %q", rep.From, rep.To, groups, want)
+	}
+	if out, code := runPolicyCmd(t, env, "diff", "--to", "2"); code != 1 || !bytes.Contains(out, []byte(`key "dog"`)) {
+		t.Errorf("policy diff: exit %d, output:\n%s", code, out)
+	}
+	if out, code := runPolicyCmd(t, env, "upgrade", "--to", "2"); code != 0 || !bytes.Contains(out, []byte("decides under username policy version 2")) {
+		t.Fatalf("policy upgrade: exit %d, output:\n%s", code, out)
+	}
+	if out, code := runPolicyCmd(t, env, "upgrade", "--to", "2"); code != 0 || !bytes.Contains(out, []byte("nothing to do")) {
+		t.Errorf("policy upgrade run again: exit %d, output:\n%s", code, out)
+	}
+	if out, code := runPolicyCmd(t, env, "diff", "--to", "2"); code != 0 {
+		t.Errorf("policy diff after the upgrade: exit %d, output:\n%s", code, out)
+	}
+	third := uuid.NewString()
+	for _, c := range []struct{ name, status, reason string }{{"dog", "rejected", "taken"}, {"κοσμος", "rejected", "taken"}, {"cat", "registered", ""}} {
+		var resp map[string]any
+		for range 20 { // the first writes after the upgrade may be answered policy_upgrading
+			resp = postJSON(t, url+"/v1/claims", `{"username":"`+c.name+`","user_id":"`+third+`"}`)
+			if resp["reason"] != "policy_upgrading" {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if resp["status"] != c.status || (c.reason != "" && resp["reason"] != c.reason) {
+			t.Errorf("third user's claim of %q after the upgrade: %v", c.name, resp)
+		}
+	}
+	var held map[string]any
+	getJSON(t, url+"/v1/usernames/d0g", &held)
+	if held["user_id"] != users["d0g"] || held["held_under_policy"] != 1.0 || held["grandfathered"] != true {
+		t.Errorf("lookup of d0g after the upgrade: %v", held)
+	}
+}
+
+// devEnv reads the settings dev wrote for a shell.
+func devEnv(t *testing.T, file string) []string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", `. "$1" && env`, "sh", file).Output()
+	if err != nil {
+		t.Fatalf("sourcing %s: %v", file, err)
+	}
+	var env []string
+	for _, l := range strings.Split(string(out), "\n") {
+		for _, k := range []string{"REGISTRY_KAFKA_BROKERS=", "DATABASE_URL=", "REGISTRY_ADMIN_KEY_FILE="} {
+			if strings.HasPrefix(l, k) {
+				env = append(env, l)
+			}
+		}
+	}
+	if len(env) != 3 {
+		t.Fatalf("%s sets %q; want the brokers, the database and the admin key file", file, env)
+	}
+	return env
+}
+
+// runPolicyCmd runs `registry policy ARGS` as a process with env and returns
+// its standard output and exit code.
+func runPolicyCmd(t *testing.T, env []string, args ...string) ([]byte, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"policy"}, args...)...)
+	cmd.Env = append(os.Environ(), append(env, runAsRegistry+"=1", "REGISTRY_LOG_LEVEL=warn")...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		if ee.ExitCode() != 1 {
+			t.Logf("policy %v: stderr:\n%s", args, stderr.Bytes())
+		}
+		return stdout.Bytes(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("running policy %v: %v", args, err)
+	}
+	return stdout.Bytes(), 0
+}
