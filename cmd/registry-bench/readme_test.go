@@ -24,5 +24,5 @@ func TestReadmeConfigurationTable(t *testing.T) {
 		}
 		usage[name] = out.String()
 	}
-	configtable.Check(t, rows, usage, []string{"dev", "serve", "project", "migrate", "rejections", "rebuild", "replay"})
+	configtable.Check(t, rows, usage, []string{"dev", "serve", "project", "migrate", "rejections", "rebuild", "replay", "policy"})
 }

@@ -18,7 +18,11 @@ func TestReadmeConfigurationTable(t *testing.T) {
 	usage := map[string]string{}
 	for name, run := range commands {
 		var out bytes.Buffer
-		if err := run(context.Background(), []string{"-h"}, &out, slog.New(slog.DiscardHandler)); err != errUsage {
+		help := []string{"-h"}
+		if name == "policy" {
+			help = []string{"diff", "-h"} // diff and upgrade take the same settings
+		}
+		if err := run(context.Background(), help, &out, slog.New(slog.DiscardHandler)); err != errUsage {
 			t.Fatalf("%s -h: %v", name, err)
 		}
 		usage[name] = out.String()
