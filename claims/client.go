@@ -120,8 +120,23 @@ type ClientConfig struct {
 // Client claims usernames and awaits their decisions.
 type Client struct {
 	cfg    ClientConfig
-	policy atomic.Pointer[username.Policy] // once known
+	policy atomic.Pointer[knownPolicy] // once known
 }
+
+// knownPolicy is the policy version read from ClientConfig.PolicyVersion,
+// and when it was read.
+type knownPolicy struct {
+	policy *username.Policy
+	read   time.Time // zero for a configured policy: never read again
+}
+
+// PolicyRecheck is how long a Client trusts the policy version it read
+// from ClientConfig.PolicyVersion before it reads it again. A policy
+// upgrade (registry policy upgrade) changes the version while API nodes
+// run: within this time every node claims and looks names up under the
+// new one. A claim made meanwhile under the old version is answered
+// policy_upgrading (retryable), never decided under the wrong version.
+const PolicyRecheck = time.Second
 
 // NewClient returns a Client.
 func NewClient(cfg ClientConfig) (*Client, error) {
@@ -131,9 +146,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	c := &Client{cfg: cfg.WithDefaults()}
 	switch {
 	case cfg.Policy != nil:
-		c.policy.Store(cfg.Policy)
+		c.policy.Store(&knownPolicy{policy: cfg.Policy})
 	case cfg.PolicyVersion == nil:
-		c.policy.Store(username.MustVersion(username.Latest))
+		c.policy.Store(&knownPolicy{policy: username.MustVersion(username.Latest)})
 	}
 	return c, nil
 }
@@ -354,19 +369,28 @@ func (c *Client) ForgetPolicy() {
 // Policy is the username policy the client claims under. It fails,
 // wrapping ErrPolicyUnavailable, only while the configured PolicyVersion
 // cannot be read.
+//
+// A version read from ClientConfig.PolicyVersion is read again once it is
+// PolicyRecheck old, so an upgrade reaches every API node. While the
+// version cannot be read again, the one known is kept: a database outage
+// does not stop claims whose version is known.
 func (c *Client) Policy(ctx context.Context) (*username.Policy, error) {
-	if p := c.policy.Load(); p != nil {
-		return p, nil
+	known := c.policy.Load()
+	if known != nil && (known.read.IsZero() || time.Since(known.read) < PolicyRecheck) {
+		return known.policy, nil
 	}
 	v, err := c.cfg.PolicyVersion(ctx)
 	if err != nil {
+		if known != nil {
+			return known.policy, nil
+		}
 		return nil, fmt.Errorf("%w: %w", ErrPolicyUnavailable, err)
 	}
 	p, err := username.ForVersion(v)
 	if err != nil {
 		return nil, fmt.Errorf("the database's username policy: %w", err)
 	}
-	c.policy.Store(p)
+	c.policy.Store(&knownPolicy{policy: p, read: time.Now()})
 	return p, nil
 }
 
@@ -466,8 +490,12 @@ func (c *Client) stored(ctx context.Context, cmd *command) (*events.Decision, er
 // sameKey reports whether d decides a name with claim's partition key,
 // so that the projector would answer claim from the same ledger.
 func (c *Client) sameKey(d *events.Decision, claim *events.ClaimSubmitted) bool {
-	n, err := c.policy.Load().Normalize(d.Canonical)
-	return err == nil && d.Canonical != "" && n.Key == claim.Key
+	policy, err := username.ForVersion(claim.PolicyVersion) // the version the claim was made under
+	if err != nil || d.Canonical == "" {
+		return false
+	}
+	n, err := policy.Normalize(d.Canonical)
+	return err == nil && n.Key == claim.Key
 }
 
 // samePayload reports whether d decides a command with cmd's payload: the

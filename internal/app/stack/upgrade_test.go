@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/usernameregistry/registry/claims"
 	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/projector/upgrade"
 )
@@ -90,4 +91,34 @@ func TestPolicyUpgradeThroughTheAPI(t *testing.T) {
 	if code, av := lookup(t, api, "κοσμος"); code != 200 || av.UserID != d || av.Grandfathered || av.GrandfatheredWith != nil || av.HeldUnderPolicy != 1 {
 		t.Errorf("lookup of κοσμος after its group's other member left: %d %+v", code, av)
 	}
+}
+
+// TestUpgradeReachesAnIdleAPI: an API node that served no request while
+// the upgrade ran looks names up, and claims them, under the new version
+// once claims.PolicyRecheck has passed. (It once kept the version it had
+// read at its first request for ever: after an upgrade its lookup called
+// d0g, held in a grandfathered group, "available" under version 1.)
+func TestUpgradeReachesAnIdleAPI(t *testing.T) {
+	t.Parallel()
+	r := stacktest.Start(t, stacktest.Options{Projectors: 1, APIs: 1, Partitions: 2, PolicyVersion: 1})
+	api := r.APIs[0]
+	want(t, "dog under version 1", post(t, api, newID(), newID(), "dog"), 201, "registered", "", "")
+	want(t, "d0g under version 1", post(t, api, newID(), newID(), "d0g"), 201, "registered", "", "")
+	if code, av := lookup(t, api, "d0g"); code != 200 || av.PolicyVersion != 1 {
+		t.Fatalf("lookup of d0g before the upgrade: %d %+v", code, av)
+	}
+	prod, err := kgo.NewClient(append(r.Kafka, kgo.ProducerLinger(0))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	if _, err := upgrade.Run(context.Background(), upgrade.Config{Pool: r.Pool, Producer: prod, Partitions: 2, To: 2, AdminKeys: r.AdminKeys(),
+		Poll: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(claims.PolicyRecheck + 100*time.Millisecond)
+	if code, av := lookup(t, api, "d0g"); code != 200 || av.PolicyVersion != 2 || av.Status != "held" || !av.Grandfathered {
+		t.Errorf("lookup of d0g after the upgrade: %d %+v; want held under version 2's lookup, grandfathered", code, av)
+	}
+	want(t, "a third user's d0g", post(t, api, newID(), newID(), "d0g"), 409, "rejected", "taken", "d0g")
 }
