@@ -33,9 +33,9 @@ fuzz: ## fuzz the username policy (version 2) for a fixed number of runs (FUZZRU
 build: ## build bin/registry
 	$(GO) build -o bin/registry ./cmd/registry
 
-chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8 KAFKA=kfake|apache); see docs/guarantees.md
+chaos: ## fault-injection run with the history checker (SEED=1 DURATION=2m CLIENTS=8 KAFKA=kfake|apache UPGRADE=1); see docs/guarantees.md
 	$(GO) build -o bin/chaos ./cmd/chaos
-	./bin/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8) --kafka $(or $(KAFKA),kfake)
+	./bin/chaos --seed $(or $(SEED),1) --duration $(or $(DURATION),2m) --clients $(or $(CLIENTS),8) --kafka $(or $(KAFKA),kfake) --upgrade=$(if $(filter 1,$(UPGRADE)),true,false)
 
 chaos-bugs: ## build -tags failpoints,chaosbug with each deliberate bug (fence, ledger, offset); the checker must report every one (exit status 3)
 	@# go run reports any failure of the program as exit status 1, so the

@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	kafka := fs.String("kafka", cmp.Or(os.Getenv("KAFKA"), chaos.KafkaEmbedded), "the broker: kfake (a process behind a proxy) or apache (a three-node Apache Kafka cluster from jars, with broker faults) (KAFKA)")
 	faults := fs.String("faults", "", "comma-separated fault types to inject; empty means all: on kfake "+strings.Join(chaos.FaultTypes, ",")+"; on apache "+strings.Join(chaos.ApacheFaultTypes, ","))
 	bug := fs.String("bug", "", "build the registry with -tags chaosbug and this deliberate bug: fence, ledger or offset")
+	upgrade := fs.Bool("upgrade", os.Getenv("UPGRADE") == "1", "start the registry under username policy version 1 and run registry policy upgrade --to 2 in the middle of the faulted load (UPGRADE=1)")
 	dir := fs.String("dir", "", "directory for the run's data and logs; default a new temporary directory, removed after a clean run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 		}
 		*dir = d
 	}
-	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Kafka: *kafka, Dir: *dir, Log: stdout}
+	cfg := chaos.Config{Seed: *seed, Duration: *duration, Clients: *clients, Kafka: *kafka, Dir: *dir, Log: stdout, Upgrade: *upgrade}
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
 	}
@@ -81,7 +82,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (int, error) {
 	if *bug != "" {
 		cfg.Env = []string{"REGISTRY_CHAOS_BUG=" + *bug}
 	}
-	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, kafka %s, bug %q, data in %s\n", *seed, *duration, *clients, *kafka, *bug, *dir)
+	fmt.Fprintf(stdout, "chaos: seed %d, duration %s, clients %d, kafka %s, bug %q, upgrade %v, data in %s\n", *seed, *duration, *clients, *kafka, *bug, *upgrade, *dir)
 	out, err := chaos.Run(ctx, cfg)
 	if err != nil {
 		return 1, fmt.Errorf("seed %d: %w (data and logs in %s)", *seed, err, *dir)
@@ -105,7 +106,28 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 	} else {
 		fmt.Fprintln(w, "NOT every claim decided within 30s of healing")
 	}
+	upgradeFailed := false
+	if u := out.Upgrade; u != nil {
+		if u.Done() {
+			fmt.Fprintf(w, "policy upgrade 1 -> 2: %d attempts, took %s", u.Attempts, u.Ended.Sub(u.Started).Round(time.Millisecond))
+		} else {
+			upgradeFailed = true
+			fmt.Fprintf(w, "policy upgrade 1 -> 2: NOT finished after %d attempts", u.Attempts)
+		}
+		fmt.Fprintf(w, "; answers 503 policy_upgrading: %d; partitions frozen (frozen -> activated):", u.Retried)
+		for _, p := range slices.Sorted(maps.Keys(u.Waits)) {
+			fmt.Fprintf(w, " %d=%s", p, u.Waits[p].Round(time.Millisecond))
+		}
+		fmt.Fprintln(w)
+		for _, f := range u.Failures {
+			fmt.Fprintf(w, "  %s\n", f)
+		}
+	}
 	out.Report.Print(w)
+	if upgradeFailed {
+		fmt.Fprintf(w, "FAIL: the policy upgrade did not finish with seed %d. Data and logs in %s\n", seed, out.Dir)
+		return 1
+	}
 	if len(out.NotInjected) > 0 {
 		fmt.Fprintf(w, "NOT every fault type injected (%s): the run was too short; use a longer --duration\n", strings.Join(out.NotInjected, ", "))
 	}

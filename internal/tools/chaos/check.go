@@ -85,6 +85,10 @@ type Input struct {
 	// without moving it forward or moved its epoch back: only a writer
 	// with a stale epoch or offset (a zombie) can make one.
 	StaleWrites []string
+	// PolicyVersion is the username policy version every partition
+	// started under: 0 means username.Latest; 1 in an upgrade run, whose
+	// partitions move to Latest at their PolicyActivating records.
+	PolicyVersion int
 }
 
 // maxExamples bounds the evidence kept per property.

@@ -66,6 +66,10 @@ type Config struct {
 	// Env is added to the registry processes' environment (the chaosbug
 	// build reads REGISTRY_CHAOS_BUG from it).
 	Env []string
+	// Upgrade starts the registry under username policy version 1 and
+	// runs "registry policy upgrade --to 2" in the middle of the load,
+	// while faults keep being injected (upgrade.go).
+	Upgrade bool
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -116,6 +120,8 @@ type Outcome struct {
 	// when the settle time ran out.
 	SettledIn time.Duration
 	Dir       string
+	// Upgrade is what the policy upgrade did (Config.Upgrade), or nil.
+	Upgrade *UpgradeRun
 }
 
 // run is one chaos run's parts.
@@ -134,6 +140,9 @@ type run struct {
 	work       *workload
 	hist       History
 	faults     faultCounter
+	env        []string // the registry processes' environment
+	adminKey   string   // the admin key file
+	upgrade    *UpgradeRun
 }
 
 // Run performs a chaos run: start, load with faults, heal, settle,
@@ -156,6 +165,10 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 		wg.Go(func() { r.client(loadCtx, i) })
 	}
 	wg.Go(func() { r.inject(loadCtx) })
+	if cfg.Upgrade {
+		r.upgrade = &UpgradeRun{}
+		wg.Go(func() { r.runUpgrade(loadCtx) })
+	}
 	wg.Wait()
 	stopLoad()
 	if ctx.Err() != nil {
@@ -163,6 +176,9 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 	}
 	r.logf("healing everything")
 	r.heal(ctx)
+	if cfg.Upgrade {
+		r.finishUpgrade(ctx)
+	}
 	settled := r.settle(ctx)
 	r.logf("collecting")
 	in, err := r.collect(ctx)
@@ -170,10 +186,14 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 		return nil, err
 	}
 	in.Ops = r.hist.Ops()
+	if cfg.Upgrade {
+		in.PolicyVersion = 1
+		upgradeWaits(r.upgrade, in)
+	}
 	if err := writeHistory(filepath.Join(cfg.Dir, "history.jsonl"), in.Ops); err != nil {
 		return nil, err
 	}
-	out := &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir}
+	out := &Outcome{Report: Check(in), Faults: r.faults.snapshot(), SettledIn: settled, Dir: cfg.Dir, Upgrade: r.upgrade}
 	for _, f := range cfg.Faults {
 		if out.Faults[f] == 0 {
 			out.NotInjected = append(out.NotInjected, f)
@@ -217,6 +237,10 @@ func (r *run) start(ctx context.Context) error {
 		return err
 	}
 	env := append([]string{"REGISTRY_KAFKA_BROKERS=" + strings.Join(r.seeds, ","), "DATABASE_URL=" + r.pg.url, "REGISTRY_PARTITIONS=" + strconv.Itoa(r.cfg.Partitions), "REGISTRY_DB_MAX_CONNS=8"}, r.cfg.Env...)
+	if r.cfg.Upgrade {
+		env = append(env, "REGISTRY_POLICY_VERSION=1")
+	}
+	r.env = env
 	onExit := func(name string, err error) {
 		if err != nil {
 			r.logf("%s exited: %v", name, err)
@@ -230,6 +254,7 @@ func (r *run) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.adminKey = adminKey
 	for i := range r.cfg.Projectors {
 		p := newProc(fmt.Sprintf("projector-%d", i+1), r.cfg.Registry, []string{"project", "--metrics", "", "--session-timeout", r.cfg.SessionTimeout.String(), "--admin-key-file", adminKey}, env, procLog)
 		p.onExit = onExit
@@ -370,6 +395,13 @@ func (r *run) client(ctx context.Context, id int) {
 		// turn answers into unknowns.
 		send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], r.token, &op, wait)
 		r.hist.Add(op)
+		for upgrading(op) && sleep(ctx, time.Second) {
+			// 503 policy_upgrading with Retry-After: the same request
+			// again, as a client must.
+			op = Op{Kind: KindRetry, Client: id, API: op.API, RequestID: op.RequestID, UserID: op.UserID, Username: op.Username}
+			send(context.WithoutCancel(ctx), httpc, r.apiURLs[op.API], r.token, &op, wait)
+			r.hist.Add(op)
+		}
 		if op.Result == ResultUnknown && op.Code != http.StatusAccepted {
 			// A real client backs off after an error instead of
 			// hammering a node that is down.
