@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -156,6 +157,8 @@ func counts(m map[string]int) string {
 // bytes of every copy.
 type published struct {
 	verdict Verdict
+	key     string // the first copy's record key
+	carry   *events.Carry
 	copies  [][]byte
 	where   []string // registrations/<p>@<o> of each copy
 }
@@ -210,7 +213,7 @@ func Check(full *Input) *Report {
 }
 
 func (c *checker) index() {
-	c.model = Replay(c.in.Claims, c.in.Partitions)
+	c.model = ReplayFrom(c.in.Claims, c.in.Partitions, c.in.PolicyVersion)
 	c.r.Claims = len(c.in.Claims)
 	c.claimAt = map[Position]*kgo.Record{}
 	for _, r := range c.in.Claims {
@@ -232,7 +235,7 @@ func (c *checker) index() {
 		}
 		p := byID[v.RequestID]
 		if p == nil {
-			p = &published{verdict: v}
+			p = &published{verdict: v, key: string(rec.Key), carry: d.Carry}
 			byID[v.RequestID] = p
 			c.pubByRP[LedgerKey{v.RequestID, v.At.Partition}] = append(c.pubByRP[LedgerKey{v.RequestID, v.At.Partition}], p)
 			c.r.Decisions++
@@ -251,42 +254,113 @@ func (c *checker) index() {
 	c.r.Holders = len(c.held)
 }
 
-// grant is one source's claim that someone holds a name.
+// grant is one source's claim that someone holds a name; key is its
+// skeleton under the policy version in force where it was decided,
+// prefixed with that version ("" when it cannot be told: it then counts
+// for the name only).
 type grant struct {
-	canonical, user, source string
+	canonical, key, user, source string
 }
 
 // singleHolder is (a): per canonical name one user, per skeleton one
-// (canonical, user), over every source together.
+// (canonical, user), over every source together. Skeletons are computed
+// under the policy version in force where each grant was decided, and a
+// skeleton of the new version may have several holders only if they are
+// exactly members of the grandfathered group its activation made (the
+// holders the upgrade carried there).
 func (c *checker) singleHolder() {
 	var gs []grant
 	for _, op := range c.in.Ops {
 		if op.Result == ResultRegistered {
-			gs = append(gs, grant{cmp.Or(op.Canonical, canonicalOf(op.Username)), op.UserID, fmt.Sprintf("answer op#%d request=%s (%s)", op.ID, op.RequestID, op.Kind)})
+			canonical := cmp.Or(op.Canonical, canonicalOf(op.Username))
+			gs = append(gs, grant{canonical, c.answerKey(op, canonical), op.UserID, fmt.Sprintf("answer op#%d request=%s (%s)", op.ID, op.RequestID, op.Kind)})
 		}
 	}
 	for _, byID := range c.pub {
 		for _, p := range byID {
-			if p.verdict.Outcome == events.OutcomeRegistered {
-				gs = append(gs, grant{p.verdict.Canonical, p.verdict.UserID, fmt.Sprintf("%s: %s", p.where[0], p.verdict)})
+			if v := p.verdict; v.Outcome == events.OutcomeRegistered {
+				gs = append(gs, grant{v.Canonical, c.versionedKey(v.Canonical, v.At), v.UserID, fmt.Sprintf("%s: %s", p.where[0], v)})
 			}
 		}
 	}
 	for _, rows := range c.ledger {
 		for _, l := range rows {
 			if v, ok := decodeVerdict(l.Decision); ok && v.Outcome == events.OutcomeRegistered {
-				gs = append(gs, grant{v.Canonical, v.UserID, fmt.Sprintf("ledger: %s", v)})
+				gs = append(gs, grant{v.Canonical, c.versionedKey(v.Canonical, v.At), v.UserID, fmt.Sprintf("ledger: %s", v)})
 			}
 		}
 	}
 	for _, h := range c.in.Usernames {
-		gs = append(gs, grant{h.Canonical, h.UserID, fmt.Sprintf("usernames: %q held by %s request=%s at %s", h.Canonical, h.UserID, h.RequestID, h.At)})
+		key := keyOf(h.Canonical)
+		if c.upgradeRun() {
+			// The projection is the final state: every row is under its
+			// partition's last version.
+			key = fmt.Sprintf("v%d:%s", c.model.VersionAt(Position{h.At.Partition, math.MaxInt64}), h.Key)
+		}
+		gs = append(gs, grant{h.Canonical, key, h.UserID, fmt.Sprintf("usernames: %q held by %s request=%s at %s", h.Canonical, h.UserID, h.RequestID, h.At)})
 	}
-	c.duplicates(gs, func(g grant) string { return g.canonical }, func(g grant) string { return g.user }, "name")
-	c.duplicates(gs, func(g grant) string { return keyOf(g.canonical) }, func(g grant) string { return g.canonical + " to " + g.user }, "skeleton")
+	c.duplicates(gs, func(g grant) string { return g.canonical }, func(g grant) string { return g.user }, "name", nil)
+	var keyed []grant
+	for _, g := range gs {
+		if g.key != "" {
+			keyed = append(keyed, g)
+		}
+	}
+	c.duplicates(keyed, func(g grant) string { return g.key }, func(g grant) string { return g.canonical + " to " + g.user }, "skeleton", c.grandfathered)
 }
 
-func (c *checker) duplicates(gs []grant, group, holder func(grant) string, what string) {
+// upgradeRun reports whether the run started under an older policy
+// version than the latest (chaos --upgrade).
+func (c *checker) upgradeRun() bool { return c.model.Start != username.Latest }
+
+// versionedKey is grant's key for canonical decided at at.
+func (c *checker) versionedKey(canonical string, at Position) string {
+	if !c.upgradeRun() {
+		return keyOf(canonical)
+	}
+	v := c.model.VersionAt(at)
+	return fmt.Sprintf("v%d:%s", v, c.keyAt(canonical, at))
+}
+
+// answerKey is the key of a registered answer: under the version of the
+// durable decision it reports (its request's ledger row for its payload);
+// "" in an upgrade run when there is none, since the version it was
+// decided under cannot be told ((b) finds such an answer).
+func (c *checker) answerKey(op Op, canonical string) string {
+	if !c.upgradeRun() {
+		return keyOf(canonical)
+	}
+	for k, rows := range c.ledger {
+		if k.RequestID != op.RequestID {
+			continue
+		}
+		for _, l := range rows {
+			if v, ok := decodeVerdict(l.Decision); ok && v.UserID == op.UserID && v.Username == op.Username && v.Outcome == events.OutcomeRegistered {
+				return c.versionedKey(v.Canonical, v.At)
+			}
+		}
+	}
+	return ""
+}
+
+// grandfathered reports whether the holders of a new version's skeleton
+// (by "canonical to user") are all members of the grandfathered group
+// the activation made for it.
+func (c *checker) grandfathered(key string, holders map[string]grant) bool {
+	_, k, ok := strings.Cut(key, ":")
+	group := c.model.Groups[k]
+	if !ok || len(group) == 0 {
+		return false
+	}
+	for _, g := range holders {
+		if user, ok := group[g.canonical]; !ok || user != g.user {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *checker) duplicates(gs []grant, group, holder func(grant) string, what string, allowed func(string, map[string]grant) bool) {
 	by := map[string]map[string]grant{}
 	for _, g := range gs {
 		k := group(g)
@@ -298,7 +372,7 @@ func (c *checker) duplicates(gs []grant, group, holder func(grant) string, what 
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(by)) {
-		if len(by[k]) > 1 {
+		if len(by[k]) > 1 && (allowed == nil || !allowed(k, by[k])) {
 			var lines []string
 			for _, h := range slices.Sorted(maps.Keys(by[k])) {
 				lines = append(lines, by[k][h].source)
@@ -329,7 +403,13 @@ func (c *checker) answers() {
 		}
 		if op.Result == ResultRegistered {
 			canonical := cmp.Or(op.Canonical, canonicalOf(op.Username))
-			if h, ok := c.held[canonical]; !ok || h.UserID != op.UserID {
+			h, ok := c.held[canonical]
+			if c.upgradeRun() && (!ok || h.UserID != op.UserID) {
+				// Granted under an older version: the upgrade carried
+				// the name to its holder under the new one.
+				h, ok = c.held[carriedCanonical(op.Username)]
+			}
+			if !ok || h.UserID != op.UserID {
 				c.r.add(PropRegisteredHeld, "op#%d answered registered: %q to %s; projection: %+v", op.ID, canonical, op.UserID, h)
 			}
 		}
@@ -353,8 +433,33 @@ func (c *checker) answers() {
 // request_id for another name (chaos seed 4: "h0t4-7" and the poison
 // "p4-383372" share partition 0, so the retry of the poison was rightly a
 // request_conflict although its only stored decision was invalid).
+//
+// In an upgrade run the answer may come from before or after the request's
+// partition changed versions (the API names the request under the version
+// it reads): the truth is the one of the version that gives op's result,
+// if any does.
 func (c *checker) truth(op Op) (string, string) {
-	name, err := username.Normalize(op.Username)
+	if !c.upgradeRun() {
+		return c.truthUnder(op, policyOf(username.Latest))
+	}
+	var first, why string
+	for v := c.model.Start; v <= username.Latest; v++ {
+		t, w := c.truthUnder(op, policyOf(v))
+		if t == op.Result {
+			return t, w
+		}
+		if v == c.model.Start {
+			first, why = t, fmt.Sprintf("under version %d: %s", v, w)
+		} else {
+			why += fmt.Sprintf("; under version %d: %s: %s", v, t, w)
+		}
+	}
+	return first, why
+}
+
+// truthUnder is truth when the API named op's username under policy.
+func (c *checker) truthUnder(op Op, policy *username.Policy) (string, string) {
+	name, err := policy.Normalize(op.Username)
 	if err != nil {
 		// The API refuses such a name itself, before it looks at the
 		// ledger (even for a reused request_id), and publishes nothing.
@@ -410,6 +515,14 @@ func (c *checker) oneDecision() {
 		if len(rows) == 0 && len(pubs) == 0 {
 			continue // undecided: (h)
 		}
+		if emitted := c.model.Emitted[at]; emitted.Reason == events.ReasonPolicyUpgrading {
+			// Published, never stored: a retry is decided afresh, so
+			// the ledger may hold a later decision or none.
+			if p := c.pub[at][id]; p != nil {
+				c.identicalCopies(p)
+			}
+			continue
+		}
 		if len(rows) != 1 {
 			c.r.add(PropOneDecision, "%s request=%s has %d ledger rows (want 1)%s", at, id, len(rows), describeRows(rows))
 			continue
@@ -420,12 +533,7 @@ func (c *checker) oneDecision() {
 			c.r.add(PropOneDecision, "%s request=%s: its decision (%s) is not on registrations", at, id, emitted)
 			continue
 		}
-		for i, b := range p.copies {
-			if !bytes.Equal(b, p.copies[0]) {
-				c.r.add(PropOneDecision, "%s: copies differ:\n%s %s\n%s %s", emitted.At, p.where[0], p.copies[0], p.where[i], b)
-				break
-			}
-		}
+		c.identicalCopies(p)
 		if emitted.Reason != events.ReasonRequestConflict && !bytes.Equal(rows[0].Decision, p.copies[0]) {
 			c.r.add(PropOneDecision, "%s: ledger and registrations differ:\nledger %s\n%s %s", emitted.At, rows[0].Decision, p.where[0], p.copies[0])
 		}
@@ -441,12 +549,23 @@ func (c *checker) oneDecision() {
 	}
 }
 
+// identicalCopies adds a (d) anomaly when p's copies differ.
+func (c *checker) identicalCopies(p *published) {
+	for i, b := range p.copies {
+		if !bytes.Equal(b, p.copies[0]) {
+			c.r.add(PropOneDecision, "%s: copies differ:\n%s %s\n%s %s", p.verdict.At, p.where[0], p.copies[0], p.where[i], b)
+			return
+		}
+	}
+}
+
 // sameStored reports whether ps hold one stored decision and otherwise
-// request_conflicts, in any order.
+// request_conflicts and policy_upgrading answers (neither is stored), in
+// any order.
 func sameStored(ps []*published) bool {
 	n := 0
 	for _, p := range ps {
-		if p.verdict.Reason != events.ReasonRequestConflict {
+		if r := p.verdict.Reason; r != events.ReasonRequestConflict && r != events.ReasonPolicyUpgrading {
 			n++
 		}
 	}
@@ -482,6 +601,14 @@ func (c *checker) orphans() {
 		}
 	}
 	for _, h := range c.in.Usernames {
+		if won, ok := c.model.Carried[h.At]; ok {
+			// A carried holder: its row names the HolderCarried record
+			// and the request that won the name.
+			if won != h.RequestID {
+				c.r.add(PropNoOrphan, "usernames row %q names %s, which carried request %s, and request %s", h.Canonical, h.At, won, h.RequestID)
+			}
+			continue
+		}
 		check(fmt.Sprintf("usernames row %q", h.Canonical), h.At, h.RequestID)
 	}
 }
@@ -502,7 +629,7 @@ func (c *checker) logOrder() {
 			if want != p.verdict {
 				c.r.add(PropLogOrder, "%s decided %s\nreference model: %s", p.where[0], p.verdict, want)
 			}
-			if r := p.verdict.Reason; r == events.ReasonTaken || r == events.ReasonConfusable {
+			if r := p.verdict.Reason; (r == events.ReasonTaken || r == events.ReasonConfusable) && !c.beforeActivation(at) {
 				if h, ok := c.held[p.verdict.Conflicts]; !ok || h.At.Partition != at.Partition || h.At.Offset >= at.Offset {
 					c.r.add(PropLogOrder, "%s %s conflicts with %q, whose holder is %+v (not earlier in the log)", p.where[0], p.verdict, p.verdict.Conflicts, h)
 				}
@@ -511,16 +638,32 @@ func (c *checker) logOrder() {
 	}
 }
 
+// beforeActivation reports whether at was decided before its partition
+// activated a new policy version: the final projection no longer holds
+// that version's holders (the model's verdict, which (f) compares, does).
+func (c *checker) beforeActivation(at Position) bool {
+	a, ok := c.model.Activated[at.Partition]
+	return ok && at.Offset <= a.Offset
+}
+
 // replayEqual is (g): the usernames table, the model and a projection
 // rebuilt from registrations hold the same names, and the ledger equals
 // the model's.
 func (c *checker) replayEqual() {
+	// The rebuild folds the published decisions as the projector does:
+	// a partition's activation drops the holders it decided before and
+	// makes the carried ones live.
 	rebuilt := map[string]Holding{}
 	for _, byID := range c.pub {
 		for _, p := range byID {
 			v := p.verdict
-			if v.Outcome == events.OutcomeRegistered && v.Holder == v.RequestID {
-				rebuilt[v.Canonical] = Holding{Canonical: v.Canonical, Key: keyOf(v.Canonical), UserID: v.UserID, RequestID: v.RequestID, At: v.At}
+			switch {
+			case c.beforeActivation(v.At) && v.Outcome == events.OutcomeCarried && p.carry != nil &&
+				(p.carry.Kind == events.CarryHolder || p.carry.Kind == events.CarryShadow):
+				rebuilt[v.Canonical] = Holding{Canonical: v.Canonical, Key: p.key, UserID: v.UserID, RequestID: p.carry.RequestID, At: v.At}
+			case c.beforeActivation(v.At):
+			case v.Outcome == events.OutcomeRegistered && v.Holder == v.RequestID:
+				rebuilt[v.Canonical] = Holding{Canonical: v.Canonical, Key: c.keyAt(v.Canonical, v.At), UserID: v.UserID, RequestID: v.RequestID, At: v.At}
 			}
 		}
 	}
@@ -555,6 +698,16 @@ func (c *checker) replayEqual() {
 	}
 }
 
+// keyAt is the skeleton of canonical under the policy version in force
+// at at.
+func (c *checker) keyAt(canonical string, at Position) string {
+	n, err := policyOf(c.model.VersionAt(at)).Normalize(canonical)
+	if err != nil {
+		return canonical
+	}
+	return n.Key
+}
+
 // decidedSomewhere reports whether the registry decided anything for k;
 // a claim decided nowhere is only undecided, which (h) counts.
 func (c *checker) decidedSomewhere(k LedgerKey) bool { return len(c.pubByRP[k]) > 0 }
@@ -573,7 +726,8 @@ func (c *checker) allDecided() {
 		id := c.model.RequestIDs[at]
 		k := LedgerKey{id, at.Partition}
 		emitted := c.model.Emitted[at]
-		if len(c.ledger[k]) == 0 || c.pub[emitted.At][id] == nil {
+		stored := len(c.ledger[k]) > 0 || emitted.Reason == events.ReasonPolicyUpgrading // answered, not stored
+		if !stored || c.pub[emitted.At][id] == nil {
 			c.r.Counts[PropAllDecided]++
 			c.r.Undecided = append(c.r.Undecided, fmt.Sprintf("%s request=%s (ledger rows %d, published %v)", at, id, len(c.ledger[k]), c.pub[emitted.At][id] != nil))
 		}
@@ -610,6 +764,20 @@ func canonicalOf(typed string) string {
 		return typed
 	}
 	return n.Canonical
+}
+
+// carriedCanonical is the canonical form a policy upgrade carries typed
+// to under the latest version: the one it normalizes to, or the one
+// Inspect computes for a name that version refuses.
+func carriedCanonical(typed string) string {
+	p := policyOf(username.Latest)
+	if n, err := p.Normalize(typed); err == nil {
+		return n.Canonical
+	}
+	if n, ok := p.Inspect(typed); ok {
+		return n.Canonical
+	}
+	return typed
 }
 
 // keyOf is the skeleton of a canonical name.

@@ -251,6 +251,13 @@ func isLifeDecision(d *events.Decision) bool {
 	return isLifeName(d.Canonical) || isLifeName(d.From) || (d.Canonical == "" && d.Command != "")
 }
 
+// isUpgradeMarker reports whether d decides a policy upgrade's marker
+// (freeze or activate), which names no username and which the claim model
+// decides.
+func isUpgradeMarker(d *events.Decision) bool {
+	return d.Command == events.CommandFreeze || d.Command == events.CommandActivate
+}
+
 // splitLifecycle returns a copy of in without the lifecycle names' records,
 // decisions, ledger rows, holders and operations, for the claim
 // properties, whose reference model knows only claims.
@@ -258,15 +265,18 @@ func splitLifecycle(in *Input) *Input {
 	out := *in
 	out.Claims = slices.DeleteFunc(slices.Clone(in.Claims), func(r *kgo.Record) bool {
 		typ, cmd, err := events.DecodeCommand(r)
+		if err == nil && isUpgradeType(typ) { // the model follows the policy upgrade: keep all but lifecycle carries
+			return isLifeName(cmd.Canonical)
+		}
 		return err == nil && (typ != events.TypeClaimSubmitted || isLifeName(cmd.Canonical))
 	})
 	out.Registrations = slices.DeleteFunc(slices.Clone(in.Registrations), func(r *kgo.Record) bool {
 		d, err := events.DecodeDecision(r)
-		return err == nil && isLifeDecision(d)
+		return err == nil && isLifeDecision(d) && !isUpgradeMarker(d)
 	})
 	out.Ledger = slices.DeleteFunc(slices.Clone(in.Ledger), func(l LedgerRow) bool {
 		var d events.Decision
-		return json.Unmarshal(l.Decision, &d) == nil && isLifeDecision(&d)
+		return json.Unmarshal(l.Decision, &d) == nil && isLifeDecision(&d) && !isUpgradeMarker(&d)
 	})
 	out.Usernames = slices.DeleteFunc(slices.Clone(in.Usernames), func(h Holding) bool { return isLifeName(h.Canonical) })
 	out.Ops = slices.DeleteFunc(slices.Clone(in.Ops), func(o Op) bool { return o.Kind == KindLifecycle })
