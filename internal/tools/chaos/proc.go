@@ -177,6 +177,13 @@ func (p *proc) arm(env ...string) {
 
 func (p *proc) disarm() { p.arm() }
 
+// setEnv replaces the environment of every start from now on.
+func (p *proc) setEnv(env []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.env = env
+}
+
 // stop holds the process down and stops it gracefully (SIGTERM), killing
 // it after timeout.
 func (p *proc) stop(timeout time.Duration) {

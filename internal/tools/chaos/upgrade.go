@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/usernameregistry/registry/events"
@@ -77,6 +79,7 @@ func (r *run) upgradeUntil(ctx context.Context, kill bool) {
 		err := r.upgradeOnce(ctx, n, killAfter)
 		if err == nil {
 			r.upgrade.Ended = time.Now()
+			r.afterUpgrade()
 			r.logf("policy upgrade: attempt %d finished; the upgrade took %s", n, r.upgrade.Ended.Sub(r.upgrade.Started).Round(time.Millisecond))
 			return
 		}
@@ -156,4 +159,16 @@ var upgradingAnswer = fmt.Sprintf("answer %d %s %s", http.StatusServiceUnavailab
 // upgrading reports whether op was answered 503 policy_upgrading.
 func upgrading(op Op) bool {
 	return op.Code == http.StatusServiceUnavailable && op.Error == upgradingAnswer
+}
+
+// afterUpgrade drops REGISTRY_POLICY_VERSION=1 from the registry
+// processes' environment, as the operator does once the upgrade finished:
+// the setting is for a NEW database, and a database that decides under
+// version 2 refuses to start a process that asks for 1 (ErrPolicyVersion).
+// Until then a restarted process exits and is restarted again.
+func (r *run) afterUpgrade() {
+	env := slices.DeleteFunc(slices.Clone(r.env), func(v string) bool { return strings.HasPrefix(v, "REGISTRY_POLICY_VERSION=") })
+	for _, p := range append(slices.Clone(r.projectors), r.apis...) {
+		p.setEnv(env)
+	}
 }
