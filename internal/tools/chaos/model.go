@@ -183,6 +183,19 @@ func ReplayFrom(recs []*kgo.Record, partitions, start int) *Model {
 		m.RequestIDs[c.at] = c.requestID
 		m.decide(c, st)
 	}
+	// The holders are each partition's last ones: the partitions are
+	// replayed one after another, and an activation replaces only its
+	// own partition's.
+	for _, st := range parts {
+		for _, h := range st.byKey {
+			m.Holders[h.Canonical] = h
+		}
+		for _, hs := range st.members {
+			for _, h := range hs {
+				m.Holders[h.Canonical] = h
+			}
+		}
+	}
 	return m
 }
 
@@ -246,7 +259,7 @@ func (m *Model) decide(c claimRecord, st *partState) {
 		}
 	case !held:
 		h = Holding{Canonical: c.name.Canonical, Key: c.name.Key, UserID: c.userID, RequestID: c.requestID, At: c.at}
-		st.byKey[h.Key], m.Holders[h.Canonical] = h, h
+		st.byKey[h.Key] = h
 		v.Outcome, v.Holder = events.OutcomeRegistered, c.requestID
 	case h.UserID == c.userID && h.Canonical == c.name.Canonical:
 		v.Outcome, v.Holder = events.OutcomeRegistered, h.RequestID
@@ -283,17 +296,11 @@ func (m *Model) decideUpgrade(c claimRecord, st *partState, v *Verdict) {
 			return
 		}
 		v.Outcome = events.OutcomeActivated
-		for k, h := range m.Holders {
-			if h.At.Partition == c.at.Partition {
-				delete(m.Holders, k)
-			}
-		}
 		clear(st.byKey)
 		clear(st.members)
 		byKey := map[string][]Holding{}
 		for _, h := range st.staged {
 			byKey[h.Key] = append(byKey[h.Key], h)
-			m.Holders[h.Canonical] = h
 		}
 		for k, hs := range byKey {
 			if len(hs) == 1 {

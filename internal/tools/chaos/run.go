@@ -529,6 +529,10 @@ CREATE TABLE IF NOT EXISTS chaos_stale_writes (
 );
 CREATE OR REPLACE FUNCTION chaos_watch_progress() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW.next_offset = OLD.next_offset AND NEW.owner_epoch = OLD.owner_epoch
+       AND NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+        RETURN NEW; -- not an advance: the partition's policy state saved (policy_version, frozen_to, staged)
+    END IF;
     IF NEW.owner_epoch < OLD.owner_epoch
        OR NEW.next_offset < OLD.next_offset
        OR (NEW.owner_epoch = OLD.owner_epoch AND NEW.next_offset <= OLD.next_offset) THEN
