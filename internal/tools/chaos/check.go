@@ -173,6 +173,7 @@ type checker struct {
 	pubByRP map[LedgerKey][]*published
 	ledger  map[LedgerKey][]LedgerRow
 	held    map[string]Holding // the usernames table by canonical
+	shadows map[Position]Holding // its shadow rows (a policy upgrade's), by position
 }
 
 // Check checks every property over in.
@@ -247,8 +248,12 @@ func (c *checker) index() {
 		k := LedgerKey{l.RequestID, l.Partition}
 		c.ledger[k] = append(c.ledger[k], l)
 	}
-	c.held = map[string]Holding{}
+	c.held, c.shadows = map[string]Holding{}, map[Position]Holding{}
 	for _, h := range c.in.Usernames {
+		if _, ok := c.model.Shadows[h.At]; ok {
+			c.shadows[h.At] = h // the holder's second row; (g) compares them
+			continue
+		}
 		c.held[h.Canonical] = h
 	}
 	c.r.Holders = len(c.held)
@@ -658,8 +663,7 @@ func (c *checker) replayEqual() {
 		for _, p := range byID {
 			v := p.verdict
 			switch {
-			case c.beforeActivation(v.At) && v.Outcome == events.OutcomeCarried && p.carry != nil &&
-				(p.carry.Kind == events.CarryHolder || p.carry.Kind == events.CarryShadow):
+			case c.beforeActivation(v.At) && v.Outcome == events.OutcomeCarried && p.carry != nil && p.carry.Kind == events.CarryHolder:
 				rebuilt[v.Canonical] = Holding{Canonical: v.Canonical, Key: p.key, UserID: v.UserID, RequestID: p.carry.RequestID, At: v.At}
 			case c.beforeActivation(v.At):
 			case v.Outcome == events.OutcomeRegistered && v.Holder == v.RequestID:
@@ -677,6 +681,11 @@ func (c *checker) replayEqual() {
 		pg, mo, re := c.held[n], c.model.Holders[n], rebuilt[n]
 		if pg != mo || mo != re {
 			c.r.add(PropReplayEqual, "name %q:\nprojection %s\nmodel      %s\nrebuild    %s", n, holding(pg), holding(mo), holding(re))
+		}
+	}
+	for _, at := range slices.SortedFunc(maps.Keys(c.model.Shadows), comparePositions) {
+		if want, got := c.model.Shadows[at], c.shadows[at]; want != got {
+			c.r.add(PropReplayEqual, "shadow row at %s:\nprojection %s\nmodel      %s", at, holding(got), holding(want))
 		}
 	}
 	for k, want := range c.model.Ledger {
@@ -740,6 +749,10 @@ func (c *checker) allDecided() {
 	if c.in.Outbox > 0 {
 		c.r.add(PropAllDecided, "%d decisions still in the outbox", c.in.Outbox)
 	}
+}
+
+func comparePositions(a, b Position) int {
+	return cmp.Or(cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Offset, b.Offset))
 }
 
 func (c *checker) positions() []Position {

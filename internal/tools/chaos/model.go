@@ -105,6 +105,11 @@ type Model struct {
 	// Groups is, per key under the new version, the grandfathered group
 	// an activation made: canonical form -> user.
 	Groups map[string]map[string]string
+	// Shadows are the live shadow rows of activated partitions, by the
+	// position of their HolderCarried record: a name the new version
+	// refuses, carried a second time under the key it is displayed as,
+	// as a member of that key's group (Holders keeps its holder row).
+	Shadows map[Position]Holding
 	// Start is the version every partition starts under.
 	Start int
 }
@@ -148,6 +153,7 @@ type partState struct {
 	byKey    map[string]Holding
 	members  map[string][]Holding // grandfathered groups, by canonical form
 	staged   []Holding
+	shadows  map[Position]bool // staged entries that are shadows
 }
 
 // Replay runs the model over claims records (in any order; each partition
@@ -171,12 +177,12 @@ func ReplayFrom(recs []*kgo.Record, partitions, start int) *Model {
 		return int(a.Offset - b.Offset)
 	})
 	m := &Model{Emitted: map[Position]Verdict{}, Ledger: map[LedgerKey]Verdict{}, Holders: map[string]Holding{}, RequestIDs: map[Position]string{},
-		Carried: map[Position]string{}, Activated: map[int32]Activation{}, Groups: map[string]map[string]string{}, Start: start}
+		Carried: map[Position]string{}, Activated: map[int32]Activation{}, Groups: map[string]map[string]string{}, Shadows: map[Position]Holding{}, Start: start}
 	parts := map[int32]*partState{}
 	for _, r := range sorted {
 		st := parts[r.Partition]
 		if st == nil {
-			st = &partState{version: start, byKey: map[string]Holding{}, members: map[string][]Holding{}}
+			st = &partState{version: start, byKey: map[string]Holding{}, members: map[string][]Holding{}, shadows: map[Position]bool{}}
 			parts[r.Partition] = st
 		}
 		c := readClaim(r, partitions, policyOf(st.version))
@@ -192,7 +198,9 @@ func ReplayFrom(recs []*kgo.Record, partitions, start int) *Model {
 		}
 		for _, hs := range st.members {
 			for _, h := range hs {
-				m.Holders[h.Canonical] = h
+				if _, shadow := m.Shadows[h.At]; !shadow {
+					m.Holders[h.Canonical] = h
+				}
 			}
 		}
 	}
@@ -289,6 +297,7 @@ func (m *Model) decideUpgrade(c claimRecord, st *partState, v *Verdict) {
 		if c.carry.Kind == events.CarryHolder || c.carry.Kind == events.CarryShadow {
 			st.staged = append(st.staged, Holding{Canonical: c.name.Canonical, Key: c.key, UserID: c.userID, RequestID: c.carry.RequestID, At: c.at})
 			m.Carried[c.at] = c.carry.RequestID
+			st.shadows[c.at] = c.carry.Kind == events.CarryShadow
 		}
 	case events.TypePolicyActivating:
 		if st.frozenTo != c.upgrade.To {
@@ -302,8 +311,13 @@ func (m *Model) decideUpgrade(c claimRecord, st *partState, v *Verdict) {
 		for _, h := range st.staged {
 			byKey[h.Key] = append(byKey[h.Key], h)
 		}
+		for _, h := range st.staged {
+			if st.shadows[h.At] {
+				m.Shadows[h.At] = h
+			}
+		}
 		for k, hs := range byKey {
-			if len(hs) == 1 {
+			if len(hs) == 1 && !st.shadows[hs[0].At] { // a shadow is always a group's member
 				st.byKey[k] = hs[0]
 				continue
 			}
