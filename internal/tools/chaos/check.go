@@ -172,7 +172,7 @@ type checker struct {
 	pub     map[Position]map[string]*published // by claim position, then request_id
 	pubByRP map[LedgerKey][]*published
 	ledger  map[LedgerKey][]LedgerRow
-	held    map[string]Holding // the usernames table by canonical
+	held    map[string]Holding   // the usernames table by canonical
 	shadows map[Position]Holding // its shadow rows (a policy upgrade's), by position
 }
 
