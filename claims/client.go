@@ -222,9 +222,38 @@ type Submission struct {
 func (c *Client) Submit(ctx context.Context, req Request) (*Submission, error) {
 	claim, err := c.build(ctx, req)
 	if err != nil {
+		if d := c.storedRefused(ctx, req, err); d != nil {
+			return &Submission{metrics: c.cfg.Metrics, res: Result{RequestID: d.RequestID, Decision: d}, cancel: func() {}}, nil
+		}
 		return nil, err
 	}
 	return c.submit(ctx, &command{typ: events.TypeClaimSubmitted, body: claim}, req.RequestID != "")
+}
+
+// storedRefused answers a retried claim whose name the policy in force
+// now refuses (err, from build) but which was decided under an older
+// version before a policy upgrade: its stored final decision for the same
+// user and username, so that every answer for a request agrees across the
+// upgrade. Nil, and the refusal stands, when there is none, when the
+// request is not a claim's, or when the ledger cannot be read.
+func (c *Client) storedRefused(ctx context.Context, req Request, err error) *events.Decision {
+	if c.cfg.Ledger == nil || req.RequestID == "" || !errors.Is(err, username.ErrInvalid) {
+		return nil
+	}
+	id, perr := uuid.Parse(req.RequestID)
+	if perr != nil {
+		return nil
+	}
+	user, perr := uuid.Parse(req.UserID)
+	if perr != nil {
+		return nil
+	}
+	d, lerr := c.cfg.Ledger.Decision(ctx, id.String())
+	if lerr != nil || d == nil || !events.Final(d.Outcome) || d.Reason == events.ReasonInvalid ||
+		d.Command != events.CommandClaim || d.UserID != user.String() || d.Username != req.Username {
+		return nil
+	}
+	return d
 }
 
 // command is a command on the claims topic as the client sends it: its

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/usernameregistry/registry/claims"
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/registrations"
@@ -192,5 +193,49 @@ func TestAwaitTakesOnlyItsPartitionsDecision(t *testing.T) {
 	if res.Decision.Outcome != events.OutcomeRegistered || res.Decision.ClaimPartition != own {
 		t.Errorf("answered %s %s from partition %d, want registered from partition %d (its own)",
 			res.Decision.Outcome, res.Decision.Reason, res.Decision.ClaimPartition, own)
+	}
+}
+
+// ledgerOf is a Ledger holding fixed decisions.
+type ledgerOf map[string]*events.Decision
+
+func (l ledgerOf) Decision(_ context.Context, requestID string) (*events.Decision, error) {
+	return l[requestID], nil
+}
+
+// TestRetryAcrossPolicyUpgrade: a claim decided under policy version 1
+// ("hоt1-6" with a Cyrillic о, confusable with hot1-6) is retried after
+// the registry moved to version 2, which refuses mixed scripts. The retry
+// gets the stored decision, as every retry of a request does, not a
+// refusal that contradicts it (chaos --upgrade, seed 1, found it); the same
+// name with a request_id never decided, or with another user, is still
+// refused.
+func TestRetryAcrossPolicyUpgrade(t *testing.T) {
+	prod, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1")) // nothing is produced
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	id, user, typed := uuid.NewString(), uuid.NewString(), "h\u043et1-6"
+	stored := &events.Decision{RequestID: id, UserID: user, Username: typed, Canonical: typed, Outcome: events.OutcomeRejected,
+		Reason: events.ReasonConfusable, Conflicts: "hot1-6", ClaimPartition: 2, ClaimOffset: 7, PolicyVersion: 1}
+	cl, err := claims.NewClient(claims.ClientConfig{Producer: prod, Decisions: &feed{subs: map[string]chan *events.Decision{}},
+		Ledger: ledgerOf{id: stored}, Policy: username.MustVersion(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := cl.Claim(ctx, claims.Request{RequestID: id, UserID: user, Username: typed})
+	if err != nil || res.Decision == nil || res.Decision.Reason != events.ReasonConfusable {
+		t.Fatalf("retry of a request decided under version 1: %+v, %v; want its stored confusable", res.Decision, err)
+	}
+	for _, req := range []claims.Request{
+		{RequestID: uuid.NewString(), UserID: user, Username: typed}, // never decided
+		{RequestID: id, UserID: uuid.NewString(), Username: typed},   // another user
+		{UserID: user, Username: typed},                              // no request_id
+	} {
+		if _, err := cl.Claim(ctx, req); !errors.Is(err, claims.ErrInvalid) {
+			t.Errorf("%+v: %v, want the policy's refusal", req, err)
+		}
 	}
 }
