@@ -14,6 +14,8 @@ func TestCommandLineErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"policy", "frob"}, `unknown policy command "frob"`},
+		{[]string{"policy", "diff"}, "--to is required"},
 		{[]string{"serve", "--nope"}, "flag provided but not defined: -nope"},
 		{[]string{"serve", "extra"}, `unexpected argument "extra"`},
 		{[]string{"project", "--partitions", "0"}, "--partitions must be between 1 and 10000"},
@@ -37,7 +39,7 @@ func TestCommandLineErrors(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"dev", "-h"}} {
+	for _, args := range [][]string{nil, {"help"}, {"-h"}, {"dev", "-h"}, {"policy"}, {"policy", "-h"}, {"policy", "upgrade", "-h"}} {
 		var out, errw bytes.Buffer
 		if err := run(context.Background(), args, &out, &errw); err != nil {
 			t.Errorf("registry %v: %v", args, err)

@@ -43,7 +43,11 @@ var errCollisions = errors.New("holders collide under the new version (see above
 
 func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) == 0 || (args[0] != "diff" && args[0] != "upgrade") {
-		fmt.Fprint(stdout, policyHelp)
+		// No subcommand, no flags yet: the help without its "Flags:" heading.
+		fmt.Fprint(stdout, strings.TrimSuffix(policyHelp, "Flags:\n")+"Run 'registry policy diff -h' for the flags.\n")
+		if len(args) > 0 && args[0] != "-h" && args[0] != "--help" && args[0] != "help" {
+			return fmt.Errorf("unknown policy command %q: want diff or upgrade", args[0])
+		}
 		return errUsage
 	}
 	sub := args[0]
