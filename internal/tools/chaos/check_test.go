@@ -577,3 +577,23 @@ func TestCheckUpgradeVersionOneClaimAfterActivation(t *testing.T) {
 		t.Errorf("a grant inside a grandfathered group after activation not found: %v %v", rep.Counts, rep.Examples)
 	}
 }
+
+// TestCheckUpgradeAnswerStored: a registry that stored its
+// policy_upgrading answer in the ledger (it must publish it only, so the
+// retry is decided afresh) is caught by (d) (two ledger rows for the
+// request in its partition) and (b) (the answer of the retry disagrees
+// with the first row).
+func TestCheckUpgradeAnswerStored(t *testing.T) {
+	recs := upgradeLog(t)
+	in := worldFrom(t, recs, 1)
+	for _, r := range in.Registrations {
+		d, err := events.DecodeDecision(r)
+		if err == nil && d.Reason == events.ReasonPolicyUpgrading {
+			in.Ledger = append(in.Ledger, LedgerRow{RequestID: d.RequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, UserID: d.UserID, Username: d.Username, Decision: r.Value})
+		}
+	}
+	rep := Check(in)
+	if rep.Counts[PropOneDecision] == 0 || rep.Counts[PropAnswersAgree] == 0 {
+		t.Errorf("a stored policy_upgrading answer not found: %v %v", rep.Counts, rep.Examples)
+	}
+}
