@@ -19,7 +19,7 @@ test: ## run every test with the race detector: go test -race ./...
 KAFKA_PKGS = $$($(GO) list -f '{{.ImportPath}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... | awk '/internal\/testenv|stacktest/ {print $$1}') ./internal/kafkalaunch/
 
 test-kafka: ## the Kafka-dependent tests on Apache Kafka from jars, no Docker (TEST_KAFKA=apache; needs java 17+ and mvn)
-	TEST_KAFKA=apache $(GO) test -race $(KAFKA_PKGS)
+	TEST_KAFKA=apache $(GO) test -race -timeout 30m $(KAFKA_PKGS)
 
 lint: ## gofmt, go vet, and go mod tidy leaving nothing to change
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
