@@ -62,3 +62,40 @@ func TestPolicyVersionRecorded(t *testing.T) {
 		}
 	}
 }
+
+// TestRequirePolicyVersionAfterUpgrade: --policy-version names what a NEW
+// database starts under. A database created under version 1 and upgraded
+// to 2 accepts a restart still configured with 1 (the processes then run
+// under 2, read from the database), while a database created under 2
+// refuses 1, and no database accepts a version above the one it decides
+// under.
+func TestRequirePolicyVersionAfterUpgrade(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	upgraded, _ := testenv.Database(t)
+	if err := RequirePolicyVersion(ctx, upgraded, 1); err != nil {
+		t.Fatalf("new database under version 1: %v", err)
+	}
+	if _, err := upgraded.Exec(ctx, `UPDATE username_policy SET initial_version = coalesce(initial_version, version), version = 2`); err != nil { // what registry policy upgrade records: first, last
+		t.Fatal(err)
+	}
+	if err := RequirePolicyVersion(ctx, upgraded, 1); err != nil {
+		t.Errorf("restart with version 1 of a database created under 1 and upgraded to 2: %v", err)
+	}
+	if v, err := PolicyVersion(ctx, upgraded); err != nil || v != 2 {
+		t.Errorf("the upgraded database decides under %d (%v), want 2", v, err)
+	}
+	born2, _ := testenv.Database(t)
+	if err := RequirePolicyVersion(ctx, born2, 2); err != nil {
+		t.Fatalf("new database under version 2: %v", err)
+	}
+	if err := RequirePolicyVersion(ctx, born2, 1); !errors.Is(err, ErrPolicyVersion) {
+		t.Errorf("version 1 for a database created under 2: %v, want ErrPolicyVersion", err)
+	}
+	if _, err := upgraded.Exec(ctx, `UPDATE username_policy SET version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := RequirePolicyVersion(ctx, upgraded, 2); !errors.Is(err, ErrPolicyVersion) {
+		t.Errorf("version 2 for a database deciding under 1: %v, want ErrPolicyVersion", err)
+	}
+}

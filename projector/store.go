@@ -221,7 +221,11 @@ func PolicyVersion(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 // RequirePolicyVersion records version as the username policy of a new
 // database, and fails, wrapping ErrPolicyVersion, when the database is
 // recorded under another (a registry moves to a new version only with
-// registry policy upgrade).
+// registry policy upgrade). A database that was created under version and
+// upgraded since is not refused: the setting says what a new database
+// starts with, and it did, so a process restarted after an upgrade with
+// its configuration unchanged (REGISTRY_POLICY_VERSION=1) runs under the
+// upgraded version rather than exiting.
 func RequirePolicyVersion(ctx context.Context, pool *pgxpool.Pool, version int) error {
 	if _, err := username.ForVersion(version); err != nil {
 		return fmt.Errorf("%w: %w", ErrPolicyVersion, err)
@@ -231,6 +235,13 @@ func RequirePolicyVersion(ctx context.Context, pool *pgxpool.Pool, version int) 
 		return err
 	}
 	if stored != version {
+		var initial *int
+		if err := pool.QueryRow(ctx, `SELECT coalesce(initial_version, version) FROM username_policy`).Scan(&initial); err != nil {
+			return fmt.Errorf("reading the username policy version the database started under: %w", err)
+		}
+		if initial != nil && *initial == version && stored > version {
+			return nil
+		}
 		return fmt.Errorf("%w: the database decides under username policy version %d, not %d (--policy-version applies to a new database; move a registry with registry policy upgrade)",
 			ErrPolicyVersion, stored, version)
 	}

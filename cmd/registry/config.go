@@ -70,7 +70,7 @@ func flagSet(name string, c *config, stderr io.Writer, want ...string) *flag.Fla
 		},
 		"policy-version": func() {
 			fs.IntVar(&c.policy, "policy-version", c.Int("REGISTRY_POLICY_VERSION", 0),
-				"username policy version a NEW database starts under (0: the latest); refused for a database recorded under another version; an existing registry moves with registry policy upgrade (REGISTRY_POLICY_VERSION)")
+				"username policy version a NEW database starts under (0: the latest); refused for a database created under another version; an existing registry moves with registry policy upgrade (REGISTRY_POLICY_VERSION)")
 		},
 		"tokens":    func() { c.auth.tokenFlags(fs, name == "serve", &c.Env) },
 		"listeners": func() { c.auth.listenerFlags(fs, &c.Env) },
