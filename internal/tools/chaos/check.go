@@ -398,6 +398,8 @@ func (c *checker) answers() {
 		k := payload{op.RequestID, op.UserID, op.Username}
 		if prev, ok := first[k]; !ok {
 			first[k] = op
+		} else if prev.Result != op.Result && c.refusedThenAccepted(prev, op) {
+			first[k] = op // the upgrade made the name valid: later answers agree with this one
 		} else if prev.Result != op.Result {
 			c.r.add(PropAnswersAgree, "request %s answered %s (op#%d, api %d, %s) and %s (op#%d, api %d, %s)",
 				op.RequestID, prev.Result, prev.ID, prev.API, prev.Kind, op.Result, op.ID, op.API, op.Kind)
@@ -419,6 +421,21 @@ func (c *checker) answers() {
 			}
 		}
 	}
+}
+
+// refusedThenAccepted reports whether, in an upgrade run, prev and op
+// differ only because the policy changed between them: prev was refused
+// invalid by the API under the starting version, which nothing publishes
+// or stores, and the latest version accepts the name, so op, later, was
+// decided on its merits. Every other pair of different answers for one
+// payload is an anomaly.
+func (c *checker) refusedThenAccepted(prev, op Op) bool {
+	if !c.upgradeRun() || prev.Result != ResultInvalid || op.Result == ResultInvalid || prev.ID > op.ID {
+		return false
+	}
+	_, errStart := policyOf(c.model.Start).Normalize(prev.Username)
+	_, errLatest := policyOf(username.Latest).Normalize(op.Username)
+	return errStart != nil && errLatest == nil
 }
 
 // truth is the result the durable decisions give op's payload, by the rule

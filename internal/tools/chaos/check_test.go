@@ -597,3 +597,43 @@ func TestCheckUpgradeAnswerStored(t *testing.T) {
 		t.Errorf("a stored policy_upgrading answer not found: %v %v", rep.Counts, rep.Examples)
 	}
 }
+
+// TestCheckUpgradeRefusedThenAccepted: a name version 1 refuses
+// ("josé_") answered 422 invalid by the API before the upgrade (nothing
+// published) and registered under version 2 after it is not an anomaly:
+// the policy changed between the answers (chaos --upgrade seed 3). The
+// same pair of answers for a name both versions accept is one.
+func TestCheckUpgradeRefusedThenAccepted(t *testing.T) {
+	if _, err := username.MustVersion(1).Normalize("josé_"); err == nil {
+		t.Fatal(`version 1 accepts "josé_"; the test needs a name it refuses`)
+	}
+	for _, c := range []struct {
+		name string
+		want []string
+	}{{"josé_", nil}, {"josh", []string{PropAnswersAgree}}} {
+		recs := upgradeLog(t)
+		id, user := uuid.NewString(), uuid.NewString()
+		n, err := username.MustVersion(2).Normalize(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := events.ClaimRecord(&events.ClaimSubmitted{RequestID: id, UserID: user, Username: c.name, Canonical: n.Canonical, Key: n.Key, PolicyVersion: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Partition = events.Partition(rec.Key, testPartitions)
+		for _, r := range recs {
+			if r.Partition == rec.Partition {
+				rec.Offset = max(rec.Offset, r.Offset+1)
+			}
+		}
+		recs = append(recs, rec)
+		in := worldFrom(t, recs, 1)
+		refused := Op{ID: -1, Kind: KindReuse, RequestID: id, UserID: user, Username: c.name, Result: ResultInvalid, Code: 422, Invoke: time.Unix(0, 0)}
+		in.Ops = append([]Op{refused}, in.Ops...)
+		if last := in.Ops[len(in.Ops)-1]; last.Username != c.name || last.Result != ResultRegistered {
+			t.Fatalf("%s: the claim under version 2 was answered %+v, want registered", c.name, last)
+		}
+		expectOnly(t, Check(in), c.want...)
+	}
+}
