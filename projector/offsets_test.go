@@ -2,15 +2,12 @@ package projector_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
@@ -65,29 +62,7 @@ func TestAssignmentWaitsOutOffsetNotAvailable(t *testing.T) {
 	}
 
 	const unavailableAnswers = 4
-	var unavailable atomic.Int32
-	unavailable.Store(unavailableAnswers)
-	c.ControlKey(kmsg.ListOffsets.Int16(), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if unavailable.Add(-1) < 0 {
-			return nil, nil, false
-		}
-		req := kreq.(*kmsg.ListOffsetsRequest)
-		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
-		resp.SetVersion(req.GetVersion())
-		for _, rt := range req.Topics {
-			st := kmsg.NewListOffsetsResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewListOffsetsResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.OffsetNotAvailable.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	unavailable := testenv.OffsetNotAvailable(c, unavailableAnswers)
 
 	pool, url := testenv.Database(t)
 	log := testenv.Logger(t)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
@@ -381,7 +382,7 @@ func (p *Projector) own(as []assignment) map[string]map[int32]kgo.Offset {
 func (p *Projector) checkLogEnds(ctx context.Context, as []assignment) error {
 	lctx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 	defer cancel()
-	ends, err := listEndOffsets(lctx, kadm.NewClient(p.pub), p.cfg.Topics.Claims)
+	ends, err := kafka.ListEndOffsets(lctx, kadm.NewClient(p.pub), p.cfg.Topics.Claims)
 	if err != nil {
 		return fmt.Errorf("listing claims end offsets: %w", err)
 	}
@@ -955,28 +956,4 @@ func decideAndWrite(ctx context.Context, tx pgx.Tx, bs []*batch, published []int
 		return nil, nil, fmt.Errorf("writing decisions: %w", err)
 	}
 	return w.outbox, decided, nil
-}
-
-// listEndOffsets lists topic's end offsets, asking again while a partition
-// answers a retriable error, until ctx ends: after a leader election
-// Apache Kafka answers OFFSET_NOT_AVAILABLE until the new leader's high
-// watermark has caught up (KIP-207), and LEADER_NOT_AVAILABLE or
-// NOT_LEADER_FOR_PARTITION while the election runs. kfake never does.
-func listEndOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
-	backoff := 100 * time.Millisecond
-	for {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil || !kerr.IsRetriable(err) {
-			return ends, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
 }

@@ -3,16 +3,14 @@ package registrations
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/usernameregistry/registry/internal/kafka"
+	"github.com/usernameregistry/registry/internal/testenv"
 )
 
 // TestReaderWaitsOutOffsetNotAvailable plays a leader election on Apache
@@ -37,29 +35,7 @@ func TestReaderWaitsOutOffsetNotAvailable(t *testing.T) {
 	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(adm), 3, -1); err != nil {
 		t.Fatal(err)
 	}
-	var unavailable atomic.Int32
-	unavailable.Store(3)
-	c.ControlKey(kmsg.ListOffsets.Int16(), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if unavailable.Add(-1) < 0 {
-			return nil, nil, false
-		}
-		req := kreq.(*kmsg.ListOffsetsRequest)
-		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
-		resp.SetVersion(req.GetVersion())
-		for _, rt := range req.Topics {
-			st := kmsg.NewListOffsetsResponseTopic()
-			st.Topic = rt.Topic
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewListOffsetsResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.OffsetNotAvailable.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	unavailable := testenv.OffsetNotAvailable(c, 3)
 	r, err := NewReader(ReaderConfig{Kafka: opts, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

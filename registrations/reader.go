@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/kafka"
 )
 
 // ReaderConfig configures a Reader.
@@ -127,7 +127,7 @@ func (r *Reader) endOffsets(ctx context.Context) (map[string]map[int32]kgo.Offse
 		return nil, fmt.Errorf("creating registrations admin client: %w", err)
 	}
 	defer cl.Close()
-	ends, err := listEndOffsets(ctx, kadm.NewClient(cl), r.cfg.Topics.Registrations)
+	ends, err := kafka.ListEndOffsets(ctx, kadm.NewClient(cl), r.cfg.Topics.Registrations)
 	if err != nil {
 		return nil, fmt.Errorf("listing registrations end offsets: %w", err)
 	}
@@ -212,28 +212,4 @@ func (r *Reader) Ready(ctx context.Context) error {
 		return fmt.Errorf("broker unreachable: %w", err)
 	}
 	return nil
-}
-
-// listEndOffsets lists topic's end offsets, asking again while a partition
-// answers a retriable error, until ctx ends: after a leader election
-// Apache Kafka answers OFFSET_NOT_AVAILABLE until the new leader's high
-// watermark has caught up (KIP-207), and LEADER_NOT_AVAILABLE or
-// NOT_LEADER_FOR_PARTITION while the election runs. kfake never does.
-func listEndOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
-	backoff := 100 * time.Millisecond
-	for {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil || !kerr.IsRetriable(err) {
-			return ends, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
-	}
 }

@@ -248,3 +248,30 @@ func Instrument(reg prometheus.Registerer, role string) kgo.Opt {
 		kprom.WithStaticLabel(prometheus.Labels{"client": role}),
 	))
 }
+
+// ListEndOffsets lists topic's end offsets, asking again while a partition
+// answers a retriable error, until ctx ends: after a leader election
+// Apache Kafka answers OFFSET_NOT_AVAILABLE until the new leader's high
+// watermark has caught up (KIP-207), and LEADER_NOT_AVAILABLE or
+// NOT_LEADER_FOR_PARTITION while the election runs; kfake never does. The
+// wait between attempts doubles from 100 ms up to 2 s. A non-retriable
+// error is returned at once; the end of ctx wraps ctx.Err() and the last
+// answer.
+func ListEndOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) {
+			return ends, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last answer: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
