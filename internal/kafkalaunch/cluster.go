@@ -136,11 +136,18 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 }
 
 // newClusterID returns a random KRaft cluster id: 16 bytes, unpadded
-// URL-safe base64, as `kafka-storage random-uuid` prints.
+// URL-safe base64, as `kafka-storage random-uuid` prints. Like Kafka's
+// Uuid.randomUuid it never starts with '-': kafka-storage's argument
+// parser would take such an id for an option ("argument --cluster-id:
+// expected one argument"), which failed one start in 64.
 func newClusterID() string {
 	b := make([]byte, 16)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
+	for {
+		rand.Read(b)
+		if id := base64.RawURLEncoding.EncodeToString(b); id[0] != '-' {
+			return id
+		}
+	}
 }
 
 // freePorts asks the kernel for n distinct unused ports on 127.0.0.1,

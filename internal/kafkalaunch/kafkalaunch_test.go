@@ -3,6 +3,7 @@ package kafkalaunch
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -235,5 +237,22 @@ func TestParentDeathKillsBroker(t *testing.T) {
 	if alive(pid) {
 		syscall.Kill(pid, syscall.SIGKILL)
 		t.Fatalf("JVM %d outlived the process that started it", pid)
+	}
+}
+
+// TestNewClusterIDNeverLooksLikeAnOption: a cluster id starting with '-'
+// made kafka-storage format fail ("argument --cluster-id/-t: expected one
+// argument"), one start in 64; CI failed on it. 4096 ids would include
+// ~64 such ids without the fix.
+func TestNewClusterIDNeverLooksLikeAnOption(t *testing.T) {
+	t.Parallel()
+	for range 4096 {
+		id := newClusterID()
+		if strings.HasPrefix(id, "-") {
+			t.Fatalf("cluster id %q starts with '-'", id)
+		}
+		if b, err := base64.RawURLEncoding.DecodeString(id); err != nil || len(b) != 16 {
+			t.Fatalf("cluster id %q: %d bytes, %v; want 16 bytes of URL-safe base64", id, len(b), err)
+		}
 	}
 }
