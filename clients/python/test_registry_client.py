@@ -42,14 +42,66 @@ def test_claims_are_decided_in_their_partition():
         # never invalid, which is what a wrong partition would get.
         for v in VECTORS["vectors"][:8]:
             user = str(uuid.uuid4())
-            rid = rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], policy_version=VECTORS["policy_version"])
-            d = rc.await_decision(consumer, rid, user, v["typed"])
+            rid, part = rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], policy_version=VECTORS["policy_version"])
+            d = rc.await_decision(consumer, rid, user, v["typed"], part)
             assert d["outcome"] in ("registered", "rejected"), d
             assert d.get("reason") != "invalid", d
             assert d["canonical"] == v["canonical"], d
+            assert d["claim_partition"] == part == rc.partition(v["key"], partitions(producer)), d
             # A retry with the same request_id gets the same decision.
-            rc.produce_claim(producer, user, v["typed"], v["canonical"], v["key"], request_id=rid, policy_version=VECTORS["policy_version"])
-            again = rc.await_decision(consumer, rid, user, v["typed"])
-            assert (again["outcome"], again.get("reason")) == (d["outcome"], d.get("reason"))
+            again = rc.claim(producer, consumer, user, v["typed"], v["canonical"], v["key"], request_id=rid, policy_version=VECTORS["policy_version"])
+            assert (again["outcome"], again.get("reason"), again["claim_partition"]) == (d["outcome"], d.get("reason"), part)
     finally:
         consumer.close()
+
+
+
+
+def partitions(producer):
+    return len(producer.list_topics(rc.CLAIMS, timeout=30).topics[rc.CLAIMS].partitions)
+
+
+def registry_url():
+    """The API of the registry REGISTRY_KAFKA_BROKERS belongs to, for the
+    lookup; `registry dev` listens on 127.0.0.1:8080 unless told otherwise."""
+    return os.environ.get("REGISTRY_URL", "http://127.0.0.1:8080")
+
+
+def test_a_copy_in_a_wrong_partition_does_not_answer_the_claim():
+    """The same payload written first to a wrong partition (as a producer
+    with another partitioner would) is decided invalid there; the claim
+    written through the client to its key's partition must get its own
+    decision, registered, not that copy's (docs/events.md, "Consuming
+    decisions")."""
+    b = brokers()
+    name = "py-" + uuid.uuid4().hex[:12]
+    n = rc.lookup(registry_url(), name)
+    assert n["status"] == "available", n
+    producer = rc.producer(b)
+    count = partitions(producer)
+    if count < 2:
+        pytest.fail("claims has one partition: run `registry dev --partitions 12` so that a partition can be wrong")
+    assert rc.partition(n["key"], count) == n["partition"], n
+    wrong = (n["partition"] + 1) % count
+    # The client's reader starts first, as a service's long-lived one does,
+    # so it reads the wrong copy's decision too; the test watches for that
+    # decision with a reader of its own.
+    reader = rc.decisions_consumer(b)
+    watcher = rc.decisions_consumer(b)
+    try:
+        user, rid = str(uuid.uuid4()), str(uuid.uuid4())
+        errors = []
+        producer.produce(rc.CLAIMS, partition=wrong, key=n["key"].encode("utf-8"),
+                         value=rc.claim_value(rid, user, name, n["canonical"], n["key"], n["policy_version"]),
+                         headers=[("event-type", b"ClaimSubmitted"), ("schema-version", b"1")],
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+        assert producer.flush(30) == 0 and not errors, errors
+        copy = rc.await_decision(watcher, rid, user, name, wrong)
+        assert (copy["outcome"], copy.get("reason")) == ("rejected", "invalid"), copy
+
+        d = rc.claim(producer, reader, user, name, n["canonical"], n["key"], request_id=rid, policy_version=n["policy_version"])
+        assert (d["outcome"], d.get("reason"), d["claim_partition"]) == ("registered", None, n["partition"]), d
+        assert d["holder_request_id"] == rid, d
+    finally:
+        reader.close()
+        watcher.close()
