@@ -37,6 +37,16 @@ test('KafkaJS LegacyPartitioner puts keys elsewhere (docs/events.md)', () => {
   assert.ok(wrong.length > 0, 'the LegacyPartitioner agreed on every vector')
 })
 
+test('isDecisionFor matches all four fields, and no command', () => {
+  const claim = { requestId: '0B6F2A51-8C3E-4D7A-9E21-5F4C3B2A1D01', userId: '7D3F2B0E-5A61-4C1E-9F5B-2B8C1D4E6A01', username: 'Alice' }
+  const mine = { request_id: claim.requestId.toLowerCase(), user_id: claim.userId.toLowerCase(), username: 'Alice', outcome: 'registered', claim_partition: 9 }
+  assert.ok(rc.isDecisionFor(mine, claim, 9))
+  assert.ok(!rc.isDecisionFor(mine, claim, 0), 'decided in another partition')
+  assert.ok(!rc.isDecisionFor(mine, { ...claim, username: 'alice' }, 9), 'username as typed, exact')
+  assert.ok(!rc.isDecisionFor({ ...mine, user_id: 'c4a8e913-2f7d-4b6a-8e15-93d0f2a7b502', reason: 'request_conflict' }, claim, 9), 'another payload\'s request_conflict')
+  assert.ok(!rc.isDecisionFor({ ...mine, command: 'release' }, claim, 9), 'another command\'s decision')
+})
+
 // brokers is REGISTRY_KAFKA_BROKERS of a running registry; under CI=true a
 // missing one fails, else the test is skipped (undefined).
 function brokers (t) {

@@ -23,6 +23,19 @@ def test_murmur2_and_partitions(v):
         assert rc.partition(v["key"], int(n)) == want
 
 
+def test_is_decision_for_matches_all_four():
+    """The decision for a claim: request_id and user_id in lowercase
+    canonical form, username exact, claim_partition the acknowledged one,
+    no command; everything else sharing the request_id is passed over."""
+    rid, user = "0B6F2A51-8C3E-4D7A-9E21-5F4C3B2A1D01", "7D3F2B0E-5A61-4C1E-9F5B-2B8C1D4E6A01"
+    mine = {"request_id": rid.lower(), "user_id": user.lower(), "username": "Alice", "outcome": "registered", "claim_partition": 9}
+    assert rc.is_decision_for(mine, rid, user, "Alice", 9)
+    assert not rc.is_decision_for(mine, rid, user, "Alice", 0), "decided in another partition"
+    assert not rc.is_decision_for(mine, rid, user, "alice", 9), "username as typed, exact"
+    assert not rc.is_decision_for({**mine, "user_id": "c4a8e913-2f7d-4b6a-8e15-93d0f2a7b502", "reason": "request_conflict"}, rid, user, "Alice", 9), "another payload's request_conflict"
+    assert not rc.is_decision_for({**mine, "command": "release"}, rid, user, "Alice", 9), "another command's decision"
+
+
 def brokers():
     b = os.environ.get("REGISTRY_KAFKA_BROKERS", "")
     if not b:

@@ -1,7 +1,9 @@
 package registry;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -37,6 +39,29 @@ class RegistryClientTest {
         assertEquals(e.getValue().asInt(), BuiltInPartitioner.partitionForKey(key, n), v.get("typed").asText() + " among " + n);
       }
     }
+  }
+
+  /**
+   * The decision for a claim: request_id and user_id in lowercase canonical
+   * form, username exact, claim_partition the acknowledged one, no command;
+   * everything else sharing the request_id is passed over.
+   */
+  @Test
+  void isDecisionForMatchesAllFour() {
+    String rid = "0B6F2A51-8C3E-4D7A-9E21-5F4C3B2A1D01";
+    String user = "7D3F2B0E-5A61-4C1E-9F5B-2B8C1D4E6A01";
+    Map<String, Object> mine = new java.util.HashMap<>(Map.of("request_id", rid.toLowerCase(), "user_id", user.toLowerCase(),
+        "username", "Alice", "outcome", "registered", "claim_partition", 9));
+    assertTrue(RegistryClient.isDecisionFor(mine, rid, user, "Alice", 9));
+    assertFalse(RegistryClient.isDecisionFor(mine, rid, user, "Alice", 0), "decided in another partition");
+    assertFalse(RegistryClient.isDecisionFor(mine, rid, user, "alice", 9), "username as typed, exact");
+    Map<String, Object> conflict = new java.util.HashMap<>(mine);
+    conflict.put("user_id", "c4a8e913-2f7d-4b6a-8e15-93d0f2a7b502");
+    conflict.put("reason", "request_conflict");
+    assertFalse(RegistryClient.isDecisionFor(conflict, rid, user, "Alice", 9), "another payload's request_conflict");
+    Map<String, Object> release = new java.util.HashMap<>(mine);
+    release.put("command", "release");
+    assertFalse(RegistryClient.isDecisionFor(release, rid, user, "Alice", 9), "another command's decision");
   }
 
   /** The REGISTRY_KAFKA_BROKERS of a running registry; fails under CI=true when unset, else skips. */
