@@ -62,13 +62,16 @@ function producer (k) {
 }
 
 function claimValue ({ requestId, userId, username, canonical, key, policyVersion }) {
+  // The version the lookup gives (policy_version): a claim made under
+  // another version than its partition's is not decided on its merits.
+  if (!Number.isInteger(policyVersion)) throw new TypeError('policyVersion is required: take policy_version from GET /v1/usernames/{name}')
   return JSON.stringify({
     request_id: requestId,
     user_id: userId,
     username,
     canonical,
     key,
-    policy_version: policyVersion || 1,
+    policy_version: policyVersion,
     submitted_at: new Date().toISOString()
   })
 }

@@ -70,7 +70,7 @@ def producer(brokers: str) -> Producer:
     })
 
 
-def claim_value(request_id: str, user_id: str, username: str, canonical: str, key: str, policy_version: int = 1) -> bytes:
+def claim_value(request_id: str, user_id: str, username: str, canonical: str, key: str, policy_version: int) -> bytes:
     return json.dumps({
         "request_id": request_id,
         "user_id": user_id,
@@ -82,7 +82,7 @@ def claim_value(request_id: str, user_id: str, username: str, canonical: str, ke
     }, ensure_ascii=False).encode("utf-8")
 
 
-def produce_claim(p: Producer, user_id: str, username: str, canonical: str, key: str, request_id: str = "", policy_version: int = 1) -> tuple[str, int]:
+def produce_claim(p: Producer, user_id: str, username: str, canonical: str, key: str, request_id: str = "", *, policy_version: int) -> tuple[str, int]:
     """Produces a ClaimSubmitted keyed by `key`, letting the murmur2
     partitioner choose the partition, and waits for its acknowledgement.
     Returns the request_id and the partition the record was written to, as
@@ -152,10 +152,10 @@ def await_decision(c: Consumer, request_id: str, user_id: str, username: str, pa
     raise TimeoutError(f"no decision for {request_id} in partition {partition} within {timeout}s")
 
 
-def claim(p: Producer, c: Consumer, user_id: str, username: str, canonical: str, key: str, request_id: str = "", policy_version: int = 1, timeout: float = 30.0) -> dict:
+def claim(p: Producer, c: Consumer, user_id: str, username: str, canonical: str, key: str, request_id: str = "", *, policy_version: int, timeout: float = 30.0) -> dict:
     """Claims a name: produces the claim and returns its decision. `c` must
     have been started (decisions_consumer) before this call."""
-    request_id, partition = produce_claim(p, user_id, username, canonical, key, request_id, policy_version)
+    request_id, partition = produce_claim(p, user_id, username, canonical, key, request_id, policy_version=policy_version)
     return await_decision(c, request_id, user_id, username, partition, timeout)
 
 
