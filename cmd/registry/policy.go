@@ -41,6 +41,11 @@ Flags:
 // errCollisions makes diff exit 1.
 var errCollisions = errors.New("holders collide under the new version (see above)")
 
+// errInterrupted makes an upgrade stopped by SIGINT or SIGTERM exit 1
+// instead of 0 (cli.Run treats a bare context.Canceled as a clean stop):
+// the registry refuses writes until the same command runs again.
+var errInterrupted = errors.New("interrupted before the upgrade finished: the registry answers writes 503 policy_upgrading until the same command runs again, which resumes it")
+
 func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) == 0 || (args[0] != "diff" && args[0] != "upgrade") {
 		// No subcommand, no flags yet: the help without its "Flags:" heading.
@@ -111,6 +116,9 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer, log *slog.L
 		return err
 	}
 	_, err = upgrade.Run(ctx, upgrade.Config{Pool: pool, Producer: cl, Partitions: partitions, To: to, AdminKeys: keys, Out: stdout, Failpoint: hook})
+	if err != nil && ctx.Err() != nil {
+		return errInterrupted
+	}
 	return err
 }
 

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,4 +133,62 @@ func runPolicyCmd(t *testing.T, env []string, args ...string) ([]byte, int) {
 		t.Fatalf("running policy %v: %v", args, err)
 	}
 	return stdout.Bytes(), 0
+}
+
+// TestPolicyUpgradeInterruptedIsAnError stops `registry policy upgrade` as
+// Ctrl-C would, right after it wrote the freeze markers, and checks that the
+// command reports an error (so exits 1, not 0 as a clean stop of a server
+// does), and that running it again resumes and finishes.
+func TestPolicyUpgradeInterruptedIsAnError(t *testing.T) {
+	requirePostgres(t)
+	dir := filepath.Join(searchableTempDir(t), "data")
+	url, stop := startDev(t, dir, "--policy-version", "1", "--partitions", "2")
+	defer stop()
+	if resp := postJSON(t, url+"/v1/claims", `{"username":"dog","user_id":"`+uuid.NewString()+`"}`); resp["status"] != "registered" {
+		t.Fatalf("claim of dog: %v", resp)
+	}
+	args := []string{"policy", "upgrade", "--to", "2"}
+	for _, kv := range devEnv(t, filepath.Join(dir, "registry.env")) {
+		k, v, _ := strings.Cut(kv, "=")
+		flag := map[string]string{"REGISTRY_KAFKA_BROKERS": "--brokers", "DATABASE_URL": "--database", "REGISTRY_ADMIN_KEY_FILE": "--admin-key-file"}[k]
+		args = append(args, flag, v)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := &cancelOnText{text: "freeze markers written", cancel: cancel}
+	err := run(ctx, args, out, io.Discard)
+	if !errors.Is(err, errInterrupted) {
+		t.Fatalf("upgrade interrupted after %q: error %v, want errInterrupted\n%s", out.text, err, out.String())
+	}
+
+	var again bytes.Buffer
+	if err := run(t.Context(), args, &again, io.Discard); err != nil || !strings.Contains(again.String(), "decides under username policy version 2") {
+		t.Fatalf("upgrade run again: %v\n%s", err, again.String())
+	}
+}
+
+// cancelOnText collects what is written to it and calls cancel once it
+// holds text.
+type cancelOnText struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	text   string
+	cancel func()
+}
+
+func (w *cancelOnText) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.text) {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+func (w *cancelOnText) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
