@@ -10,7 +10,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/usernameregistry/registry/internal/cli"
 )
@@ -39,11 +42,31 @@ var commands = map[string]cli.Command{
 	"dev":        runDev,
 	"serve":      runServe,
 	"project":    runProject,
-	"migrate":    runMigrate,
+	"migrate":    oneShot(runMigrate),
 	"rejections": runRejections,
-	"rebuild":    runRebuild,
-	"replay":     runReplay,
-	"policy":     runPolicy,
+	"rebuild":    oneShot(runRebuild),
+	"replay":     oneShot(runReplay),
+	"policy":     oneShot(runPolicy),
+}
+
+// errStopped is the error of a one-shot command stopped by SIGINT or
+// SIGTERM before it finished.
+var errStopped = errors.New("interrupted before it finished")
+
+// oneShot marks a command that runs to completion (migrate, rebuild,
+// replay, policy) rather than until stopped: interrupted, it fails (exit
+// 1) instead of counting as a server's clean stop, so that a script never
+// takes an interrupted `rebuild --verify` for "no drift". Its error says
+// so and does not wrap context.Canceled, which cli.Run would take for a
+// clean stop.
+func oneShot(cmd cli.Command) cli.Command {
+	return func(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+		err := cmd(ctx, args, stdout, log)
+		if err != nil && ctx.Err() != nil && !errors.Is(err, errUsage) && !errors.Is(err, errInterrupted) {
+			return fmt.Errorf("%w (%v)", errStopped, err)
+		}
+		return err
+	}
 }
 
 // errUsage is what a command returns after printing its help.

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/usernameregistry/registry/internal/cli"
 )
 
 func TestCommandLineErrors(t *testing.T) {
@@ -55,5 +61,32 @@ func TestMalformedEnvironmentIsAnError(t *testing.T) {
 	err := run(context.Background(), []string{"project"}, &bytes.Buffer{}, &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), `REGISTRY_PARTITIONS="twelve" is not a whole number`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestOneShotInterruptedFails checks the exit rule of one-shot commands: a
+// server stopped by its context ends cleanly (cli.Run returns nil, exit 0),
+// but a one-shot command stopped before it finished returns errStopped
+// (exit 1), and one that finished returns what it returned.
+func TestOneShotInterruptedFails(t *testing.T) {
+	stopped := func(ctx context.Context, _ []string, _ io.Writer, _ *slog.Logger) error {
+		<-ctx.Done()
+		return fmt.Errorf("rebuilding: %w", ctx.Err())
+	}
+	finished := func(context.Context, []string, io.Writer, *slog.Logger) error { return nil }
+	cmds := map[string]cli.Command{"server": stopped, "oneshot": oneShot(stopped), "done": oneShot(finished)}
+	for _, c := range []struct {
+		name string
+		want error
+	}{{"server", nil}, {"oneshot", errStopped}, {"done", nil}} {
+		ctx, cancel := context.WithCancel(t.Context())
+		if c.name != "done" {
+			cancel()
+		}
+		err := cli.Run(ctx, "usage", cmds, []string{c.name}, io.Discard, io.Discard)
+		cancel()
+		if (c.want == nil && err != nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: cli.Run returned %v, want %v", c.name, err, c.want)
+		}
 	}
 }
