@@ -3,16 +3,20 @@ package projector_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/testenv"
 	"github.com/usernameregistry/registry/projector"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
@@ -148,5 +152,41 @@ func TestShadowReleaseSurvivesCrashes(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestOlderBuildCannotStoreAFollowUp: a projector built before
+// ShadowFollowing existed would decide one rejected/invalid ("event type
+// ... want one of"), a wrong decision; the database refuses that ledger
+// row (migration 005), so such a projector fails its round and retries,
+// loudly, until one that knows the type decides the record. A
+// ShadowFollowing this build decides invalid (a malformed one) is stored
+// as any invalid record.
+func TestOlderBuildCannotStoreAFollowUp(t *testing.T) {
+	pool, _ := testenv.Database(t)
+	ctx := context.Background()
+	older := slices.DeleteFunc(slices.Clone(events.CommandTypes), func(s string) bool { return s == events.TypeShadowFollowing })
+	insert := func(detail string) error {
+		d := &events.Decision{RequestID: uuid.NewString(), Outcome: events.OutcomeRejected, Reason: events.ReasonInvalid, Detail: detail, PolicyVersion: 2}
+		v, err := events.DecisionValue(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pool.Exec(ctx, `INSERT INTO requests (request_id, claim_partition, claim_offset, user_id, username, outcome, reason, decision)
+			VALUES ($1, 0, (SELECT count(*) FROM requests), '', '', 'rejected', 'invalid', $2)`, d.RequestID, v)
+		return err
+	}
+	// What the older build's Parse makes of the record (DecodeCommand's
+	// error, without the new type in its list).
+	older1 := fmt.Sprintf("claim record could not be read: %v: event type %q, want one of %q", events.ErrNotAnEvent, events.TypeShadowFollowing, older)
+	var pgErr *pgconn.PgError
+	if err := insert(older1); !errors.As(err, &pgErr) || pgErr.Code != "23514" || pgErr.ConstraintName != "requests_unknown_type_needs_newer_projector" {
+		t.Errorf("storing an older build's invalid decision of a ShadowFollowing: %v, want the check constraint's refusal", err)
+	}
+	if err := insert(`shadow follow-up id "x" is not a UUID`); err != nil {
+		t.Errorf("storing this build's invalid decision of a malformed ShadowFollowing: %v", err)
+	}
+	if err := insert(fmt.Sprintf("claim record could not be read: %v: event type %q, want one of %q", events.ErrNotAnEvent, "SomethingElse", events.CommandTypes)); err != nil {
+		t.Errorf("storing the invalid decision of a record of an unknown type: %v", err)
 	}
 }
