@@ -265,7 +265,7 @@ func splitLifecycle(in *Input) *Input {
 	out := *in
 	out.Claims = slices.DeleteFunc(slices.Clone(in.Claims), func(r *kgo.Record) bool {
 		typ, cmd, err := events.DecodeCommand(r)
-		if err == nil && isUpgradeType(typ) { // the model follows the policy upgrade: keep all but lifecycle carries
+		if err == nil && (isUpgradeType(typ) || typ == events.TypeShadowFollowing) { // the model follows the policy upgrade and the shadows: keep all but the lifecycle names'
 			return isLifeName(cmd.Canonical)
 		}
 		return err == nil && (typ != events.TypeClaimSubmitted || isLifeName(cmd.Canonical))
