@@ -40,15 +40,42 @@ type lifeNames struct {
 	users  []string
 }
 
-func newLifeNames(w *workload) lifeNames {
+// newLifeNames draws the lifecycle names and users. With upgrade one more
+// name, "lcI<tag>-s", is a name version 1 accepts and version 2 refuses
+// (its capital I displays like an l): held when the upgrade runs, it is
+// carried twice, under its canonical form's key and, as a shadow, under
+// the key it is displayed as; the releases, renames and transfers of it
+// after the upgrade (the API writes them as Inspect reads the name) make
+// the shadow follow it, which (n) checks: every row of a lifecycle name,
+// the shadow included, must name the holder the decisions give it.
+func newLifeNames(w *workload, upgrade bool) lifeNames {
 	l := lifeNames{prefix: "lc" + w.tag + "-"}
 	for i := range lifeNamesN {
 		l.names = append(l.names, l.prefix+strconv.Itoa(i))
+	}
+	if n := "lcI" + w.tag + "-s"; upgrade && hasShadow(n) {
+		l.names = append(l.names, n)
 	}
 	for range lifeUsersN {
 		l.users = append(l.users, w.uuid())
 	}
 	return l
+}
+
+// hasShadow reports whether version 1 accepts typed and version 2 refuses
+// it but can read it, and displays it under another key than its
+// canonical form's: an upgrade carries it with a shadow.
+func hasShadow(typed string) bool {
+	v1, v2 := policyOf(1), policyOf(2)
+	if _, err := v1.Normalize(typed); err != nil {
+		return false
+	}
+	if _, err := v2.Normalize(typed); err == nil {
+		return false
+	}
+	u, ok := v2.Inspect(typed)
+	shown, sok := v2.ShownKey(typed)
+	return ok && sok && shown != u.Key
 }
 
 // isLifeName reports whether canonical is one of the lifecycle names.
@@ -242,6 +269,11 @@ func (c *checker) lifecycleChecks() {
 	for name, h := range c.held {
 		if isLifeName(name) && holder[name] == "" {
 			c.r.add(PropLifeProjection, "%s: the projection gives it to %s, the decisions to nobody", name, h.UserID)
+		}
+	}
+	for _, h := range c.rows { // the name's other rows (a refused name's shadow): it follows its name
+		if isLifeName(h.Canonical) && h != c.held[h.Canonical] && holder[h.Canonical] != h.UserID {
+			c.r.add(PropLifeProjection, "%s: its row under key %q (at %s) gives it to %s, the decisions to %q", h.Canonical, h.Key, h.At, h.UserID, holder[h.Canonical])
 		}
 	}
 }
