@@ -37,51 +37,95 @@ test('KafkaJS LegacyPartitioner puts keys elsewhere (docs/events.md)', () => {
   assert.ok(wrong.length > 0, 'the LegacyPartitioner agreed on every vector')
 })
 
-test('claims are decided in their partition, and the registry\'s records are readable', async (t) => {
-  const brokers = process.env.REGISTRY_KAFKA_BROKERS || ''
-  if (!brokers) {
+test('isDecisionFor matches all four fields, and no command', () => {
+  const claim = { requestId: '0B6F2A51-8C3E-4D7A-9E21-5F4C3B2A1D01', userId: '7D3F2B0E-5A61-4C1E-9F5B-2B8C1D4E6A01', username: 'Alice' }
+  const mine = { request_id: claim.requestId.toLowerCase(), user_id: claim.userId.toLowerCase(), username: 'Alice', outcome: 'registered', claim_partition: 9 }
+  assert.ok(rc.isDecisionFor(mine, claim, 9))
+  assert.ok(!rc.isDecisionFor(mine, claim, 0), 'decided in another partition')
+  assert.ok(!rc.isDecisionFor(mine, { ...claim, username: 'alice' }, 9), 'username as typed, exact')
+  assert.ok(!rc.isDecisionFor({ ...mine, user_id: 'c4a8e913-2f7d-4b6a-8e15-93d0f2a7b502', reason: 'request_conflict' }, claim, 9), 'another payload\'s request_conflict')
+  assert.ok(!rc.isDecisionFor({ ...mine, command: 'release' }, claim, 9), 'another command\'s decision')
+})
+
+// brokers is REGISTRY_KAFKA_BROKERS of a running registry; under CI=true a
+// missing one fails, else the test is skipped (undefined).
+function brokers (t) {
+  const b = process.env.REGISTRY_KAFKA_BROKERS || ''
+  if (!b) {
     if (process.env.CI === 'true') assert.fail('CI=true and REGISTRY_KAFKA_BROKERS is not set: no registry to talk to')
     t.skip('REGISTRY_KAFKA_BROKERS not set (source the data directory\'s registry.env of a running `registry dev`)')
-    return
   }
-  const k = rc.kafka(brokers)
-  const consumer = k.consumer({ groupId: 'js-' + crypto.randomUUID() })
+  return b
+}
+
+// registryURL is the API of that registry, for the lookup; `registry dev`
+// listens on 127.0.0.1:8080 unless told otherwise.
+const registryURL = () => process.env.REGISTRY_URL || 'http://127.0.0.1:8080'
+
+async function claimsPartitions (k) {
+  const admin = k.admin()
+  await admin.connect()
+  try {
+    return (await admin.fetchTopicMetadata({ topics: [rc.CLAIMS] })).topics[0].partitions.length
+  } finally {
+    await admin.disconnect()
+  }
+}
+
+test('claims are decided in their partition, and the registry\'s records are readable', async (t) => {
+  const b = brokers(t)
+  if (!b) return
+  const k = rc.kafka(b)
+  const count = await claimsPartitions(k)
+  // From the beginning: every record the registry ever wrote must decode
+  // (a batch KafkaJS cannot read crashes the consumer, and fails the reader).
+  const reader = await rc.decisions(k, { fromBeginning: true })
   const p = rc.producer(k)
-  await consumer.connect()
   await p.connect()
   try {
-    const sent = new Map()
-    const decided = new Map()
-    let done
-    const all = new Promise(resolve => { done = resolve })
-    // From the beginning: every record the registry ever wrote must decode.
-    await consumer.subscribe({ topic: rc.REGISTRATIONS, fromBeginning: true })
-    await consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        const type = message.headers['event-type'] && message.headers['event-type'].toString()
-        assert.ok(type === 'UsernameRegistered' || type === 'ClaimRejected', `event-type ${type}`)
-        const d = JSON.parse(message.value.toString('utf8'))
-        const s = sent.get(d.request_id)
-        if (s && d.user_id === s.userId && d.username === s.username && !decided.has(d.request_id)) {
-          decided.set(d.request_id, { ...d, partition })
-          if (decided.size === sent.size) done()
-        }
-      }
-    })
-    for (const v of vectors.slice(8, 14)) {
-      const claim = { userId: crypto.randomUUID(), username: v.typed, canonical: v.canonical, key: v.key, policyVersion: vectorFile.policy_version }
-      claim.requestId = crypto.randomUUID()
-      sent.set(claim.requestId, claim)
-      await rc.produceClaim(p, claim)
-    }
-    await Promise.race([all, new Promise((_, reject) => setTimeout(() => reject(new Error(`decided ${decided.size} of ${sent.size} within 60s`)), 60000))])
-    for (const [id, d] of decided) {
-      assert.notStrictEqual(d.reason, 'invalid', `${id}: ${JSON.stringify(d)}`)
-      assert.strictEqual(d.canonical, sent.get(id).canonical)
-      assert.strictEqual(d.partition, d.claim_partition, 'a decision is in its claim\'s partition')
+    const claims = vectors.slice(8, 14).map(v => ({ requestId: crypto.randomUUID(), userId: crypto.randomUUID(), username: v.typed, canonical: v.canonical, key: v.key, policyVersion: vectorFile.policy_version }))
+    const decided = await Promise.all(claims.map(c => reader.claim(p, c, 60000)))
+    for (const [i, d] of decided.entries()) {
+      const c = claims[i]
+      assert.notStrictEqual(d.reason, 'invalid', JSON.stringify(d))
+      assert.strictEqual(d.request_id, c.requestId)
+      assert.strictEqual(d.canonical, c.canonical)
+      assert.strictEqual(d.claim_partition, rc.partition(c.key, count), JSON.stringify(d))
     }
   } finally {
-    await consumer.disconnect()
+    await reader.close()
+    await p.disconnect()
+  }
+})
+
+test('a copy in a wrong partition does not answer the claim', async (t) => {
+  const b = brokers(t)
+  if (!b) return
+  const name = 'js-' + crypto.randomUUID().slice(0, 8)
+  const n = await rc.lookup(registryURL(), name)
+  assert.strictEqual(n.status, 'available', JSON.stringify(n))
+  const k = rc.kafka(b)
+  const count = await claimsPartitions(k)
+  if (count < 2) assert.fail('claims has one partition: run `registry dev --partitions 12` so that a partition can be wrong')
+  assert.strictEqual(rc.partition(n.key, count), n.partition, JSON.stringify(n))
+  const wrong = (n.partition + 1) % count
+  const p = rc.producer(k)
+  await p.connect()
+  const watcher = await rc.decisions(k) // from the end
+  let reader
+  try {
+    const claim = { requestId: crypto.randomUUID(), userId: crypto.randomUUID(), username: name, canonical: n.canonical, key: n.key, policyVersion: n.policy_version }
+    const copy = await watcher.claim(p, { ...claim, partition: wrong }, 60000)
+    assert.deepStrictEqual([copy.outcome, copy.reason, copy.claim_partition], ['rejected', 'invalid', wrong], JSON.stringify(copy))
+    // The client's reader reads from the beginning, so it reads the
+    // copy's decision while it waits for the claim's.
+    reader = await rc.decisions(k, { fromBeginning: true })
+    const d = await reader.claim(p, claim, 60000)
+    assert.deepStrictEqual([d.outcome, d.reason, d.claim_partition], ['registered', undefined, n.partition], JSON.stringify(d))
+    assert.strictEqual(d.holder_request_id, claim.requestId)
+  } finally {
+    await watcher.close()
+    if (reader) await reader.close()
     await p.disconnect()
   }
 })

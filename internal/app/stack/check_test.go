@@ -19,6 +19,7 @@ import (
 	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/app/stack/stacktest"
 	"github.com/usernameregistry/registry/internal/httpwire"
+	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/internal/testenv"
 )
 
@@ -135,29 +136,11 @@ func listEnds(r *stacktest.Registry, topic string) map[int32]int64 {
 // readTopic reads every record of topic from the beginning to its current end.
 func readTopic(t testing.TB, r *stacktest.Registry, topic string) []*kgo.Record {
 	t.Helper()
-	ends := listEnds(r, topic)
-	want := 0
-	for _, e := range ends {
-		want += int(e)
-	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, r.Kafka...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records of %s", len(recs), want, topic)
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			if rec.Offset < ends[rec.Partition] {
-				recs = append(recs, rec)
-			}
-		})
+	recs, err := kafka.ReadToEnd(ctx, topic, r.Kafka...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return recs
 }

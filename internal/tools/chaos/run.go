@@ -580,34 +580,11 @@ func Settled(ctx context.Context, seeds []string, dbURL string) (bool, string) {
 }
 
 // readTopic reads topic from the beginning to its end offsets as listed
-// now.
+// now, within a minute.
 func readTopic(ctx context.Context, seeds []string, topic string) ([]*kgo.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing %s end offsets: %w", topic, err)
-	}
-	ends, want := map[int32]int64{}, 0
-	listed.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset; want += int(o.Offset) })
-	var recs []*kgo.Record
-	for len(recs) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("read %d of %d records of %s: %w", len(recs), want, topic, ctx.Err())
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			if rec.Offset < ends[rec.Partition] {
-				recs = append(recs, rec)
-			}
-		})
-	}
-	return recs, nil
+	return kafka.ReadToEnd(ctx, topic, kgo.SeedBrokers(seeds...))
 }
 
 // shutdown stops every process and the database.
