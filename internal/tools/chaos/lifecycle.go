@@ -40,21 +40,24 @@ type lifeNames struct {
 	users  []string
 }
 
-// newLifeNames draws the lifecycle names and users. With upgrade one more
-// name, "lcI<tag>-s", is a name version 1 accepts and version 2 refuses
-// (its capital I displays like an l): held when the upgrade runs, it is
-// carried twice, under its canonical form's key and, as a shadow, under
-// the key it is displayed as; the releases, renames and transfers of it
-// after the upgrade (the API writes them as Inspect reads the name) make
-// the shadow follow it, which (n) checks: every row of a lifecycle name,
-// the shadow included, must name the holder the decisions give it.
+// newLifeNames draws the lifecycle names and users. With upgrade three
+// more names, "lcI<tag>-s", "-t" and "-u", are names version 1 accepts
+// and version 2 refuses (the capital I displays like an l): held when the
+// upgrade runs, each is carried twice, under its canonical form's key and,
+// as a shadow, under the key it is displayed as; the releases, renames and
+// transfers of them after the upgrade (the API writes them as Inspect
+// reads the name) make the shadows follow, which (n) checks: every row of
+// a lifecycle name, a shadow included, must name the holder the decisions
+// give it.
 func newLifeNames(w *workload, upgrade bool) lifeNames {
 	l := lifeNames{prefix: "lc" + w.tag + "-"}
 	for i := range lifeNamesN {
 		l.names = append(l.names, l.prefix+strconv.Itoa(i))
 	}
-	if n := "lcI" + w.tag + "-s"; upgrade && hasShadow(n) {
-		l.names = append(l.names, n)
+	for _, suffix := range []string{"s", "t", "u"} {
+		if n := "lcI" + w.tag + "-" + suffix; upgrade && hasShadow(n) {
+			l.names = append(l.names, n)
+		}
 	}
 	for range lifeUsersN {
 		l.users = append(l.users, w.uuid())
