@@ -196,7 +196,18 @@ func serveAPI(ctx context.Context, c *config, tokens *auth.Store, opts []kgo.Opt
 	if c.auth.tlsCert != "" {
 		scheme = "https"
 	}
-	fmt.Fprintf(stdout, "registry API listening on %s://%s\n", scheme, ls.API.Addr())
+	url := fmt.Sprintf("%s://%s", scheme, ls.API.Addr())
+	if c.listening != nil {
+		if err := c.listening(url); err != nil {
+			ls.API.Close()
+			if ls.Ops != nil {
+				ls.Ops.Close()
+			}
+			api.Close()
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "registry API listening on %s\n", url)
 	if ls.Ops != nil {
 		fmt.Fprintf(stdout, "operator pages on http://%s/ui and http://%s/metrics\n", ls.Ops.Addr(), ls.Ops.Addr())
 	}

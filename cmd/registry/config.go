@@ -23,17 +23,18 @@ import (
 type config struct {
 	cli.Common
 
-	databaseURL string             // DATABASE_URL; empty means the PG* variables
-	httpAddr    string             // REGISTRY_HTTP_ADDR
-	group       string             // REGISTRY_PROJECTOR_GROUP
-	maxWaiters  int                // REGISTRY_MAX_WAITERS
-	metricsAddr string             // REGISTRY_METRICS_ADDR, project only
-	session     time.Duration      // REGISTRY_SESSION_TIMEOUT, project only
-	failpoint   func(string) error // project only, in a failpoints build: see failpointHook
-	dataDir     string             // dev only
-	hold        time.Duration      // REGISTRY_HOLD_PERIOD: hold period of released names
-	policy      int                // REGISTRY_POLICY_VERSION: the username policy a new database starts under; 0 is the latest
-	auth        authConfig         // tokens, TLS, the operator listener, admin keys
+	databaseURL string                 // DATABASE_URL; empty means the PG* variables
+	httpAddr    string                 // REGISTRY_HTTP_ADDR
+	group       string                 // REGISTRY_PROJECTOR_GROUP
+	maxWaiters  int                    // REGISTRY_MAX_WAITERS
+	metricsAddr string                 // REGISTRY_METRICS_ADDR, project only
+	session     time.Duration          // REGISTRY_SESSION_TIMEOUT, project only
+	failpoint   func(string) error     // project only, in a failpoints build: see failpointHook
+	dataDir     string                 // dev only
+	hold        time.Duration          // REGISTRY_HOLD_PERIOD: hold period of released names
+	policy      int                    // REGISTRY_POLICY_VERSION: the username policy a new database starts under; 0 is the latest
+	auth        authConfig             // tokens, TLS, the operator listener, admin keys
+	listening   func(url string) error // dev only: called with the API's URL once it listens
 }
 
 // flagSet declares the flags named in want, with environment fallbacks.

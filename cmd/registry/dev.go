@@ -93,8 +93,12 @@ func runDev(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 		c.Brokers = broker.ListenAddrs()[0]
 		log.Info("embedded services up", "kafka", c.Brokers, "data", dir, "embedded_postgres", cluster != nil)
 	}
-	envFile, err := writeEnvFile(dir, &c)
+	envFile, err := writeEnvFile(dir, &c, "")
 	if err != nil {
+		return err
+	}
+	c.listening = func(url string) error { // the API's address, known once it listens
+		_, err := writeEnvFile(dir, &c, url)
 		return err
 	}
 	if *external != "" {
@@ -127,14 +131,19 @@ func loopbackPort(addr string) (int, error) {
 // settings, for `. .registry/registry.env` in a shell.
 const envFileName = "registry.env"
 
-// writeEnvFile writes the broker address and database URL dev uses as
-// shell variable assignments the registry's own commands read, so that a
-// shell that sources it can run `registry rejections`, kcat or a client
-// against the running dev.
-func writeEnvFile(dir string, c *config) (string, error) {
+// writeEnvFile writes the broker address and database URL dev uses, and
+// apiURL (the API's base URL; empty before it listens) as REGISTRY_URL,
+// as shell variable assignments the registry's own commands and the
+// clients under clients/ read, so that a shell that sources it can run
+// `registry rejections`, kcat or a client against the running dev. It
+// replaces the file by a rename, so a reader never sees half of it.
+func writeEnvFile(dir string, c *config, apiURL string) (string, error) {
 	path := filepath.Join(dir, envFileName)
 	body := fmt.Sprintf("# Written by `registry dev` at each start: . %s\nexport REGISTRY_KAFKA_BROKERS=%s\nexport DATABASE_URL=%s\n",
 		path, shellQuote(c.Brokers), shellQuote(c.databaseURL))
+	if apiURL != "" {
+		body += fmt.Sprintf("export REGISTRY_URL=%s\n", shellQuote(apiURL))
+	}
 	if c.auth.adminKeyFile != "" { // registry policy upgrade signs its records with it
 		abs, err := filepath.Abs(c.auth.adminKeyFile)
 		if err != nil {
@@ -142,7 +151,11 @@ func writeEnvFile(dir string, c *config) (string, error) {
 		}
 		body += fmt.Sprintf("export REGISTRY_ADMIN_KEY_FILE=%s\n", shellQuote(abs))
 	}
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		return "", fmt.Errorf("writing connection settings: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		return "", fmt.Errorf("writing connection settings: %w", err)
 	}
 	return path, nil

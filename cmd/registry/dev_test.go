@@ -64,19 +64,19 @@ func TestDevKafkaAddrAndEnvFile(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	_, printed, stop := startDevLines(t, dir, "--kafka-addr", addr)
+	api, printed, stop := startDevLines(t, dir, "--kafka-addr", addr)
 	defer stop()
 	if !slices.Contains(printed, "embedded Kafka broker at "+addr) {
 		t.Errorf("dev printed %q, want the line %q", printed, "embedded Kafka broker at "+addr)
 	}
 	env := filepath.Join(dir, "registry.env")
-	out, err := exec.Command("sh", "-c", `. "$1" && printf '%s\n%s\n' "$REGISTRY_KAFKA_BROKERS" "$DATABASE_URL"`, "sh", env).CombinedOutput()
+	out, err := exec.Command("sh", "-c", `. "$1" && printf '%s\n%s\n%s\n' "$REGISTRY_KAFKA_BROKERS" "$DATABASE_URL" "$REGISTRY_URL"`, "sh", env).CombinedOutput()
 	if err != nil {
 		t.Fatalf("sourcing %s: %v\n%s", env, err, out)
 	}
 	got := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(got) != 2 || got[0] != addr || !strings.HasPrefix(got[1], "postgres://") {
-		t.Fatalf("sourced settings %q, want the broker %s and a postgres:// URL", got, addr)
+	if len(got) != 3 || got[0] != addr || !strings.HasPrefix(got[1], "postgres://") || got[2] != api {
+		t.Fatalf("sourced settings %q, want the broker %s, a postgres:// URL and the API %s", got, addr, api)
 	}
 	conn, err := pgx.Connect(t.Context(), got[1])
 	if err != nil {
