@@ -7,7 +7,8 @@
 // Two topics carry the record of the registry:
 //
 //   - [TopicClaims] holds the commands ([CommandTypes]: claims, releases,
-//     the three steps of a rename, runtime reservations and transfers), all
+//     the three steps of a rename, runtime reservations and transfers, the
+//     policy upgrade's records and the shadow follow-ups), all
 //     with a [ClaimSubmitted] body, keyed by the partition key (confusable
 //     skeleton) of the name they act on, so every command that could
 //     conflict lands in one partition.

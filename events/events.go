@@ -69,6 +69,12 @@ const (
 	TypePolicyFreezing   = "PolicyFreezing"   // one per partition: stop deciding commands until the partition activates the new version
 	TypeHolderCarried    = "HolderCarried"    // one per holder, hold or runtime reservation, in the partition of its key under the new version
 	TypePolicyActivating = "PolicyActivating" // one per partition: the carried entries replace the old version's
+	// TypeShadowFollowing is written by the projector's outbox, never by
+	// the API: after a release, a rename's final renamed or a transfer of
+	// a name that an upgrade also carried as a shadow (CarryShadow), it
+	// tells the shadow's partition to drop the shadow or move it to the
+	// new holder (ShadowFollow).
+	TypeShadowFollowing = "ShadowFollowing"
 
 	TypeUsernameRegistered  = "UsernameRegistered"
 	TypeClaimRejected       = "ClaimRejected"
@@ -81,6 +87,8 @@ const (
 	TypePolicyFrozen        = "PolicyFrozen"
 	TypeNameCarried         = "NameCarried"
 	TypePolicyActivated     = "PolicyActivated"
+	TypeShadowDropped       = "ShadowDropped"
+	TypeShadowTransferred   = "ShadowTransferred"
 )
 
 // CommandTypes are the event types on TopicClaims, and DecisionTypes those
@@ -88,10 +96,10 @@ const (
 var (
 	CommandTypes = []string{TypeClaimSubmitted, TypeReleaseSubmitted, TypeRenameSubmitted, TypeRenameTargetClaimed,
 		TypeRenameFinishing, TypeReservationSubmitted, TypeUnreservation, TypeTransferSubmitted,
-		TypePolicyFreezing, TypeHolderCarried, TypePolicyActivating}
+		TypePolicyFreezing, TypeHolderCarried, TypePolicyActivating, TypeShadowFollowing}
 	DecisionTypes = []string{TypeUsernameRegistered, TypeClaimRejected, TypeUsernameReleased, TypeRenameLocked,
 		TypeUsernameRenamed, TypeUsernameReserved, TypeUsernameUnreserved, TypeUsernameTransferred,
-		TypePolicyFrozen, TypeNameCarried, TypePolicyActivated}
+		TypePolicyFrozen, TypeNameCarried, TypePolicyActivated, TypeShadowDropped, TypeShadowTransferred}
 )
 
 // Commands, the values of Decision.Command: which command a decision
@@ -107,6 +115,7 @@ const (
 	CommandFreeze    = "policy_freeze"
 	CommandCarry     = "carry"
 	CommandActivate  = "policy_activate"
+	CommandShadow    = "shadow" // a ShadowFollowing
 )
 
 // SchemaVersion is the version of the JSON bodies this package writes. A
@@ -126,6 +135,12 @@ const (
 	OutcomeFrozen      = "frozen"    // a PolicyFreezing decided: the partition waits for the new version
 	OutcomeCarried     = "carried"   // a HolderCarried decided: staged until the partition activates
 	OutcomeActivated   = "activated" // a PolicyActivating decided: the partition decides under the new version
+	// A ShadowFollowing decided: the shadow of the holding it names is
+	// gone (its holder released or renamed the name), or names the
+	// name's new holder (a transfer). One that finds no such shadow is
+	// rejected not_held and changes nothing.
+	OutcomeShadowDropped     = "shadow_dropped"
+	OutcomeShadowTransferred = "shadow_transferred"
 )
 
 // Final reports whether outcome ends its request (every outcome but
@@ -161,6 +176,37 @@ type ClaimSubmitted struct {
 	// change; Carry is, for HolderCarried, the entry carried.
 	Upgrade *PolicyChange `json:"upgrade,omitempty"`
 	Carry   *Carry        `json:"carry,omitempty"`
+	// Shadow is, for ShadowFollowing, what happened to the name the
+	// shadow follows.
+	Shadow *ShadowFollow `json:"shadow,omitempty"`
+}
+
+// Shadow actions: what a ShadowFollowing does to the shadow it names.
+const (
+	ShadowDrop     = "drop"     // the holder released the name, or renamed away from it
+	ShadowTransfer = "transfer" // the name was transferred: the shadow names the new holder
+)
+
+// ShadowFollow is the body of a ShadowFollowing beyond the command's
+// fields: Username, Canonical and Key of the record name the shadow (the
+// name as typed, its canonical form, and the key it is displayed as),
+// UserID the holder after the change (the old holder for a drop, the new
+// one for a transfer). The shadow is acted on only while it is still the
+// shadow of the holding named here (HolderRequestID and HolderUserID), so
+// a stale or repeated follow-up changes nothing else.
+type ShadowFollow struct {
+	Action          string `json:"action"`            // ShadowDrop or ShadowTransfer
+	HolderRequestID string `json:"holder_request_id"` // the request that won the holding the shadow belongs to (its usernames row's request_id)
+	HolderUserID    string `json:"holder_user_id"`    // that holding's user
+	// Cause is the decision that ended or moved the holding: its
+	// request_id (for a transfer, the new holding's request_id), and the
+	// position of the record it decided.
+	Cause          string `json:"cause_request_id"`
+	CausePartition int32  `json:"cause_partition"`
+	CauseOffset    int64  `json:"cause_offset"`
+	// RegisteredAt is, for a transfer, the new holding's registered_at
+	// (the transfer record's timestamp).
+	RegisteredAt *time.Time `json:"registered_at,omitempty"`
 }
 
 // PolicyChange is what the markers of a policy upgrade carry.
@@ -274,6 +320,8 @@ type Decision struct {
 	// entries' data, copied from the command (see ClaimSubmitted).
 	Upgrade *PolicyChange `json:"upgrade,omitempty"`
 	Carry   *Carry        `json:"carry,omitempty"`
+	// Shadow is a ShadowFollowing's data, copied from the command.
+	Shadow *ShadowFollow `json:"shadow,omitempty"`
 }
 
 // typeOf maps an outcome to its decision event type.
@@ -282,6 +330,7 @@ var typeOf = map[string]string{
 	OutcomeReleased: TypeUsernameReleased, OutcomeRenaming: TypeRenameLocked, OutcomeRenamed: TypeUsernameRenamed,
 	OutcomeReserved: TypeUsernameReserved, OutcomeUnreserved: TypeUsernameUnreserved, OutcomeTransferred: TypeUsernameTransferred,
 	OutcomeFrozen: TypePolicyFrozen, OutcomeCarried: TypeNameCarried, OutcomeActivated: TypePolicyActivated,
+	OutcomeShadowDropped: TypeShadowDropped, OutcomeShadowTransferred: TypeShadowTransferred,
 }
 
 // Type is the event type of d, for the HeaderType header.

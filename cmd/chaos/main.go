@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernameregistry/registry/events"
 	"github.com/usernameregistry/registry/internal/tools/chaos"
 )
 
@@ -119,6 +120,8 @@ func report(w io.Writer, out *chaos.Outcome, seed uint64, keep bool) int {
 			fmt.Fprintf(w, " %d=%s", p, u.Waits[p].Round(time.Millisecond))
 		}
 		fmt.Fprintln(w)
+		fmt.Fprintf(w, "shadow follow-ups decided: dropped %d, transferred %d, rejected %d\n",
+			u.Shadows[events.OutcomeShadowDropped], u.Shadows[events.OutcomeShadowTransferred], u.Shadows[events.OutcomeRejected])
 		for _, f := range u.Failures {
 			fmt.Fprintf(w, "  %s\n", f)
 		}

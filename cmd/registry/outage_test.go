@@ -36,7 +36,7 @@ const stopBound = 15 * time.Second
 // Ways a broker goes down under a running registry.
 const (
 	brokerKilled = "killed" // kill -9 (kfake: closed): connections are refused
-	brokerFrozen = "frozen" // SIGSTOP (kfake: produce requests never answered): requests hang unanswered
+	brokerFrozen = "frozen" // SIGSTOP (kfake: its request loop blocked from the first produce on): requests hang unanswered
 )
 
 // stoppableKafka gives t a broker of its own, which down takes down the
@@ -68,12 +68,17 @@ func stoppableKafka(t *testing.T, way string) (seeds []string, down func()) {
 	closeBroker := func() { once.Do(c.Close) }
 	t.Cleanup(closeBroker)
 	if way == brokerFrozen {
+		// The first produce request after down blocks kfake's one request
+		// loop until cleanup, so the whole broker stops answering, as
+		// SIGSTOP does to Apache Kafka. (Sleeping each produce request with
+		// SleepControl instead left kfake's loop deadlocked on its control
+		// mutex when the many slept requests woke together at cleanup:
+		// goleak found its goroutine after the tests.)
 		release := make(chan struct{})
-		t.Cleanup(func() { close(release) }) // before closeBroker: Close waits for its handlers
+		t.Cleanup(func() { close(release) }) // before closeBroker: Close waits for the loop
 		return c.ListenAddrs(), func() {
 			c.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-				c.KeepControl()
-				c.SleepControl(func() { <-release })
+				<-release
 				return nil, nil, false
 			})
 		}

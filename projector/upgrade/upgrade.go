@@ -19,10 +19,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
+	"github.com/usernameregistry/registry/internal/kafka"
 	"github.com/usernameregistry/registry/projector/internal/projection"
 )
 
@@ -175,7 +177,7 @@ func readEntries(ctx context.Context, pool *pgxpool.Pool, from int) ([]projectio
 const (
 	FailAfterStart    = "upgrade-after-start"    // the upgrade is recorded as under way
 	FailAfterFreeze   = "upgrade-after-freeze"   // every freeze marker is written
-	FailAfterFrozen   = "upgrade-after-frozen"   // every partition decided its freeze, renames and outbox drained
+	FailAfterFrozen   = "upgrade-after-frozen"   // every partition decided its freeze, renames and outbox drained, every record before decided
 	FailMidCarry      = "upgrade-mid-carry"      // half the carried records are written
 	FailAfterCarry    = "upgrade-after-carry"    // every carried record is written and the plan recorded
 	FailMidActivate   = "upgrade-mid-activate"   // half the activation markers are written
@@ -293,6 +295,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		return all && drained
 	}); err != nil {
+		return nil, err
+	}
+	if err := waitDecided(ctx, cfg); err != nil {
 		return nil, err
 	}
 	if err := cfg.Failpoint(FailAfterFrozen); err != nil {
@@ -417,6 +422,54 @@ ON CONFLICT (to_version, partition) DO UPDATE SET carried = excluded.carried`, c
 	fmt.Fprintf(cfg.Out, "the registry decides under username policy version %d (took %s; longest partition wait %s)\n",
 		cfg.To, res.Elapsed.Round(time.Millisecond), res.LongestWait.Round(time.Millisecond))
 	return res, nil
+}
+
+// waitDecided waits until every partition has decided every claims
+// record written so far. With the outbox empty, every shadow follow-up
+// (projection shadow.go) that a decision before the freezes wrote is in
+// claims, possibly after its partition's freeze (which still decides it);
+// the projection the carry reads must have it decided, or a shadow whose
+// holder is gone would be carried into the new version.
+func waitDecided(ctx context.Context, cfg Config) error {
+	ends, err := kafka.ListEndOffsets(ctx, kadm.NewClient(cfg.Producer), cfg.Topics.Claims)
+	if err != nil {
+		return fmt.Errorf("listing the claims topic's end offsets: %w", err)
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { want[o.Partition] = o.Offset })
+	t0, last := time.Now(), time.Now()
+	for {
+		rows, err := cfg.Pool.Query(ctx, `SELECT partition, next_offset FROM claim_partitions`)
+		if err != nil {
+			return fmt.Errorf("reading the partitions' progress: %w", err)
+		}
+		next := map[int32]int64{}
+		var p int32
+		var n int64
+		if _, err := pgx.ForEachRow(rows, []any{&p, &n}, func() error { next[p] = n; return nil }); err != nil {
+			return fmt.Errorf("reading the partitions' progress: %w", err)
+		}
+		var behind []int32
+		for p, end := range want {
+			if next[p] < end {
+				behind = append(behind, p)
+			}
+		}
+		if len(behind) == 0 {
+			fmt.Fprintf(cfg.Out, "every claims record written before the freeze decided (after %s)\n", time.Since(t0).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(last) > 5*time.Second {
+			last = time.Now()
+			slices.Sort(behind)
+			fmt.Fprintf(cfg.Out, "waiting for partitions %v to decide up to the claims end offsets (a projector must be running)\n", behind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(cfg.Poll):
+		}
+	}
 }
 
 // partition is a claims partition's policy state.

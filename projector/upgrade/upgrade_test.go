@@ -57,6 +57,12 @@ type registry struct {
 // and fills it with v1Names, one user each.
 func newV1Registry(t *testing.T) *registry {
 	t.Helper()
+	return newV1RegistryWith(t, v1Names)
+}
+
+// newV1RegistryWith is newV1Registry filled with names.
+func newV1RegistryWith(t *testing.T, names []string) *registry {
+	t.Helper()
 	brokers, prod := testenv.Topics(t, partitions)
 	pool, _ := testenv.Database(t)
 	r := &registry{t: t, pool: pool, opts: kafka.ClientOptions(brokers, testenv.Logger(t)), prod: prod, users: map[string]string{}}
@@ -68,7 +74,7 @@ func newV1Registry(t *testing.T) *registry {
 	r.up = up
 	r.stop = r.startProjector(1)
 	t.Cleanup(func() { r.stop() })
-	for _, name := range v1Names {
+	for _, name := range names {
 		r.users[name] = uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
 		if d := r.claim(1, r.users[name], name); d.Outcome != events.OutcomeRegistered {
 			t.Fatalf("version 1 refused %q: %+v", name, d)

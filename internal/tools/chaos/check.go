@@ -174,6 +174,7 @@ type checker struct {
 	ledger  map[LedgerKey][]LedgerRow
 	held    map[string]Holding   // the usernames table by canonical
 	shadows map[Position]Holding // its shadow rows (a policy upgrade's), by position
+	rows    []Holding            // for the lifecycle checks: every usernames row
 }
 
 // Check checks every property over in.
@@ -205,7 +206,7 @@ func Check(full *Input) *Report {
 	for _, w := range c.in.StaleWrites {
 		c.r.add(PropNoStaleWriter, "%s", w)
 	}
-	life := &checker{in: full, r: c.r, held: map[string]Holding{}}
+	life := &checker{in: full, r: c.r, held: map[string]Holding{}, rows: full.Usernames}
 	for _, h := range full.Usernames {
 		life.held[h.Canonical] = h
 	}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ func worldFrom(t *testing.T, recs []*kgo.Record, start int) *Input {
 				Outcome: v.Outcome, Reason: v.Reason, Conflicts: v.Conflicts, HolderRequestID: v.Holder,
 				ClaimPartition: v.At.Partition, ClaimOffset: v.At.Offset, PolicyVersion: m.VersionAt(v.At)}
 			if _, c, err := events.DecodeCommand(r); err == nil && v.At == at {
-				d.Carry, d.Upgrade = c.Carry, c.Upgrade
+				d.Carry, d.Upgrade, d.Shadow = c.Carry, c.Upgrade, c.Shadow
 			}
 			var err error
 			if b, err = events.DecisionValue(d); err != nil {
@@ -85,7 +86,7 @@ func worldFrom(t *testing.T, recs []*kgo.Record, start int) *Input {
 				in.Ledger = append(in.Ledger, LedgerRow{RequestID: v.RequestID, Partition: v.At.Partition, Offset: v.At.Offset, UserID: v.UserID, Username: v.Username, Decision: b})
 			}
 		}
-		if typ, c, err := events.DecodeCommand(r); err == nil && !isUpgradeType(typ) {
+		if typ, c, err := events.DecodeCommand(r); err == nil && !isUpgradeType(typ) && typ != events.TypeShadowFollowing { // no API answers those
 			op := Op{ID: len(in.Ops), Kind: KindNew, RequestID: c.RequestID, UserID: c.UserID, Username: c.Username,
 				Result: resultOf(v), Canonical: v.Canonical, Invoke: time.Unix(0, 0)}
 			if v.Reason == events.ReasonPolicyUpgrading {
@@ -98,6 +99,9 @@ func worldFrom(t *testing.T, recs []*kgo.Record, start int) *Input {
 		r.Offset = int64(i)
 	}
 	for _, h := range m.Holders {
+		in.Usernames = append(in.Usernames, h)
+	}
+	for _, h := range m.Shadows {
 		in.Usernames = append(in.Usernames, h)
 	}
 	return in
@@ -635,5 +639,129 @@ func TestCheckUpgradeRefusedThenAccepted(t *testing.T) {
 			t.Fatalf("%s: the claim under version 2 was answered %+v, want registered", c.name, last)
 		}
 		expectOnly(t, Check(in), c.want...)
+	}
+}
+
+// shadowLog is a registry started under policy version 1 that moves to
+// version 2, where "Iumen11" (u1) and "Ionic5" (u2) are refused and
+// carried twice: under their canonical forms' keys and, as shadows,
+// under the keys they are displayed as (those of lumen11 and lonic5).
+// After the activation the shadow of Iumen11 is dropped (its holder
+// released it), the one of Ionic5 moved to a new holding (a transfer; to
+// the same user u2, since the claim model does not follow the transfer of
+// the holder's own row), and a stale drop (of a holding that never was)
+// changes nothing. It returns the log and the transfer's request_id.
+func shadowLog(t *testing.T) ([]*kgo.Record, string) {
+	t.Helper()
+	next := map[int32]int64{}
+	var out []*kgo.Record
+	add := func(r *kgo.Record) {
+		r.Partition = events.Partition(r.Key, testPartitions)
+		r.Offset = next[r.Partition]
+		next[r.Partition]++
+		out = append(out, r)
+	}
+	v1, v2 := username.MustVersion(1), username.MustVersion(2)
+	type won struct {
+		rec  *kgo.Record
+		c    *events.ClaimSubmitted
+		name username.Username
+	}
+	var wins []won
+	for _, w := range [][3]string{{r1, u1, "Iumen11"}, {r2, u2, "Ionic5"}} {
+		n, err := v1.Normalize(w[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &events.ClaimSubmitted{RequestID: w[0], UserID: w[1], Username: w[2], Canonical: n.Canonical, Key: n.Key, PolicyVersion: 1}
+		rec, _ := events.ClaimRecord(c)
+		add(rec)
+		inspected, _ := v2.Inspect(w[2])
+		wins = append(wins, won{rec, c, inspected})
+	}
+	marker := func(typ string, p int32, carried int) {
+		key := ""
+		for i := 0; ; i++ {
+			if key = "policy-marker/" + strconv.Itoa(i); events.Partition([]byte(key), testPartitions) == p {
+				break
+			}
+		}
+		rec, _ := events.CommandRecord(typ, &events.ClaimSubmitted{RequestID: uuid.NewString(), Username: key, Key: key, PolicyVersion: 1,
+			Upgrade: &events.PolicyChange{To: 2, Partition: int(p), Carried: carried}})
+		add(rec)
+	}
+	for p := range int32(testPartitions) {
+		marker(events.TypePolicyFreezing, p, 0)
+	}
+	carried := map[int32]int{}
+	at := time.Unix(1, 0).UTC()
+	for _, w := range wins {
+		shown, _ := v2.ShownKey(w.c.Username)
+		for kind, key := range map[string]string{events.CarryHolder: w.name.Key, events.CarryShadow: shown} {
+			rec, _ := events.CommandRecord(events.TypeHolderCarried, &events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: w.c.UserID,
+				Username: w.c.Username, Canonical: w.name.Canonical, Key: key, PolicyVersion: 2, Carry: &events.Carry{Kind: kind, To: 2,
+					RequestID: w.c.RequestID, GrantedUnder: 1, Partition: w.rec.Partition, Offset: w.rec.Offset, OldKey: w.c.Key, At: &at}})
+			add(rec)
+			carried[rec.Partition]++
+		}
+	}
+	for p := range int32(testPartitions) {
+		marker(events.TypePolicyActivating, p, carried[p])
+	}
+	follow := func(w won, action, holderRequest, user, cause string) {
+		shown, _ := v2.ShownKey(w.c.Username)
+		f := &events.ShadowFollow{Action: action, HolderRequestID: holderRequest, HolderUserID: w.c.UserID, Cause: cause}
+		if action == events.ShadowTransfer {
+			f.RegisteredAt = &at
+		}
+		rec, _ := events.CommandRecord(events.TypeShadowFollowing, &events.ClaimSubmitted{RequestID: uuid.NewString(), UserID: user,
+			Username: w.c.Username, Canonical: w.name.Canonical, Key: shown, PolicyVersion: 2, Shadow: f})
+		add(rec)
+	}
+	transfer := uuid.NewString()
+	follow(wins[0], events.ShadowDrop, uuid.NewString(), u1, uuid.NewString()) // stale: another holding
+	follow(wins[0], events.ShadowDrop, r1, u1, uuid.NewString())
+	follow(wins[1], events.ShadowTransfer, r2, u2, transfer)
+	return out, transfer
+}
+
+// TestCheckShadowsFollowTheirNames: the model follows a shadow's drop and
+// transfer (and ignores a stale follow-up), a correct world is accepted,
+// and a projection that kept the dropped shadow is caught.
+func TestCheckShadowsFollowTheirNames(t *testing.T) {
+	recs, transfer := shadowLog(t)
+	m := ReplayFrom(recs, testPartitions, 1)
+	var outcomes []string
+	for _, r := range recs {
+		if events.TypeOf(r) == events.TypeShadowFollowing {
+			v := m.Emitted[Position{r.Partition, r.Offset}]
+			outcomes = append(outcomes, v.Outcome+" "+v.Reason)
+		}
+	}
+	if want := []string{"rejected not_held", "shadow_dropped ", "shadow_transferred "}; strings.Join(outcomes, ",") != strings.Join(want, ",") {
+		t.Errorf("the follow-ups' verdicts: %q, want %q", outcomes, want)
+	}
+	if len(m.Shadows) != 1 {
+		t.Fatalf("shadows after the follow-ups: %v, want Ionic5's alone", m.Shadows)
+	}
+	for _, h := range m.Shadows {
+		if h.Key != "lonic5" || h.UserID != u2 || h.RequestID != transfer {
+			t.Errorf("Ionic5's shadow after the transfer: %+v", h)
+		}
+	}
+	if g := m.Groups["lurnenll"]; len(g) != 0 {
+		t.Errorf("lumen11's key still has a group after Iumen11's shadow was dropped: %v", g)
+	}
+	expectOnly(t, Check(worldFrom(t, recs, 1)))
+
+	// A projection that kept Iumen11's dropped shadow.
+	in := worldFrom(t, recs, 1)
+	for _, r := range recs {
+		if c, err := events.DecodeClaim(r); err == nil && events.TypeOf(r) == events.TypeHolderCarried && c.Carry.Kind == events.CarryShadow && c.Username == "Iumen11" {
+			in.Usernames = append(in.Usernames, Holding{Canonical: c.Canonical, Key: c.Key, UserID: u1, RequestID: r1, At: Position{r.Partition, r.Offset}})
+		}
+	}
+	if rep := Check(in); rep.Anomalies() == 0 {
+		t.Error("a projection that kept a dropped shadow was not flagged")
 	}
 }

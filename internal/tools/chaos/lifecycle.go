@@ -40,15 +40,45 @@ type lifeNames struct {
 	users  []string
 }
 
-func newLifeNames(w *workload) lifeNames {
+// newLifeNames draws the lifecycle names and users. With upgrade three
+// more names, "lcI<tag>-s", "-t" and "-u", are names version 1 accepts
+// and version 2 refuses (the capital I displays like an l): held when the
+// upgrade runs, each is carried twice, under its canonical form's key and,
+// as a shadow, under the key it is displayed as; the releases, renames and
+// transfers of them after the upgrade (the API writes them as Inspect
+// reads the name) make the shadows follow, which (n) checks: every row of
+// a lifecycle name, a shadow included, must name the holder the decisions
+// give it.
+func newLifeNames(w *workload, upgrade bool) lifeNames {
 	l := lifeNames{prefix: "lc" + w.tag + "-"}
 	for i := range lifeNamesN {
 		l.names = append(l.names, l.prefix+strconv.Itoa(i))
+	}
+	for _, suffix := range []string{"s", "t", "u"} {
+		if n := "lcI" + w.tag + "-" + suffix; upgrade && hasShadow(n) {
+			l.names = append(l.names, n)
+		}
 	}
 	for range lifeUsersN {
 		l.users = append(l.users, w.uuid())
 	}
 	return l
+}
+
+// hasShadow reports whether version 1 accepts typed and version 2 refuses
+// it but can read it, and displays it under another key than its
+// canonical form's: an upgrade carries it with a shadow.
+func hasShadow(typed string) bool {
+	v1, v2 := policyOf(1), policyOf(2)
+	if _, err := v1.Normalize(typed); err != nil {
+		return false
+	}
+	if _, err := v2.Normalize(typed); err == nil {
+		return false
+	}
+	u, ok := v2.Inspect(typed)
+	shown, sok := v2.ShownKey(typed)
+	return ok && sok && shown != u.Key
 }
 
 // isLifeName reports whether canonical is one of the lifecycle names.
@@ -244,6 +274,11 @@ func (c *checker) lifecycleChecks() {
 			c.r.add(PropLifeProjection, "%s: the projection gives it to %s, the decisions to nobody", name, h.UserID)
 		}
 	}
+	for _, h := range c.rows { // the name's other rows (a refused name's shadow): it follows its name
+		if isLifeName(h.Canonical) && h != c.held[h.Canonical] && holder[h.Canonical] != h.UserID {
+			c.r.add(PropLifeProjection, "%s: its row under key %q (at %s) gives it to %s, the decisions to %q", h.Canonical, h.Key, h.At, h.UserID, holder[h.Canonical])
+		}
+	}
 }
 
 // isLifeDecision reports whether d decides a command on a lifecycle name.
@@ -265,7 +300,7 @@ func splitLifecycle(in *Input) *Input {
 	out := *in
 	out.Claims = slices.DeleteFunc(slices.Clone(in.Claims), func(r *kgo.Record) bool {
 		typ, cmd, err := events.DecodeCommand(r)
-		if err == nil && isUpgradeType(typ) { // the model follows the policy upgrade: keep all but lifecycle carries
+		if err == nil && (isUpgradeType(typ) || typ == events.TypeShadowFollowing) { // the model follows the policy upgrade and the shadows: keep all but the lifecycle names'
 			return isLifeName(cmd.Canonical)
 		}
 		return err == nil && (typ != events.TypeClaimSubmitted || isLifeName(cmd.Canonical))

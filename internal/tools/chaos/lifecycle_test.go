@@ -37,7 +37,7 @@ func lifeWorld(t *testing.T, winner string, at time.Duration, u1 string) *Input 
 }
 
 func lifeCounts(in *Input) map[string]int {
-	c := &checker{in: in, r: &Report{Counts: map[string]int{}, Examples: map[string][]string{}}, held: map[string]Holding{}}
+	c := &checker{in: in, r: &Report{Counts: map[string]int{}, Examples: map[string][]string{}}, held: map[string]Holding{}, rows: in.Usernames}
 	for _, h := range in.Usernames {
 		c.held[h.Canonical] = h
 	}
@@ -81,5 +81,29 @@ func TestLifecycleChecks(t *testing.T) {
 	in.Registrations[1] = &kgo.Record{Topic: events.TopicRegistrations, Value: b, Headers: in.Registrations[1].Headers}
 	if got := lifeCounts(in); got[PropKeyOneHolder] != 1 {
 		t.Errorf("a release by a user who did not hold the name: %v, want one (j)", got)
+	}
+}
+
+// TestLifecycleShadowRows: (n) looks at every row of a lifecycle name, so
+// a shadow (a policy upgrade's second row of a refused name, under the
+// key it is displayed as) that did not follow its name's transfer is
+// caught even when the name's own row is right, and a shadow that
+// followed passes.
+func TestLifecycleShadowRows(t *testing.T) {
+	t.Parallel()
+	u1, u2 := uuid.NewString(), uuid.NewString()
+	in := lifeWorld(t, u2, 11*time.Second, u1) // lc-a: u1, released, then won by u2
+	row := in.Usernames[0]
+	shadow := Holding{Canonical: "lc-a", Key: "lc-a-shown", UserID: u2, RequestID: row.RequestID, At: Position{0, 9}}
+	in.Usernames = []Holding{shadow, row}
+	if got := lifeCounts(in); got[PropLifeProjection] != 0 {
+		t.Errorf("a shadow that followed its name: %v", got)
+	}
+	in.Usernames[0].UserID = u1 // the shadow still names the old holder
+	if got := lifeCounts(in); got[PropLifeProjection] != 1 {
+		t.Errorf("a shadow that did not follow its name: %v, want one (n)", got)
+	}
+	if !hasShadow("lcI1-s") || hasShadow("lc1-s") {
+		t.Error("hasShadow: lcI1-s is carried with a shadow under version 2, lc1-s is not")
 	}
 }

@@ -142,6 +142,7 @@ type claimRecord struct {
 	version   int // the policy version the record says it was made under
 	upgrade   *events.PolicyChange
 	carry     *events.Carry
+	shadow    *events.ShadowFollow // a ShadowFollowing's, ids in canonical form
 	key       string
 }
 
@@ -233,7 +234,7 @@ func (m *Model) decide(c claimRecord, st *partState) {
 	}
 	v := Verdict{RequestID: c.requestID, UserID: c.userID, Username: c.username, Canonical: c.name.Canonical,
 		Outcome: events.OutcomeRejected, At: c.at}
-	if !isUpgradeType(c.typ) && (st.frozenTo != 0 || st.upgraded && c.version > 0 && c.version < st.version) {
+	if !isUpgradeType(c.typ) && c.typ != events.TypeShadowFollowing && (st.frozenTo != 0 || st.upgraded && c.version > 0 && c.version < st.version) {
 		// Answered policy_upgrading: published, not stored, so a retry
 		// is decided afresh.
 		v.Reason = events.ReasonPolicyUpgrading
@@ -247,6 +248,11 @@ func (m *Model) decide(c claimRecord, st *partState) {
 	}
 	if isUpgradeType(c.typ) {
 		m.decideUpgrade(c, st, &v)
+		m.Ledger[lk], m.Emitted[c.at] = v, v
+		return
+	}
+	if c.typ == events.TypeShadowFollowing {
+		m.followShadow(c, st, &v)
 		m.Ledger[lk], m.Emitted[c.at] = v, v
 		return
 	}
@@ -334,6 +340,39 @@ func (m *Model) decideUpgrade(c claimRecord, st *partState, v *Verdict) {
 	}
 }
 
+// followShadow decides a valid ShadowFollowing into v: the shadow under
+// the record's key with its canonical form goes (drop) or names the new
+// holder (transfer), while it is still the shadow of the holding the
+// record names (its request and user); otherwise not_held, and nothing
+// changes. A transferred shadow's row names the follow-up's position and
+// the transfer's request (like a carried row, Carried).
+func (m *Model) followShadow(c claimRecord, st *partState, v *Verdict) {
+	f := c.shadow
+	group := st.members[c.key]
+	i := slices.IndexFunc(group, func(h Holding) bool { return h.Canonical == c.name.Canonical })
+	if i < 0 || group[i].RequestID != f.HolderRequestID || group[i].UserID != f.HolderUserID {
+		v.Reason = events.ReasonNotHeld
+		return
+	}
+	delete(m.Shadows, group[i].At)
+	if f.Action == events.ShadowDrop {
+		v.Outcome = events.OutcomeShadowDropped
+		st.members[c.key] = slices.Delete(group, i, i+1)
+		delete(m.Groups[c.key], c.name.Canonical)
+		if len(st.members[c.key]) == 0 {
+			delete(st.members, c.key)
+		}
+		return
+	}
+	v.Outcome, v.Holder = events.OutcomeShadowTransferred, f.Cause
+	h := Holding{Canonical: c.name.Canonical, Key: c.key, UserID: c.userID, RequestID: f.Cause, At: c.at}
+	group[i] = h
+	m.Shadows[c.at], m.Carried[c.at] = h, f.Cause
+	if m.Groups[c.key] != nil {
+		m.Groups[c.key][c.name.Canonical] = c.userID
+	}
+}
+
 // positionNamespace and the "claims/<partition>/<offset>" name are the
 // wire contract for claims without a usable request_id (docs/design.md,
 // Poison records).
@@ -362,6 +401,10 @@ func readClaim(r *kgo.Record, partitions int, policy *username.Policy) claimReco
 	c.requestID = id.String()
 	if isUpgradeType(typ) {
 		readUpgrade(&c, sub, r, partitions)
+		return c
+	}
+	if typ == events.TypeShadowFollowing {
+		readShadow(&c, sub, r, partitions)
 		return c
 	}
 	uid, err := uuid.Parse(sub.UserID)
@@ -429,4 +472,42 @@ func readUpgrade(c *claimRecord, sub *events.ClaimSubmitted, r *kgo.Record, part
 		return
 	}
 	c.name, c.key, c.carry, c.invalid = name, key, k, false
+}
+
+// readShadow checks a ShadowFollowing: in its key's partition, its ids
+// UUIDs, and named as the policy version it says names a shadow: the
+// canonical form Normalize (or, for a refused name, Inspect) gives, under
+// the key the name is displayed as, which differs from its canonical
+// form's.
+func readShadow(c *claimRecord, sub *events.ClaimSubmitted, r *kgo.Record, partitions int) {
+	f := sub.Shadow
+	uid, err := uuid.Parse(sub.UserID)
+	if f == nil || err != nil || events.Partition(r.Key, partitions) != r.Partition {
+		return
+	}
+	c.userID = uid.String()
+	g := *f
+	for _, id := range []*string{&g.HolderRequestID, &g.HolderUserID, &g.Cause} {
+		u, err := uuid.Parse(*id)
+		if err != nil {
+			return
+		}
+		*id = u.String()
+	}
+	if g.Action != events.ShadowDrop && (g.Action != events.ShadowTransfer || g.RegisteredAt == nil) {
+		return
+	}
+	policy, err := username.ForVersion(sub.PolicyVersion)
+	if err != nil {
+		return
+	}
+	if _, err := policy.Normalize(sub.Username); err == nil {
+		return // an accepted name has no shadow
+	}
+	name, ok := policy.Inspect(sub.Username)
+	shown, sok := policy.ShownKey(sub.Username)
+	if !ok || !sok || shown == name.Key || sub.Canonical != name.Canonical || sub.Key != shown || string(r.Key) != shown {
+		return
+	}
+	c.name, c.key, c.shadow, c.invalid = name, shown, &g, false
 }

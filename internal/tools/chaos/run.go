@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Outcome, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	r := &run{cfg: cfg, log: cfg.Log, work: newWorkload(cfg.Seed), faults: faultCounter{n: map[string]int{}}}
+	r := &run{cfg: cfg, log: cfg.Log, work: newWorkload(cfg.Seed, cfg.Upgrade), faults: faultCounter{n: map[string]int{}}}
 	procCtx, stopProcs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProcs()
 	defer r.shutdown()

@@ -30,6 +30,9 @@ type UpgradeRun struct {
 	Waits map[int32]time.Duration
 	// Retried counts the workload's answers 503 policy_upgrading.
 	Retried int
+	// Shadows counts the shadow follow-ups' decisions by outcome
+	// (shadow_dropped, shadow_transferred, rejected), each position once.
+	Shadows map[string]int
 }
 
 // Done reports whether an attempt finished the upgrade.
@@ -123,10 +126,16 @@ func (r *run) upgradeOnce(ctx context.Context, n int, killAfter time.Duration) e
 // upgradeWaits fills u.Waits and u.Retried from the collected run.
 func upgradeWaits(u *UpgradeRun, in *Input) {
 	frozen, active := map[int32]time.Time{}, map[int32]time.Time{}
+	u.Shadows = map[string]int{}
+	seen := map[Position]bool{}
 	for _, rec := range in.Registrations {
 		d, err := events.DecodeDecision(rec)
 		if err != nil {
 			continue
+		}
+		if at := (Position{d.ClaimPartition, d.ClaimOffset}); d.Command == events.CommandShadow && !seen[at] {
+			seen[at] = true
+			u.Shadows[d.Outcome]++
 		}
 		p := d.ClaimPartition
 		switch {

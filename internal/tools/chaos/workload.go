@@ -43,12 +43,15 @@ type workload struct {
 	life   lifeNames         // the lifecycle names and users
 }
 
-func newWorkload(seed uint64) *workload {
+// newWorkload returns the workload of seed; with upgrade (chaos
+// --upgrade) its lifecycle names include one that version 2 refuses and
+// carries with a shadow (newLifeNames).
+func newWorkload(seed uint64, upgrade bool) *workload {
 	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x5deece66d)), tag: strconv.FormatUint(seed%46656, 36), recent: loadgen.New[Op](recentOps)}
 	for i := range hotNames {
 		w.hot = append(w.hot, "hot"+w.tag+"-"+strconv.Itoa(i))
 	}
-	w.life = newLifeNames(w)
+	w.life = newLifeNames(w, upgrade)
 	return w
 }
 

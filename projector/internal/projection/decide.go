@@ -55,6 +55,9 @@ type Claim struct {
 	// Upgrade and Carry are a policy upgrade record's data (upgrade.go).
 	Upgrade *events.PolicyChange
 	Carry   *events.Carry
+	// Shadow is a ShadowFollowing's data (shadow.go), its ids in
+	// canonical form.
+	Shadow *events.ShadowFollow
 }
 
 // Rules are what a claims record is checked against: the partition count
@@ -99,6 +102,10 @@ func Parse(r *kgo.Record, ru Rules) Claim {
 	in.RequestID = id.String()
 	if isUpgrade(typ) {
 		in.Invalid = checkUpgrade(&in, c, r, ru)
+		return in
+	}
+	if typ == events.TypeShadowFollowing {
+		in.Invalid = checkShadow(&in, c, r, ru)
 		return in
 	}
 	in.Invalid = checkClaim(&in, c, r, ru)
@@ -166,8 +173,10 @@ func positionID(partition int32, offset int64) string {
 
 // Outcome is what deciding one command produced.
 type Outcome struct {
-	// Next is the rename's next step, to be produced to the claims topic
-	// by the same transaction's outbox; nil for every other decision.
+	// Next is the rename's next step, or the shadow follow-up of a
+	// release, rename or transfer of a name with a shadow (shadow.go),
+	// to be produced to the claims topic by the same transaction's
+	// outbox; nil for every other decision.
 	Next *kgo.Record
 
 	// Decision and Value are the decision to publish and its exact bytes.
@@ -222,6 +231,10 @@ func Decide(st *State, in *Claim) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
+	follow, err := shadowFollowUp(st, in, d) // before the fold: it reads the holder the decision drops or replaces
+	if err != nil {
+		return Outcome{}, fmt.Errorf("%w: %w", errDecision, err)
+	}
 	out, err := encode(d)
 	if err != nil {
 		return out, err
@@ -232,6 +245,12 @@ func Decide(st *State, in *Claim) (Outcome, error) {
 	st.Apply(out.Change)
 	if out.Next, err = next(in, d); err != nil {
 		return out, fmt.Errorf("%w: %w", errDecision, err)
+	}
+	if follow != nil {
+		if out.Next != nil { // a release, transfer or rename's step 3 has no next step
+			return out, fmt.Errorf("%w: %s %s has both a next step and a shadow follow-up", errDecision, in.Type, in.RequestID)
+		}
+		out.Next = follow
 	}
 	return out, nil
 }
@@ -272,6 +291,8 @@ func decideCommand(st *State, in *Claim) *events.Decision {
 		return in.base(events.OutcomeUnreserved)
 	case events.TypeTransferSubmitted:
 		return decideTransfer(st, in)
+	case events.TypeShadowFollowing:
+		return decideShadow(st, in)
 	default: // a claim, or a rename's step 2 (claiming to)
 		return decideClaim(st, in)
 	}
@@ -331,6 +352,8 @@ func (in *Claim) command() string {
 		return events.CommandCarry
 	case events.TypePolicyActivating:
 		return events.CommandActivate
+	case events.TypeShadowFollowing:
+		return events.CommandShadow
 	}
 	return events.CommandClaim
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/usernameregistry/registry/claims/username"
 	"github.com/usernameregistry/registry/events"
 )
 
@@ -176,6 +177,21 @@ func Fold(d *events.Decision, value, key []byte) (Change, error) {
 			GrantedUnder: d.PolicyVersion, KeyVersion: d.PolicyVersion}
 		c.DropHold, c.DropHolder = true, d.Outcome == events.OutcomeTransferred
 		c.DropCanonical = d.Canonical
+		if d.Outcome == events.OutcomeTransferred { // a carried name the policy refuses stays marked so for its new holder
+			c.Holder.Invalid = refused(d.PolicyVersion, d.Username)
+		}
+	case d.Outcome == events.OutcomeShadowDropped:
+		c.DropHolder, c.DropCanonical = true, d.Canonical
+	case d.Outcome == events.OutcomeShadowTransferred:
+		if d.RegisteredAt == nil || d.Canonical == "" || len(key) == 0 || uuid.Validate(d.UserID) != nil || uuid.Validate(d.HolderRequestID) != nil {
+			return Change{}, fmt.Errorf("shadow transfer %q lacks registered_at, canonical, key, a UUID user_id or holder_request_id", d.RequestID)
+		}
+		// The shadow keeps its place in its group, under the new holding
+		// (the transfer's request_id), at the follow-up's position.
+		c.Holder = &Holder{Canonical: d.Canonical, Key: string(key), Username: d.Username, UserID: d.UserID,
+			RequestID: d.HolderRequestID, Partition: d.ClaimPartition, Offset: d.ClaimOffset, RegisteredAt: d.RegisteredAt.UTC(),
+			GrantedUnder: d.PolicyVersion, KeyVersion: d.PolicyVersion, Grandfathered: true, Invalid: true}
+		c.DropHolder, c.DropCanonical = true, d.Canonical
 	case d.Outcome == events.OutcomeFrozen && d.Upgrade != nil:
 		c.Freeze = d.Upgrade.To
 	case d.Outcome == events.OutcomeCarried && d.Carry != nil:
@@ -205,6 +221,17 @@ func Fold(d *events.Decision, value, key []byte) (Change, error) {
 		c.DropReservation = true
 	}
 	return c, nil
+}
+
+// refused reports whether policy version v refuses typed (a name an
+// upgrade carried to its holder although the version refuses it).
+func refused(v int, typed string) bool {
+	policy, err := username.ForVersion(v)
+	if err != nil {
+		return false
+	}
+	_, err = policy.Normalize(typed)
+	return err != nil
 }
 
 // Wins reports whether d is the decision of the claim that won its name:

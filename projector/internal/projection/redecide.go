@@ -54,6 +54,20 @@ type compactHolder struct {
 	userID       uuid.UUID
 	requestID    uuid.UUID
 	registeredAt int64 // Unix nanoseconds, UTC
+	// refused is, for a carried name the policy refuses, the name as
+	// typed: what tells whether it has a shadow (shadowFollowUp). Empty
+	// for every other holder.
+	refused string
+}
+
+// compact is h in the Redecider's compact form.
+func compact(h *Holder) compactHolder {
+	c := compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID), requestID: uuid.MustParse(h.RequestID),
+		registeredAt: h.RegisteredAt.UnixNano()}
+	if h.Invalid {
+		c.refused = h.Username
+	}
+	return c
 }
 
 // Redecision is what Redecide decided for one claims record.
@@ -139,8 +153,7 @@ func (r *Redecider) remember(c Change) {
 		delete(r.holders, c.Key)
 	}
 	if h := c.Holder; h != nil && !h.Grandfathered {
-		r.holders[h.Key] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID),
-			requestID: uuid.MustParse(h.RequestID), registeredAt: h.RegisteredAt.UnixNano()}
+		r.holders[h.Key] = compact(h)
 	}
 	setOrDrop(r.holds, c.Key, c.Hold, c.DropHold)
 	setOrDrop(r.reserved, c.Key, c.Reservation, c.DropReservation)
@@ -176,8 +189,7 @@ func (r *Redecider) rememberUpgrade(c Change) error {
 	clear(r.reserved)
 	clear(r.locks)
 	for k, h := range r.st.Holders {
-		r.holders[k] = compactHolder{canonical: h.Canonical, userID: uuid.MustParse(h.UserID), requestID: uuid.MustParse(h.RequestID),
-			registeredAt: h.RegisteredAt.UnixNano()}
+		r.holders[k] = compact(h)
 	}
 	for k, ms := range r.st.Members {
 		r.members[k] = ms
@@ -247,7 +259,7 @@ func (r *Redecider) load(in *Claim) {
 		r.st.Members[k] = slices.Clone(ms)
 	}
 	if c, ok := r.holders[in.Name.Key]; ok {
-		r.holder = Holder{Canonical: c.canonical, Key: in.Name.Key, UserID: c.userID.String(),
+		r.holder = Holder{Canonical: c.canonical, Key: in.Name.Key, UserID: c.userID.String(), Username: c.refused, Invalid: c.refused != "",
 			RequestID: c.requestID.String(), RegisteredAt: time.Unix(0, c.registeredAt).UTC()}
 		r.st.Holders[in.Name.Key] = &r.holder
 	}

@@ -177,13 +177,13 @@ func checkUpgrade(in *Claim, c *events.ClaimSubmitted, r *kgo.Record, ru Rules) 
 
 // upgradeGate answers a command that the partition cannot decide now: a
 // partition that is frozen decides nothing but the steps 2 and 3 of
-// renames under way and the upgrade's own records; one that activated a
-// new version answers a command made under an older one the same way (the
-// API computes the name again under the new version when the caller
-// retries). Nil when in is decided as usual.
+// renames under way, shadow follow-ups (shadow.go) and the upgrade's own
+// records; one that activated a new version answers a command made under
+// an older one the same way (the API computes the name again under the new
+// version when the caller retries). Nil when in is decided as usual.
 func upgradeGate(st *State, in *Claim) *events.Decision {
-	if isUpgrade(in.Type) {
-		return nil
+	if isUpgrade(in.Type) || in.Type == events.TypeShadowFollowing {
+		return nil // a follow-up is written once, by an outbox: answered unstored, it would be lost
 	}
 	saga := in.Type == events.TypeRenameTargetClaimed || in.Type == events.TypeRenameFinishing
 	switch {

@@ -23,10 +23,11 @@ type upgradeLog struct {
 	states map[int32]*State
 	recs   map[int32][]*kgo.Record
 	values map[int32][][]byte // the decisions' bytes, in order, for the replay comparison
+	nexts  map[int32][]*kgo.Record
 }
 
 func newUpgradeLog(t *testing.T, initial int) *upgradeLog {
-	l := &upgradeLog{t: t, states: map[int32]*State{}, recs: map[int32][]*kgo.Record{}, values: map[int32][][]byte{}}
+	l := &upgradeLog{t: t, states: map[int32]*State{}, recs: map[int32][]*kgo.Record{}, values: map[int32][][]byte{}, nexts: map[int32][]*kgo.Record{}}
 	for p := range int32(testPartitions) {
 		st := NewState()
 		st.Version = initial
@@ -51,6 +52,7 @@ func (l *upgradeLog) decide(rec *kgo.Record) Outcome {
 	}
 	l.recs[rec.Partition] = append(l.recs[rec.Partition], rec)
 	l.values[rec.Partition] = append(l.values[rec.Partition], out.Value)
+	l.nexts[rec.Partition] = append(l.nexts[rec.Partition], out.Next)
 	return out
 }
 
