@@ -323,17 +323,25 @@ func (a *api) describe(av *Availability, name username.Username) {
 // refused, and where the name still has a key, names the held name it
 // looks like: "orchіd5" (Cyrillic і) is refused as a mixed-script name,
 // and looks like a held "orchid5".
+//
+// A refused name that is itself held (a policy upgrade carried it under
+// the canonical form and key Policy.Inspect computes, docs/usernames.md)
+// is answered 200 held with its holder, held_under_policy and, when its
+// shadow sits in a grandfathered group, grandfathered_with: reason stays
+// invalid, which is what a new user's claim of it would get.
 func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed string, av Availability, refusal error) (int, Availability, error) {
 	av.Status, av.Reason, av.Detail = StatusInvalid, events.ReasonInvalid, refusal.Error()
 	var keys []string
-	if name, ok := policy.Inspect(typed); ok {
-		a.describe(&av, name)
-		keys = append(keys, name.Key)
+	inspected, inspectable := policy.Inspect(typed)
+	if inspectable {
+		a.describe(&av, inspected)
+		keys = append(keys, inspected.Key)
 	}
-	if shown, ok := policy.ShownKey(typed); ok && shown != av.Key {
+	shown, shownOK := policy.ShownKey(typed)
+	if shownOK && shown != av.Key {
 		keys = append(keys, shown)
 	}
-	for _, key := range keys {
+	for i, key := range keys {
 		reg, err := a.cfg.Directory.HolderOfKey(ctx, key)
 		if err != nil {
 			return 0, av, err
@@ -341,11 +349,70 @@ func (a *api) invalidName(ctx context.Context, policy *username.Policy, typed st
 		if reg == nil {
 			continue
 		}
+		if i == 0 && inspectable {
+			if own := memberWithCanonical(reg, inspected.Canonical); own != nil {
+				return a.heldRefused(ctx, av, reg, own, shown, shownOK)
+			}
+		}
 		av.ConflictsWith = reg.Canonical
 		av.Detail += fmt.Sprintf("; it also looks like %q, which is held", reg.Canonical)
 		break
 	}
 	return http.StatusUnprocessableEntity, av, nil
+}
+
+// memberWithCanonical returns the holder of reg's key (or the member of
+// its group) whose canonical form is canonical, or nil.
+func memberWithCanonical(reg *Registration, canonical string) *Registration {
+	if reg.Canonical == canonical {
+		return reg
+	}
+	for i := range reg.Members {
+		if reg.Members[i].Canonical == canonical {
+			return &reg.Members[i]
+		}
+	}
+	return nil
+}
+
+// heldRefused answers the lookup of a refused name that own holds under
+// the key whose holders are reg (see invalidName); the group own is in,
+// under that key or as a shadow under the key shown, is listed as
+// grandfathered_with.
+func (a *api) heldRefused(ctx context.Context, av Availability, reg, own *Registration, shown string, shownOK bool) (int, Availability, error) {
+	at := own.RegisteredAt
+	av.Status = StatusHeld
+	av.Username, av.UserID, av.RequestID, av.RegisteredAt = own.Username, own.UserID, own.RequestID, &at
+	av.HeldUnderPolicy, av.ConflictsWith = own.HeldUnderPolicy, own.Canonical
+	av.Detail += fmt.Sprintf("; it is held, won under policy version %d, and stays its holder's", own.HeldUnderPolicy)
+	groups := []*Registration{reg}
+	if shownOK && shown != av.Key {
+		reg, err := a.cfg.Directory.HolderOfKey(ctx, shown)
+		if err != nil {
+			return 0, av, err
+		}
+		if reg != nil {
+			groups = append(groups, reg)
+		}
+	}
+	for _, g := range groups {
+		if len(g.Members) < 2 {
+			continue
+		}
+		in := false
+		for _, m := range g.Members {
+			in = in || (m.Username == own.Username && m.UserID == own.UserID)
+		}
+		if !in {
+			continue
+		}
+		av.Grandfathered = true
+		for _, m := range g.Members {
+			av.GrandfatheredWith = append(av.GrandfatheredWith, m.Username)
+		}
+		break
+	}
+	return http.StatusOK, av, nil
 }
 
 // Lookup statuses, and the codes they are answered with.

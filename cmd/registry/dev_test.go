@@ -229,7 +229,7 @@ func postJSON(t *testing.T, url, body string) map[string]any {
 	return out
 }
 
-func getJSON(t *testing.T, url string, out any) {
+func getJSON(t *testing.T, url string, out any) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -239,4 +239,5 @@ func getJSON(t *testing.T, url string, out any) {
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		t.Fatal(err)
 	}
+	return resp.StatusCode
 }

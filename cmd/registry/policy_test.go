@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +89,25 @@ func TestPolicyCommandsOnDev(t *testing.T) {
 	getJSON(t, url+"/v1/usernames/d0g", &held)
 	if held["user_id"] != users["d0g"] || held["held_under_policy"] != 1.0 || held["grandfathered"] != true {
 		t.Errorf("lookup of d0g after the upgrade: %v", held)
+	}
+	// Names version 2 refuses stay their holders', and the lookup says so
+	// (200 held, the holder, held_under_policy, the group its shadow is
+	// in), with reason invalid: what a new user's claim of it gets. It
+	// answered 422 invalid, with conflicts_with naming the name itself.
+	for name, group := range map[string][]string{"Iumen11": {"Iumen11", "lumen11"}, "ΚΟΣΜΟΣ": nil} {
+		var av map[string]any
+		code := getJSON(t, url+"/v1/usernames/"+neturl.PathEscape(name), &av)
+		var with []string
+		if ws, ok := av["grandfathered_with"].([]any); ok {
+			for _, w := range ws {
+				with = append(with, fmt.Sprint(w))
+			}
+		}
+		slices.Sort(with)
+		if code != 200 || av["status"] != "held" || av["reason"] != "invalid" || av["user_id"] != users[name] || av["username"] != name ||
+			av["held_under_policy"] != 1.0 || (group != nil && (av["grandfathered"] != true || !slices.Equal(with, group))) {
+			t.Errorf("lookup of %q (refused by version 2, held) after the upgrade: %d %v; want 200 held, reason invalid, its holder, held under 1, grandfathered with %q", name, code, av, group)
+		}
 	}
 }
 
