@@ -574,7 +574,7 @@ func (g *upgradeGate) wrap(h http.HandlerFunc) http.HandlerFunc {
 		if to := g.upgrading(r.Context()); to != 0 {
 			// The shape of a policy_upgrading decision (httpwire.AnswerFor);
 			// WriteJSON adds its Retry-After.
-			httpwire.WriteJSON(w, http.StatusServiceUnavailable, httpwire.Answer{Status: events.OutcomeRejected, Reason: events.ReasonPolicyUpgrading,
+			httpwire.WriteJSON(w, http.StatusServiceUnavailable, httpwire.Answer{Status: "error", Reason: events.ReasonPolicyUpgrading,
 				Detail: fmt.Sprintf("the registry is moving to username policy version %d; retry shortly", to)})
 			return
 		}

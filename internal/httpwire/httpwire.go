@@ -169,6 +169,8 @@ func AnswerFor(d *events.Decision) (int, Answer) {
 	case !ok:
 		return http.StatusInternalServerError, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason,
 			Detail: fmt.Sprintf("the claim was decided with rejection reason %q, which this API node does not know; upgrade it", d.Reason)}
+	case reason.HTTPStatus >= 500: // policy_upgrading: nothing decided, retry; 5xx answers say error, as WriteError's
+		return reason.HTTPStatus, Answer{RequestID: d.RequestID, Status: "error", Reason: d.Reason, Detail: d.Detail}
 	case reason.Detail:
 		return reason.HTTPStatus, Answer{RequestID: d.RequestID, Status: d.Outcome, Reason: d.Reason, Detail: d.Detail}
 	}

@@ -36,7 +36,7 @@ func TestPolicyUpgradeThroughTheAPI(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond) // the API reads the state at most once a second
 	got := post(t, api, newID(), third, "cat")
-	want(t, "a claim while the upgrade is under way", got, 503, "rejected", "policy_upgrading", "")
+	want(t, "a claim while the upgrade is under way", got, 503, "error", "policy_upgrading", "")
 	if got.RetryAfter == "" {
 		t.Error("503 policy_upgrading without Retry-After")
 	}

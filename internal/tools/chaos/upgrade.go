@@ -163,7 +163,7 @@ func upgradeWaits(u *UpgradeRun, in *Input) {
 }
 
 // upgradingAnswer is send's Op.Error for an answer 503 policy_upgrading.
-var upgradingAnswer = fmt.Sprintf("answer %d %s %s", http.StatusServiceUnavailable, events.OutcomeRejected, events.ReasonPolicyUpgrading)
+var upgradingAnswer = fmt.Sprintf("answer %d %s %s", http.StatusServiceUnavailable, "error", events.ReasonPolicyUpgrading)
 
 // upgrading reports whether op was answered 503 policy_upgrading.
 func upgrading(op Op) bool {
