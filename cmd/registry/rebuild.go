@@ -127,7 +127,7 @@ func boundMemory() {
 func printBuild(w io.Writer, r *rebuild.BuildReport) {
 	rate := float64(r.Records) / max(r.Elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "rebuilt %s from %d registrations records in %v (%.0f records/s)\n", rebuild.ShadowSchema, r.Records, r.Elapsed.Round(time.Millisecond), rate)
-	fmt.Fprintf(w, "  decisions %d: ledger rows %d, holders %d, request_conflict %d\n", r.Decisions, r.Ledger, r.Holders, r.Conflicts)
+	fmt.Fprintf(w, "  decisions %d: ledger rows %d, holders %d, not stored (request_conflict, policy_upgrading) %d\n", r.Decisions, r.Ledger, r.Holders, r.Conflicts)
 	fmt.Fprintf(w, "  copies skipped %d, contradicting copies %d, unreadable records %d\n", r.Copies, r.Contradicting, r.Unreadable)
 	printSamples(w, "unreadable", r.UnreadableSamples)
 	printSamples(w, "contradicting copy at claims", r.ContradictingSamples)

@@ -100,7 +100,7 @@ type BuildReport struct {
 	Decisions  int64           // distinct decisions loaded
 	Ledger     int64           // request ledger rows
 	Holders    int64           // usernames rows
-	Conflicts  int64           // request_conflict decisions (published, not stored)
+	Conflicts  int64           // decisions published and not stored: request_conflict, policy_upgrading
 	Copies     int64           // records repeating a loaded decision, skipped
 	Next       map[int32]int64 // rebuilt next_offset per partition
 	// Unreadable counts records that are not a usable decision; they are
