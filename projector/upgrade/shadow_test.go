@@ -192,14 +192,16 @@ func TestShadowFollowsItsName(t *testing.T) {
 // holders.
 func replayAndRebuildAgree(t *testing.T, r *registry) {
 	t.Helper()
+	publishAndStop(t, r)
+	replayMatchesLive(t, r, rebuildAndVerify(t, r))
+}
+
+// rebuildAndVerify runs registry rebuild and rebuild --verify on r's
+// topics and database, checks that there is no drift, and returns the
+// rebuild's configuration.
+func rebuildAndVerify(t *testing.T, r *registry) rebuild.Config {
+	t.Helper()
 	ctx := context.Background()
-	deadline := time.Now().Add(30 * time.Second)
-	for n := 1; n > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.stop()
 	cfg := rebuild.Config{Kafka: r.opts, Pool: r.pool, AdminKeys: keys, Logger: testenv.Logger(t)}
 	if _, err := rebuild.Build(ctx, cfg); err != nil {
 		t.Fatalf("rebuild: %v", err)
@@ -211,6 +213,28 @@ func replayAndRebuildAgree(t *testing.T, r *registry) {
 	if v.Drift() || v.LiveUsernames != v.ShadowUsernames || v.LiveUsernames == 0 {
 		t.Errorf("rebuild differs from the live projection: %+v", v)
 	}
+	return cfg
+}
+
+// publishAndStop waits (up to 30 s) until the projector has published
+// its outbox, then stops it.
+func publishAndStop(t *testing.T, r *registry) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 1; n > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if err := r.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.stop()
+}
+
+// replayMatchesLive replays the topics (registry replay) and checks that
+// every record is decided again to its recorded bytes and that the
+// replayed holders are the live ones, row for row.
+func replayMatchesLive(t *testing.T, r *registry, cfg rebuild.Config) {
+	t.Helper()
+	ctx := context.Background()
 	rep, err := rebuild.Replay(ctx, rebuild.ReplayConfig{Config: cfg})
 	if err != nil {
 		t.Fatalf("replay: %v", err)

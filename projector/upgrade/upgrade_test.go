@@ -340,26 +340,8 @@ func TestReplayAndRebuildAgree(t *testing.T) {
 	if got := r.claim(2, third, "d0g"); got.Reason != events.ReasonConfusable {
 		t.Errorf("claim of d0g after its release, beside dog: %+v", got)
 	}
-	// Let the projector publish everything, then stop it.
-	deadline := time.Now().Add(30 * time.Second)
-	for n := 1; n > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.stop()
-
-	cfg := rebuild.Config{Kafka: r.opts, Pool: r.pool, AdminKeys: keys, Logger: testenv.Logger(t)}
-	if _, err := rebuild.Build(ctx, cfg); err != nil {
-		t.Fatalf("rebuild: %v", err)
-	}
-	v, err := rebuild.Verify(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.Drift() || v.LiveUsernames != v.ShadowUsernames || v.LiveUsernames == 0 {
-		t.Errorf("rebuild differs from the live projection: %+v", v)
-	}
+	publishAndStop(t, r)
+	cfg := rebuildAndVerify(t, r)
 	before := r.snapshot()
 	// The partitions' policy state follows from the decisions: the swap
 	// brings it back even when the live rows lost it.
@@ -372,23 +354,7 @@ func TestReplayAndRebuildAgree(t *testing.T) {
 	if after := r.snapshot(); !slices.Equal(after, before) {
 		t.Errorf("the swapped-in rebuild differs from the live projection:\n got %q\nwant %q", after, before)
 	}
-	rep, err := rebuild.Replay(ctx, rebuild.ReplayConfig{Config: cfg})
-	if err != nil {
-		t.Fatalf("replay: %v", err)
-	}
-	if rep.Diverged() || rep.Matched == 0 {
-		t.Errorf("replay diverged: %+v", rep)
-	}
-	var differ int
-	err = r.pool.QueryRow(ctx, `SELECT count(*) FROM (
-		(SELECT canonical, key, user_id, request_id, grandfathered, invalid, granted_under FROM usernames
-		 EXCEPT SELECT canonical, key, user_id, request_id, grandfathered, invalid, granted_under FROM registry_replay.usernames)
-		UNION ALL
-		(SELECT canonical, key, user_id, request_id, grandfathered, invalid, granted_under FROM registry_replay.usernames
-		 EXCEPT SELECT canonical, key, user_id, request_id, grandfathered, invalid, granted_under FROM usernames)) d`).Scan(&differ)
-	if err != nil || differ != 0 {
-		t.Errorf("the replayed holders differ from the live ones in %d rows (%v)", differ, err)
-	}
+	replayMatchesLive(t, r, cfg)
 }
 
 // TestRestartWithUnstoredAnswerAtTheTail: a claim written to a frozen
