@@ -1,7 +1,6 @@
 package projection
 
 import (
-	"bytes"
 	"slices"
 	"testing"
 
@@ -163,21 +162,7 @@ func TestShadowFollowsItsName(t *testing.T) {
 		t.Errorf("release of lumen11: %+v, next %v", out.Decision, out.Next)
 	}
 
-	for p, recs := range l.recs {
-		rd := NewPolicyRedecider(testPartitions, username.MustVersion(1), false, testKeys)
-		for i, rec := range recs {
-			got, err := rd.Redecide(rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !got.Copy && !bytes.Equal(got.Value, l.values[p][i]) {
-				t.Fatalf("replay of %d/%d:\n got %s\nwant %s", p, i, got.Value, l.values[p][i])
-			}
-			if !got.Copy && (got.Next == nil) != (l.nexts[p][i] == nil) {
-				t.Errorf("replay of %d/%d: follow-up %v, the live decision's %v", p, i, got.Next, l.nexts[p][i])
-			}
-		}
-	}
+	l.replayAgrees()
 }
 
 // TestShadowFollowUpDecidedWhileFrozen: a partition frozen for an upgrade

@@ -127,6 +127,29 @@ func (l *upgradeLog) upgrade(to int) {
 	}
 }
 
+// replayAgrees decides every record of the log again with Redeciders
+// starting under version 1 (registry replay), one per partition, and
+// checks that each decision has the recorded bytes and the same follow-up
+// (or none).
+func (l *upgradeLog) replayAgrees() {
+	l.t.Helper()
+	for p, recs := range l.recs {
+		rd := NewPolicyRedecider(testPartitions, username.MustVersion(1), false, testKeys)
+		for i, rec := range recs {
+			got, err := rd.Redecide(rec)
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			if !got.Copy && !bytes.Equal(got.Value, l.values[p][i]) {
+				l.t.Fatalf("replay of %d/%d:\n got %s\nwant %s", p, i, got.Value, l.values[p][i])
+			}
+			if !got.Copy && (got.Next == nil) != (l.nexts[p][i] == nil) {
+				l.t.Errorf("replay of %d/%d: follow-up %v, the live decision's %v", p, i, got.Next, l.nexts[p][i])
+			}
+		}
+	}
+}
+
 func (l *upgradeLog) members(typed string) []string {
 	u, _ := username.MustVersion(2).Normalize(typed)
 	var names []string
@@ -230,18 +253,7 @@ func TestUpgradeKeepsCollidingHolders(t *testing.T) {
 
 	// Replay: Redeciders starting under version 1 decide every record
 	// again to the same bytes.
-	for p, recs := range l.recs {
-		rd := NewPolicyRedecider(testPartitions, username.MustVersion(1), false, testKeys)
-		for i, rec := range recs {
-			got, err := rd.Redecide(rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !got.Copy && !bytes.Equal(got.Value, l.values[p][i]) {
-				t.Fatalf("replay of %d/%d:\n got %s\nwant %s", p, i, got.Value, l.values[p][i])
-			}
-		}
-	}
+	l.replayAgrees()
 }
 
 // TestFrozenPartitionAnswersRetry: after its freeze a partition decides
